@@ -1,0 +1,1259 @@
+/*
+ * composite.c - a loss as named terms in order, evaluated with one reduction
+ * for all of them (SPEC "MSE and CompositeLoss", "How a global loss is
+ * computed").
+ *
+ * The packed buffer of one evaluation is
+ *
+ *   header  [0] ranks that failed  [1] ranks whose layout changed
+ *           [2 + 2k], [3 + 2k]  byte k of the agreement digest c, and c^2
+ *   payload batch counts of states, states1, pred;
+ *           per population: sum_bt S_i (N), sum_bt S_i^2 (N);
+ *           sum (pred - label)^2;  then each term's slots.
+ *
+ * Ranks agree on the payload layout once (the first evaluation, or when N,
+ * the terms or the gradient requests change); after that an evaluation is
+ * exactly one MPI_Allreduce.  The digest carries everything ranks must agree
+ * on (T, N, K, dtypes, parameters, the weights' bits): all ranks hold the same
+ * byte c iff P * sum c^2 == (sum c)^2.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    HEADER_FAILED = 0,
+    HEADER_RELAYOUT = 1,
+    HEADER_DIGEST = 2,
+    DIGEST_BYTES = 8,
+    HEADER_SLOTS = HEADER_DIGEST + 2 * DIGEST_BYTES,
+};
+
+/* Payload regions, as offsets from the start of the payload. */
+enum {
+    REGION_COUNTS,   /* batch counts: states, states1, pred */
+    REGION_POP0,
+    REGION_POP1,
+    REGION_SQERR,
+    REGION_TERMS,    /* first term; then one per term */
+};
+
+/* One value every rank must agree on, and what to call it if they do not. */
+typedef struct agree_item {
+    int64_t value;
+    const char *what;   /* static text                                  */
+    int term;           /* term index or -1                             */
+    int role;           /* input role or -1                             */
+    bool real;          /* value holds the bits of a double             */
+} agree_item;
+
+/* A reported value: name and where its numbers are in the value data. */
+typedef struct value_entry {
+    char name[96];
+    int64_t offset, length;
+} value_entry;
+
+/* Per-evaluation work memory, grown as needed and kept between calls. */
+typedef struct scratch {
+    double *tile, *tile2, *grad_tile;   /* rows x N, as doubles         */
+    double *shift, *s1, *s2;            /* N: per-element moments       */
+    double *pop_data[2];                /* mean, var, alpha, beta: 4 N  */
+    double *dweight[4];
+    int64_t tile_cap, n_cap, pop_cap[2], dweight_cap[4];
+} scratch;
+
+struct crl_loss {
+    crl_context *ctx;
+    crl_term *terms;
+    int n_terms;
+
+    /* The layout all ranks agreed on: region offsets, then the payload size. */
+    int64_t *layout;
+    int layout_len;
+    int64_t payload_slots;
+    crl_dd *buffer;
+    int64_t buffer_cap;
+
+    agree_item *agree;
+    int n_agree, cap_agree;
+
+    /* Per-term work of one evaluation, sized when terms are added. */
+    int64_t *next_layout;
+    crl_term_out *outs;
+
+    scratch work;
+
+    /* Results of the last successful evaluation. */
+    value_entry *values;
+    int64_t n_values, cap_values;
+    double *value_data;
+    int64_t value_data_len, value_data_cap;
+    double total;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void *grow(void *ptr, int64_t *cap, int64_t want, size_t size)
+{
+    if (want <= *cap)
+        return ptr;
+    int64_t n = *cap > 0 ? *cap : 16;
+    while (n < want)
+        n *= 2;
+    void *p = realloc(ptr, (size_t) n * size);
+    if (p != NULL)
+        *cap = n;
+    return p;
+}
+
+/* Grows *ptr to hold want elements of size bytes; false when out of memory. */
+static bool reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size)
+{
+    void **pp = ptr_to_ptr;
+    void *p = grow(*pp, cap, want, size);
+    if (p == NULL)
+        return false;
+    *pp = p;
+    return true;
+}
+
+static bool term_active(const crl_term *t)
+{
+    return t->weight != 0.0;
+}
+
+/* Prefixes an error a term reported with the term's name and type. */
+static int term_error(const crl_term *t, crl_error *err)
+{
+    char msg[CRL_MESSAGE_MAX];
+    snprintf(msg, sizeof msg, "term '%s' (%s): %s", t->name, t->cls->type, err->message);
+    memcpy(err->message, msg, sizeof msg);
+    return err->code;
+}
+
+static crl_term *find_term(const crl_loss *loss, const char *name)
+{
+    for (int k = 0; k < loss->n_terms; k++)
+        if (strcmp(loss->terms[k].name, name) == 0)
+            return &loss->terms[k];
+    return NULL;
+}
+
+int crl_term_param_index(const crl_term_class *cls, const char *key)
+{
+    for (int k = 0; cls->params[k].key != NULL; k++)
+        if (strcmp(cls->params[k].key, key) == 0)
+            return k;
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Building a loss                                                            */
+/* ------------------------------------------------------------------------ */
+
+int crl_loss_create(crl_context *ctx, crl_loss **out)
+{
+    if (out == NULL || ctx == NULL)
+        return CRL_ERR_INVALID;
+    *out = calloc(1, sizeof **out);
+    if (*out == NULL)
+        return crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory creating a loss");
+    (*out)->ctx = ctx;
+    return CRL_OK;
+}
+
+static void free_scratch(scratch *w)
+{
+    free(w->tile);
+    free(w->tile2);
+    free(w->grad_tile);
+    free(w->shift);
+    free(w->s1);
+    free(w->s2);
+    for (int p = 0; p < 2; p++)
+        free(w->pop_data[p]);
+    for (int k = 0; k < 4; k++)
+        free(w->dweight[k]);
+}
+
+void crl_loss_destroy(crl_loss **loss)
+{
+    if (loss == NULL || *loss == NULL)
+        return;
+    crl_loss *l = *loss;
+    for (int k = 0; k < l->n_terms; k++)
+        if (l->terms[k].cls->destroy)
+            l->terms[k].cls->destroy(&l->terms[k]);
+    free(l->terms);
+    free(l->layout);
+    free(l->buffer);
+    free(l->agree);
+    free(l->next_layout);
+    free(l->outs);
+    free_scratch(&l->work);
+    free(l->values);
+    free(l->value_data);
+    free(l);
+    *loss = NULL;
+}
+
+static bool valid_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof ((crl_term *) 0)->name)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+              || *c == '_' || *c == '-'))
+            return false;
+    return true;
+}
+
+/* Applies "key=value,key=value" to t. */
+static int apply_params(crl_term *t, const char *params, crl_error *err)
+{
+    if (params == NULL || *params == '\0')
+        return CRL_OK;
+    char *copy = strdup(params);
+    if (copy == NULL)
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
+    int rc = CRL_OK;
+    char *save = NULL;
+    for (char *item = strtok_r(copy, ",", &save); item && rc == CRL_OK;
+         item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (eq == NULL || eq == item || eq[1] == '\0') {
+            rc = crl_fail(err, CRL_ERR_INVALID, "'%s' is not key=value", item);
+            break;
+        }
+        *eq = '\0';
+        int k = crl_term_param_index(t->cls, item);
+        if (k < 0) {
+            char known[256] = "";
+            for (int j = 0; t->cls->params[j].key; j++) {
+                strncat(known, j ? ", " : "", sizeof known - strlen(known) - 1);
+                strncat(known, t->cls->params[j].key, sizeof known - strlen(known) - 1);
+            }
+            rc = crl_fail(err, CRL_ERR_INVALID, "unknown parameter '%s' (known: %s)", item,
+                          known[0] ? known : "none");
+            break;
+        }
+        rc = crl_param_parse(&t->cls->params[k], eq + 1, &t->param[k], err);
+    }
+    free(copy);
+    return rc;
+}
+
+int crl_loss_add(crl_loss *loss, const char *name, const char *type, double weight,
+                 const char *params)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_context *ctx = loss->ctx;
+    crl_error err = {0};
+    if (name == NULL || !valid_name(name)) {
+        crl_fail(&err, CRL_ERR_INVALID,
+                 "term name '%s' must be 1-63 letters, digits, '_' or '-'", name ? name : "(null)");
+        return crl_context_set(ctx, err.code, err.message);
+    }
+    const crl_term_class *cls = type ? crl_term_class_find(type) : NULL;
+    if (cls == NULL) {
+        char known[256] = "";
+        for (int k = 0; crl_term_classes[k]; k++) {
+            strncat(known, k ? ", " : "", sizeof known - strlen(known) - 1);
+            strncat(known, crl_term_classes[k]->type, sizeof known - strlen(known) - 1);
+        }
+        crl_fail(&err, CRL_ERR_INVALID, "term '%s': unknown type '%s' (one of: %s)", name,
+                 type ? type : "(null)", known);
+        return crl_context_set(ctx, err.code, err.message);
+    }
+    if (find_term(loss, name) != NULL) {
+        crl_fail(&err, CRL_ERR_INVALID, "term '%s': the name is already used", name);
+        return crl_context_set(ctx, err.code, err.message);
+    }
+    if (!isfinite(weight)) {
+        crl_fail(&err, CRL_ERR_INVALID, "term '%s': weight %g is not finite", name, weight);
+        return crl_context_set(ctx, err.code, err.message);
+    }
+    crl_term t = {.cls = cls, .weight = weight};
+    snprintf(t.name, sizeof t.name, "%s", name);
+    for (int k = 0; cls->params[k].key != NULL; k++)
+        t.param[k] = cls->params[k].default_value;
+    if (apply_params(&t, params, &err) != CRL_OK) {
+        term_error(&t, &err);
+        return crl_context_set(ctx, err.code, err.message);
+    }
+    int64_t n = loss->n_terms + 1;
+    crl_term *terms = realloc(loss->terms, sizeof t * (size_t) n);
+    int64_t *layout = realloc(loss->next_layout, sizeof *layout * (size_t) (REGION_TERMS + n + 1));
+    crl_term_out *outs = realloc(loss->outs, sizeof *outs * (size_t) n);
+    if (terms)
+        loss->terms = terms;
+    if (layout)
+        loss->next_layout = layout;
+    if (outs)
+        loss->outs = outs;
+    if (!terms || !layout || !outs)
+        return crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory adding a term");
+    loss->terms[loss->n_terms++] = t;
+    return crl_context_set(ctx, CRL_OK, NULL);
+}
+
+int crl_loss_set(crl_loss *loss, const char *name, const char *key, double value)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_error err = {0};
+    crl_term *t = name ? find_term(loss, name) : NULL;
+    if (t == NULL) {
+        crl_fail(&err, CRL_ERR_INVALID, "no term named '%s'", name ? name : "(null)");
+        return crl_context_set(loss->ctx, err.code, err.message);
+    }
+    int k = key ? crl_term_param_index(t->cls, key) : -1;
+    if (k < 0)
+        crl_fail(&err, CRL_ERR_INVALID, "unknown parameter '%s'", key ? key : "(null)");
+    else if (crl_param_validate(&t->cls->params[k], value, &err) == CRL_OK)
+        t->param[k] = value;
+    if (err.code != CRL_OK)
+        term_error(t, &err);
+    return crl_context_set(loss->ctx, err.code, err.message);
+}
+
+int crl_loss_set_weight(crl_loss *loss, const char *name, double weight)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_term *t = name ? find_term(loss, name) : NULL;
+    if (t == NULL || !isfinite(weight))
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID,
+                               t ? "weight must be finite" : "no term with that name");
+    t->weight = weight;
+    return crl_context_set(loss->ctx, CRL_OK, NULL);
+}
+
+int crl_loss_term_count(const crl_loss *loss)
+{
+    return loss ? loss->n_terms : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Agreement across ranks                                                     */
+/* ------------------------------------------------------------------------ */
+
+static bool agree_add(crl_loss *loss, int64_t value, const char *what, int term, int role,
+                      bool real)
+{
+    int64_t cap = loss->cap_agree;
+    if (!reserve(&loss->agree, &cap, loss->n_agree + 1, sizeof *loss->agree))
+        return false;
+    loss->cap_agree = (int) cap;
+    loss->agree[loss->n_agree++] = (agree_item){value, what, term, role, real};
+    return true;
+}
+
+static int64_t real_bits(double x)
+{
+    int64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static uint64_t agree_digest(const crl_loss *loss)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (int k = 0; k < loss->n_agree; k++)
+        h = mix64(h ^ mix64((uint64_t) loss->agree[k].value + (uint64_t) k));
+    return h;
+}
+
+static int64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+    return (int64_t) h;
+}
+
+static void write_digest(crl_dd *header, uint64_t digest)
+{
+    for (int k = 0; k < DIGEST_BYTES; k++) {
+        double c = (double) ((digest >> (8 * k)) & 0xff);
+        header[HEADER_DIGEST + 2 * k] = crl_dd_make(c);
+        header[HEADER_DIGEST + 2 * k + 1] = crl_dd_make(c * c);
+    }
+}
+
+static bool digest_agrees(const crl_dd *header, int size)
+{
+    for (int k = 0; k < DIGEST_BYTES; k++) {
+        uint64_t s1 = (uint64_t) crl_dd_round(header[HEADER_DIGEST + 2 * k]);
+        uint64_t s2 = (uint64_t) crl_dd_round(header[HEADER_DIGEST + 2 * k + 1]);
+        if ((uint64_t) size * s2 != s1 * s1)
+            return false;
+    }
+    return true;
+}
+
+static void describe_item(const crl_loss *loss, int index, char *buf, size_t len)
+{
+    if (index >= loss->n_agree) {
+        snprintf(buf, len, "the list of terms");
+        return;
+    }
+    const agree_item *it = &loss->agree[index];
+    if (it->term >= 0 && it->term < loss->n_terms)
+        snprintf(buf, len, "term '%s' (%s): %s", loss->terms[it->term].name,
+                 loss->terms[it->term].cls->type, it->what);
+    else if (it->role >= 0)
+        snprintf(buf, len, "%s: %s", crl_role_name(it->role), it->what);
+    else
+        snprintf(buf, len, "%s", it->what);
+}
+
+static void format_item(const crl_loss *loss, int index, int64_t v, char *buf, size_t len)
+{
+    double d;
+    memcpy(&d, &v, sizeof d);
+    if (index < loss->n_agree && loss->agree[index].real) {
+        /* The shortest text that reads back as the same double. */
+        for (int digits = 6; digits <= 17; digits++) {
+            snprintf(buf, len, "%.*g", digits, d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+    }
+    else
+        snprintf(buf, len, "%lld", (long long) v);
+}
+
+/*
+ * Collective, only after the digest showed a disagreement: finds the first
+ * value that differs (one MPI_MAX of (-x, x) per value, as PETSc does) and
+ * names it on every rank.
+ */
+static int diagnose_disagreement(crl_loss *loss)
+{
+    crl_context *ctx = loss->ctx;
+    int64_t counts[2] = {-(int64_t) loss->n_agree, loss->n_agree}, c[2];
+    if (MPI_Allreduce(counts, c, 2, MPI_INT64_T, MPI_MAX, ctx->comm) != MPI_SUCCESS)
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the agreement failed");
+    int64_t n_min = -c[0], n_max = c[1];
+    int64_t *pairs = malloc(sizeof *pairs * 2 * (size_t) (n_max > 0 ? n_max : 1));
+    int ok = pairs != NULL, all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, ctx->comm);
+    if (!all_ok) {
+        free(pairs);
+        return crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory diagnosing a disagreement");
+    }
+    for (int64_t k = 0; k < n_max; k++) {
+        int64_t v = k < loss->n_agree ? loss->agree[k].value : 0;
+        pairs[2 * k] = v == INT64_MIN ? INT64_MAX : -v;
+        pairs[2 * k + 1] = v;
+    }
+    if (MPI_Allreduce(MPI_IN_PLACE, pairs, (int) (2 * n_max), MPI_INT64_T, MPI_MAX, ctx->comm)
+        != MPI_SUCCESS) {
+        free(pairs);
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the agreement failed");
+    }
+    int64_t first = n_min;
+    for (int64_t k = 0; k < n_min; k++)
+        if (-pairs[2 * k] != pairs[2 * k + 1]) {
+            first = k;
+            break;
+        }
+    char what[256], lo[40], hi[40], msg[CRL_MESSAGE_MAX];
+    if (first < n_min) {
+        describe_item(loss, (int) first, what, sizeof what);
+        format_item(loss, (int) first, -pairs[2 * first], lo, sizeof lo);
+        format_item(loss, (int) first, pairs[2 * first + 1], hi, sizeof hi);
+        snprintf(msg, sizeof msg, "ranks disagree on %s (from %s to %s)", what, lo, hi);
+    } else if (n_min != n_max) {
+        snprintf(msg, sizeof msg, "ranks disagree on the terms or the inputs used");
+    } else {
+        snprintf(msg, sizeof msg, "ranks disagree on the arguments");
+    }
+    free(pairs);
+    /* Descriptions come from local term names: take rank 0's words. */
+    MPI_Bcast(msg, (int) sizeof msg, MPI_CHAR, 0, ctx->comm);
+    msg[sizeof msg - 1] = '\0';
+    return crl_context_set(ctx, CRL_ERR_INVALID, msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Preparing an evaluation (local)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Checksum of a matrix's bits, its squared Frobenius norm, and the first
+ * non-finite element (replicated weights must be identical on all ranks). */
+static int scan_weight(const crl_matrix *m, int role, uint64_t *checksum, double *sumsq,
+                       crl_error *err)
+{
+    uint64_t h1 = 0, h2 = 0;
+    double s = 0;
+    for (int64_t r = 0; r < m->rows; r++) {
+        if (m->dtype == CRL_FLOAT32) {
+            const float *row = (const float *) m->data + r * m->row_stride;
+            for (int64_t c = 0; c < m->cols; c++) {
+                uint32_t bits;
+                memcpy(&bits, &row[c], sizeof bits);
+                h1 += bits;
+                h2 += h1;
+                s += (double) row[c] * (double) row[c];
+            }
+        } else {
+            const double *row = (const double *) m->data + r * m->row_stride;
+            for (int64_t c = 0; c < m->cols; c++) {
+                uint64_t bits;
+                memcpy(&bits, &row[c], sizeof bits);
+                h1 += bits;
+                h2 += h1;
+                s += row[c] * row[c];
+            }
+        }
+    }
+    if (!isfinite(s)) {
+        for (int64_t r = 0; r < m->rows; r++)
+            for (int64_t c = 0; c < m->cols; c++) {
+                double v = crl_matrix_get(m, r, c);
+                if (!isfinite(v))
+                    return crl_fail(err, CRL_ERR_NONFINITE, "%s[%lld, %lld] is %s",
+                                    crl_role_name(role), (long long) r, (long long) c,
+                                    isnan(v) ? "NaN" : "infinite");
+            }
+        return crl_fail(err, CRL_ERR_DOMAIN, "%s: the sum of squares overflows",
+                        crl_role_name(role));
+    }
+    *checksum = mix64(h1) ^ h2;
+    *sumsq = s;
+    return CRL_OK;
+}
+
+/*
+ * Local checks of the inputs the active terms use and of the gradient
+ * requests; fills g's local fields, the terms' slot counts, the agreement
+ * list and the layout.  Errors go to err (the caller still takes part in the
+ * reduction).
+ */
+static int prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
+                   crl_global *g, unsigned *uses_out, int64_t *layout, crl_error *err)
+{
+    loss->n_agree = 0;
+    unsigned uses = 0;
+    for (int k = 0; k < loss->n_terms; k++)
+        if (term_active(&loss->terms[k]))
+            uses |= loss->terms[k].cls->uses(&loss->terms[k]);
+    *uses_out = uses;
+    g->inputs = in;
+    g->pop[0].array = &in->states;
+    g->pop[1].array = &in->states1;
+
+    bool ok = agree_add(loss, loss->n_terms, "number of terms", -1, -1, false)
+              && agree_add(loss, uses, "inputs used", -1, -1, false);
+    for (int role = 0; role < CRL_ROLE_COUNT; role++) {
+        bool used = uses & CRL_USES(role);
+        if (role < CRL_FIRST_MATRIX_ROLE) {
+            const crl_array *a = crl_tensors_array(in, role);
+            const crl_array *d = crl_tensors_array(grads, role);
+            bool want = crl_array_present(d); /* an empty shard asks with its shape */
+            if (used) {
+                if (!crl_array_present(a))
+                    crl_fail(err, CRL_ERR_INVALID, "%s: required input is missing",
+                             crl_role_name(role));
+                else if (crl_array_check(a, crl_role_name(role), err) == CRL_OK && want)
+                    crl_array_check_grad(d, a, crl_role_name(role), err);
+                ok = ok && agree_add(loss, a->dtype, "dtype", -1, role, false)
+                     && agree_add(loss, a->time, "time steps", -1, role, false)
+                     && agree_add(loss, a->width, "width", -1, role, false);
+            }
+            if (used && want)
+                g->grad_mask |= CRL_USES(role);
+        } else {
+            const crl_matrix *m = crl_tensors_matrix(in, role);
+            const crl_matrix *d = crl_tensors_matrix(grads, role);
+            bool want = d->data != NULL;
+            uint64_t checksum = 0;
+            int slot = role - CRL_FIRST_MATRIX_ROLE;
+            if (used && crl_matrix_check(m, crl_role_name(role), err) == CRL_OK) {
+                if (want)
+                    crl_matrix_check_grad(d, m, crl_role_name(role), err);
+                if (err->code == CRL_OK)
+                    scan_weight(m, role, &checksum, &g->weight_sumsq[slot], err);
+            }
+            if (used)
+                ok = ok && agree_add(loss, m->dtype, "dtype", -1, role, false)
+                     && agree_add(loss, m->rows, "rows", -1, role, false)
+                     && agree_add(loss, m->cols, "columns", -1, role, false)
+                     && agree_add(loss, (int64_t) checksum, "values (replicated weights)", -1, role,
+                                  false);
+            if (used && want)
+                g->grad_mask |= CRL_USES(role);
+        }
+    }
+    /* Weight gradients are global sums for some terms (hebbian): their
+     * requests shape the packed buffer, so all ranks must make the same. */
+    unsigned weight_grads = g->grad_mask & ~((1u << CRL_FIRST_MATRIX_ROLE) - 1);
+    ok = ok && agree_add(loss, weight_grads, "weight gradient requests", -1, -1, false);
+    if ((uses & CRL_USES(CRL_ROLE_PRED)) && (uses & CRL_USES(CRL_ROLE_LABEL))
+        && err->code == CRL_OK
+        && (in->pred.batch != in->label.batch || in->pred.time != in->label.time
+            || in->pred.width != in->label.width))
+        crl_fail(err, CRL_ERR_INVALID, "pred (%lld, %lld, %lld) and label (%lld, %lld, %lld) differ",
+                 (long long) in->pred.batch, (long long) in->pred.time, (long long) in->pred.width,
+                 (long long) in->label.batch, (long long) in->label.time,
+                 (long long) in->label.width);
+
+    /* Layout: regions, then each term's slots (terms size them from shapes). */
+    int64_t at = 3;
+    layout[REGION_COUNTS] = 0;
+    for (int p = 0; p < 2; p++) {
+        layout[REGION_POP0 + p] = at;
+        if (uses & CRL_USES(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1))
+            at += 2 * (err->code == CRL_OK ? g->pop[p].array->width : 0);
+    }
+    layout[REGION_SQERR] = at;
+    at += 1;
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        t->slot = at;
+        t->slot_count = 0;
+        ok = ok && agree_add(loss, name_hash(t->cls->type), "type", k, -1, false)
+             && agree_add(loss, name_hash(t->name), "name", k, -1, false)
+             && agree_add(loss, real_bits(t->weight), "weight", k, -1, true);
+        for (int j = 0; t->cls->params[j].key != NULL && ok; j++)
+            ok = agree_add(loss, real_bits(t->param[j]), t->cls->params[j].key, k, -1, true);
+        if (term_active(t) && err->code == CRL_OK && t->cls->prepare) {
+            if (t->cls->prepare(t, g, &t->slot_count, err) != CRL_OK)
+                term_error(t, err);
+        }
+        layout[REGION_TERMS + k] = at;
+        at += t->slot_count;
+    }
+    layout[REGION_TERMS + loss->n_terms] = at;
+    if (!ok)
+        crl_fail(err, CRL_ERR_NOMEM, "out of memory preparing the evaluation");
+    return err->code;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward passes                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Rows per tile: about 64 KiB of doubles, at least what the terms ask for. */
+static int64_t tile_rows(const crl_loss *loss, int64_t n, int64_t time)
+{
+    int64_t rows = 8192 / n;
+    for (int k = 0; k < loss->n_terms; k++)
+        if (term_active(&loss->terms[k]) && loss->terms[k].cls->tile_rows > rows)
+            rows = loss->terms[k].cls->tile_rows;
+    if (rows < 1)
+        rows = 1;
+    return rows < time ? rows : time;
+}
+
+/* Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2. */
+CRL_HOT static void moments_f64(const double *restrict x, int64_t ld, int64_t count, int64_t n,
+                                const double *restrict c, double *restrict s1,
+                                double *restrict s2)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double d = x[r * ld + i] - c[i];
+            s1[i] += d;
+            s2[i] += d * d;
+        }
+}
+
+CRL_HOT static void moments_f32(const float *restrict x, int64_t ld, int64_t count, int64_t n,
+                                const double *restrict c, double *restrict s1,
+                                double *restrict s2)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double d = (double) x[r * ld + i] - c[i];
+            s1[i] += d;
+            s2[i] += d * d;
+        }
+}
+
+/* Adds one batch element's shifted moments to the global sums exactly:
+ * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2. */
+static void fold_moments(crl_dd *sum, crl_dd *sumsq, const double *c, const double *s1,
+                         const double *s2, int64_t n, double time)
+{
+    for (int64_t i = 0; i < n; i++) {
+        crl_dd a = crl_dd_add(crl_two_prod(time, c[i]), crl_dd_make(s1[i]));
+        sum[i] = crl_dd_add(sum[i], a);
+        crl_dd q = crl_dd_mul_d(crl_two_prod(c[i], c[i]), time);
+        q = crl_dd_add(q, crl_two_prod(2.0 * c[i], s1[i]));
+        q = crl_dd_add(q, crl_dd_make(s2[i]));
+        sumsq[i] = crl_dd_add(sumsq[i], q);
+    }
+}
+
+/* Grows each of the k buffers to want doubles; they share one capacity. */
+static bool reserve_all(double **buffers[], int k, int64_t *cap, int64_t want)
+{
+    for (int j = 0; j < k; j++) {
+        int64_t c = *cap;
+        if (!reserve(buffers[j], &c, want, sizeof(double)))
+            return false;
+        if (j == k - 1)
+            *cap = c;
+    }
+    return true;
+}
+
+static bool scratch_rows(scratch *w, int64_t rows, int64_t n)
+{
+    double **tiles[] = {&w->tile, &w->tile2, &w->grad_tile};
+    double **vectors[] = {&w->shift, &w->s1, &w->s2};
+    return reserve_all(tiles, 3, &w->tile_cap, rows * n)
+           && reserve_all(vectors, 3, &w->n_cap, n);
+}
+
+static int report_nonfinite(const crl_array *a, const char *what, int64_t b, crl_error *err)
+{
+    int64_t t, i;
+    if (crl_array_find_nonfinite(a, b, &t, &i)) {
+        const void *row = crl_array_row(a, b, t);
+        double v = a->dtype == CRL_FLOAT32 ? ((const float *) row)[i] : ((const double *) row)[i];
+        return crl_fail(err, CRL_ERR_NONFINITE, "%s[b=%lld, t=%lld, i=%lld] is %s", what,
+                        (long long) b, (long long) t, (long long) i,
+                        isnan(v) ? "NaN" : "infinite");
+    }
+    return CRL_OK;
+}
+
+static bool term_uses_pop(const crl_term *t, int p)
+{
+    int role = p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
+    return term_active(t) && (t->cls->uses(t) & CRL_USES(role));
+}
+
+/* One pass over this rank's slice of population p: the shared moments of
+ * every batch element, and the row and element hooks of the terms reading it
+ * on the same rows while they are in cache. */
+static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, crl_error *err)
+{
+    const crl_array *a = g->pop[p].array;
+    const char *what = crl_role_name(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1);
+    scratch *w = &loss->work;
+    int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
+    crl_dd *sum = payload + loss->layout[REGION_POP0 + p], *sumsq = sum + n;
+    bool row_hooks = false;
+    for (int k = 0; k < loss->n_terms; k++)
+        row_hooks |= term_uses_pop(&loss->terms[k], p) && loss->terms[k].cls->forward_rows;
+
+    for (int64_t b = 0; b < a->batch; b++) {
+        int64_t ld;
+        const double *c = crl_rows_load(a, b, 0, 1, w->shift, &ld);
+        memset(w->s1, 0, sizeof(double) * (size_t) n);
+        memset(w->s2, 0, sizeof(double) * (size_t) n);
+        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows;
+            if (a->dtype == CRL_FLOAT32 && !row_hooks) {
+                moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+                continue;
+            }
+            const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
+            moments_f64(x, ld, count, n, c, w->s1, w->s2);
+            crl_rows view = {p, a, b, t0, count, n, x, ld};
+            for (int k = 0; k < loss->n_terms && row_hooks; k++) {
+                crl_term *t = &loss->terms[k];
+                if (term_uses_pop(t, p) && t->cls->forward_rows
+                    && t->cls->forward_rows(t, &view, payload + t->slot, err) != CRL_OK)
+                    return term_error(t, err);
+            }
+        }
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
+                if (report_nonfinite(a, what, b, err) == CRL_OK)
+                    crl_fail(err, CRL_ERR_DOMAIN, "%s[b=%lld]: sum of squares overflows", what,
+                             (long long) b);
+                return err->code;
+            }
+        fold_moments(sum, sumsq, c, w->s1, w->s2, n, (double) time);
+        for (int k = 0; k < loss->n_terms; k++) {
+            crl_term *t = &loss->terms[k];
+            if (term_uses_pop(t, p) && t->cls->forward_element
+                && t->cls->forward_element(t, p, a, b, payload + t->slot, err) != CRL_OK)
+                return term_error(t, err);
+        }
+    }
+    return CRL_OK;
+}
+
+CRL_HOT static void sqerr_rows(const double *restrict x, int64_t ldx, const double *restrict y,
+                               int64_t ldy, int64_t count, int64_t k, double *restrict acc)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t j = 0; j < k; j++) {
+            double d = x[r * ldx + j] - y[r * ldy + j];
+            acc[j] += d * d;
+        }
+}
+
+/* One pass over pred and label: sum (pred - label)^2, per batch element in a
+ * fixed order, then into the double-double slot. */
+static int outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload,
+                           crl_error *err)
+{
+    const crl_array *x = &in->pred, *y = &in->label;
+    scratch *w = &loss->work;
+    int64_t k = x->width, time = x->time, rows = tile_rows(loss, k, time);
+    crl_dd *slot = payload + loss->layout[REGION_SQERR];
+    for (int64_t b = 0; b < x->batch; b++) {
+        memset(w->s1, 0, sizeof(double) * (size_t) k);
+        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows, ldx, ldy;
+            const double *xr = crl_rows_load(x, b, t0, count, w->tile, &ldx);
+            const double *yr = crl_rows_load(y, b, t0, count, w->tile2, &ldy);
+            sqerr_rows(xr, ldx, yr, ldy, count, k, w->s1);
+        }
+        double s = 0;
+        for (int64_t j = 0; j < k; j++)
+            s += w->s1[j];
+        if (!isfinite(s)) {
+            if (report_nonfinite(x, "pred", b, err) == CRL_OK
+                && report_nonfinite(y, "label", b, err) == CRL_OK)
+                crl_fail(err, CRL_ERR_DOMAIN, "pred - label [b=%lld]: sum of squares overflows",
+                         (long long) b);
+            return err->code;
+        }
+        *slot = crl_dd_add(*slot, crl_dd_make(s));
+    }
+    return CRL_OK;
+}
+
+static int forward(crl_loss *loss, crl_global *g, unsigned uses, crl_dd *payload, crl_error *err)
+{
+    const crl_tensors *in = g->inputs;
+    payload[0] = crl_dd_make((double) in->states.batch * !!(uses & CRL_USES(CRL_ROLE_STATES)));
+    payload[1] = crl_dd_make((double) in->states1.batch * !!(uses & CRL_USES(CRL_ROLE_STATES1)));
+    payload[2] = crl_dd_make((double) in->pred.batch * !!(uses & CRL_USES(CRL_ROLE_PRED)));
+    for (int p = 0; p < 2; p++)
+        if ((uses & CRL_USES(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1))
+            && states_forward(loss, g, p, payload, err) != CRL_OK)
+            return err->code;
+    if (uses & CRL_USES(CRL_ROLE_PRED))
+        return outputs_forward(loss, in, payload, err);
+    return CRL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Memory for one evaluation, taken before the reduction                     */
+/* ------------------------------------------------------------------------ */
+
+static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *err)
+{
+    scratch *w = &loss->work;
+    const crl_tensors *in = g->inputs;
+    bool ok = true;
+    for (int p = 0; p < 2 && ok; p++) {
+        if (!(uses & CRL_USES(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1)))
+            continue;
+        int64_t n = g->pop[p].array->width;
+        ok = scratch_rows(w, tile_rows(loss, n, g->pop[p].array->time), n)
+             && reserve(&w->pop_data[p], &w->pop_cap[p], 4 * n, sizeof(double));
+        if (ok) {
+            g->pop[p].mean = w->pop_data[p];
+            g->pop[p].var = w->pop_data[p] + n;
+            g->pop[p].alpha = w->pop_data[p] + 2 * n;
+            g->pop[p].beta = w->pop_data[p] + 3 * n;
+        }
+    }
+    if (ok && (uses & CRL_USES(CRL_ROLE_PRED)))
+        ok = scratch_rows(w, tile_rows(loss, in->pred.width, in->pred.time), in->pred.width);
+    for (int role = CRL_FIRST_MATRIX_ROLE; role < CRL_ROLE_COUNT && ok; role++) {
+        int s = role - CRL_FIRST_MATRIX_ROLE;
+        const crl_matrix *m = crl_tensors_matrix(in, role);
+        if (g->grad_mask & CRL_USES(role)) {
+            ok = reserve(&w->dweight[s], &w->dweight_cap[s], m->rows * m->cols, sizeof(double));
+            g->dweight[s] = w->dweight[s];
+        }
+    }
+    /* Room for the reported values: each term's value (a vector of at most
+     * N), and its parts. */
+    int64_t n_max = 1 + (uses & CRL_USES(CRL_ROLE_STATES) ? in->states.width : 0);
+    int64_t entries = (int64_t) loss->n_terms * (1 + CRL_MAX_PARTS);
+    ok = ok && reserve(&loss->values, &loss->cap_values, entries, sizeof *loss->values)
+         && reserve(&loss->value_data, &loss->value_data_cap,
+                    (int64_t) loss->n_terms * (n_max + CRL_MAX_PARTS), sizeof(double));
+    if (!ok)
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the evaluation's work space");
+    return CRL_OK;
+}
+
+/* Collective, when the ranks agreed on inputs whose layout differs from the
+ * agreed one: every rank adopts its (identical) local layout. */
+static int adopt_layout(crl_loss *loss, const int64_t *layout, int len)
+{
+    int64_t payload = layout[len - 1];
+    int64_t cap_layout = loss->layout_len, cap_buffer = loss->buffer_cap;
+    int ok = reserve(&loss->layout, &cap_layout, len, sizeof *layout)
+             && reserve(&loss->buffer, &cap_buffer, HEADER_SLOTS + payload, sizeof(crl_dd));
+    if (ok)
+        loss->buffer_cap = cap_buffer;
+    int all_ok = 0;
+    if (MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, loss->ctx->comm) != MPI_SUCCESS)
+        return crl_context_set(loss->ctx, CRL_ERR_MPI, "MPI_Allreduce of the layout failed");
+    if (!all_ok) {
+        loss->layout_len = 0;
+        loss->payload_slots = 0;
+        return crl_context_set(loss->ctx, CRL_ERR_NOMEM, "out of memory for the packed sums");
+    }
+    memcpy(loss->layout, layout, sizeof *layout * (size_t) len);
+    loss->layout_len = len;
+    loss->payload_slots = payload;
+    return CRL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Finalize                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
+                               double batch, const char *what, crl_error *err)
+{
+    const crl_array *a = pop->array;
+    pop->batch = (int64_t) batch;
+    pop->time = a->time;
+    pop->n = a->width;
+    pop->count = batch * (double) a->time;
+    if (pop->batch == 0)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: no rank holds a batch element", what);
+    crl_dd total = crl_dd_make(0.0);
+    for (int64_t i = 0; i < pop->n; i++) {
+        pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
+        crl_dd centered = crl_dd_sub(sumsq[i], crl_dd_div_d(crl_dd_mul(sum[i], sum[i]), pop->count));
+        double v = crl_dd_round(crl_dd_div_d(centered, pop->count));
+        pop->var[i] = v > 0 ? v : 0.0;
+        total = crl_dd_add(total, sumsq[i]);
+    }
+    pop->sumsq = crl_dd_round(total);
+    if (!isfinite(pop->sumsq))
+        return crl_fail(err, CRL_ERR_DOMAIN, "%s: the sum of squares overflows", what);
+    memset(pop->alpha, 0, sizeof(double) * (size_t) pop->n);
+    memset(pop->beta, 0, sizeof(double) * (size_t) pop->n);
+    pop->affine = false;
+    return CRL_OK;
+}
+
+static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *payload,
+                    crl_term_out *outs, crl_error *err)
+{
+    for (int p = 0; p < 2; p++) {
+        int role = p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
+        if ((uses & CRL_USES(role))
+            && finalize_population(&g->pop[p], payload + loss->layout[REGION_POP0 + p],
+                                   payload + loss->layout[REGION_POP0 + p] + g->pop[p].array->width,
+                                   crl_dd_round(payload[p]), crl_role_name(role), err) != CRL_OK)
+            return err->code;
+    }
+    if (uses & CRL_USES(CRL_ROLE_PRED)) {
+        const crl_array *x = &g->inputs->pred;
+        g->out_batch = (int64_t) crl_dd_round(payload[2]);
+        g->out_time = x->time;
+        g->out_width = x->width;
+        g->out_count = (double) g->out_batch * (double) x->time * (double) x->width;
+        g->sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
+        if (g->out_batch == 0)
+            return crl_fail(err, CRL_ERR_INVALID, "pred: no rank holds a batch element");
+    }
+    for (int s = 0; s < 4; s++)
+        if (g->dweight[s]) {
+            const crl_matrix *m = crl_tensors_matrix(g->inputs, CRL_FIRST_MATRIX_ROLE + s);
+            memset(g->dweight[s], 0, sizeof(double) * (size_t) (m->rows * m->cols));
+        }
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        outs[k] = (crl_term_out){0};
+        if (term_active(t) && t->cls->finalize(t, g, payload + t->slot, &outs[k], err) != CRL_OK)
+            return term_error(t, err);
+    }
+    return CRL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
+ * depends on S through per-neuron sums (SPEC: dL/dS = g_i / (B T) and the
+ * variance and sum-of-squares terms). */
+CRL_HOT static void affine_rows(const double *restrict x, int64_t ld, int64_t count, int64_t n,
+                                const double *restrict mean, const double *restrict alpha,
+                                const double *restrict beta, double *restrict grad)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t i = 0; i < n; i++)
+            grad[r * n + i] = alpha[i] + beta[i] * (x[r * ld + i] - mean[i]);
+}
+
+static void states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out)
+{
+    const crl_population *pop = &g->pop[p];
+    const crl_array *a = pop->array;
+    scratch *w = &loss->work;
+    bool hooks = false;
+    for (int k = 0; k < loss->n_terms; k++)
+        hooks |= term_uses_pop(&loss->terms[k], p) && loss->terms[k].cls->backward_rows;
+    if (!pop->affine && !hooks)
+        return;
+    int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
+    for (int64_t b = 0; b < a->batch; b++)
+        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows, ld;
+            const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
+            if (pop->affine)
+                affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
+            else
+                memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
+            crl_rows view = {p, a, b, t0, count, n, x, ld};
+            for (int k = 0; k < loss->n_terms; k++) {
+                const crl_term *t = &loss->terms[k];
+                if (term_uses_pop(t, p) && t->cls->backward_rows)
+                    t->cls->backward_rows(t, g, &view, w->grad_tile);
+            }
+            crl_rows_store_add(out, b, t0, count, w->grad_tile, n);
+        }
+}
+
+CRL_HOT static void scaled_diff_rows(const double *restrict x, int64_t ldx,
+                                     const double *restrict y, int64_t ldy, int64_t count,
+                                     int64_t k, double c, double *restrict out)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t j = 0; j < k; j++)
+            out[r * k + j] = c * (x[r * ldx + j] - y[r * ldy + j]);
+}
+
+static void outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads)
+{
+    const crl_array *x = &g->inputs->pred, *y = &g->inputs->label;
+    bool want_pred = g->grad_mask & CRL_USES(CRL_ROLE_PRED);
+    bool want_label = g->grad_mask & CRL_USES(CRL_ROLE_LABEL);
+    if (g->out_coef == 0.0 || !(want_pred || want_label))
+        return;
+    scratch *w = &loss->work;
+    int64_t k = x->width, time = x->time, rows = tile_rows(loss, k, time);
+    double *d = w->grad_tile;
+    for (int64_t b = 0; b < x->batch; b++)
+        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows, ldx, ldy;
+            const double *xr = crl_rows_load(x, b, t0, count, w->tile, &ldx);
+            const double *yr = crl_rows_load(y, b, t0, count, w->tile2, &ldy);
+            scaled_diff_rows(xr, ldx, yr, ldy, count, k, g->out_coef, d);
+            if (want_pred)
+                crl_rows_store_add(&grads->pred, b, t0, count, d, k);
+            if (want_label) {
+                for (int64_t e = 0; e < count * k; e++)
+                    d[e] = -d[e];
+                crl_rows_store_add(&grads->label, b, t0, count, d, k);
+            }
+        }
+}
+
+static void backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads)
+{
+    for (int p = 0; p < 2; p++) {
+        int role = p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
+        if (g->grad_mask & CRL_USES(role))
+            states_backward(loss, g, p, crl_tensors_array(grads, role));
+    }
+    if (g->grad_mask & (CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)))
+        outputs_backward(loss, g, grads);
+    for (int s = 0; s < 4; s++)
+        if (g->dweight[s])
+            crl_matrix_store_add(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s),
+                                 g->dweight[s]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void push_value(crl_loss *loss, const char *name, const char *part, const double *v,
+                       int64_t length, double weight)
+{
+    value_entry *e = &loss->values[loss->n_values++];
+    if (part)
+        snprintf(e->name, sizeof e->name, "%s.%s", name, part);
+    else
+        snprintf(e->name, sizeof e->name, "%s", name);
+    e->offset = loss->value_data_len;
+    e->length = length;
+    for (int64_t i = 0; i < length; i++)
+        loss->value_data[loss->value_data_len++] = weight * v[i];
+}
+
+static void store_results(crl_loss *loss, const crl_term_out *outs)
+{
+    loss->n_values = 0;
+    loss->value_data_len = 0;
+    double total = 0;
+    for (int k = 0; k < loss->n_terms; k++) {
+        const crl_term *t = &loss->terms[k];
+        const crl_term_out *o = &outs[k];
+        double weight = t->weight;
+        if (o->vector != NULL) {
+            push_value(loss, t->name, NULL, o->vector, o->vector_length, weight);
+        } else {
+            push_value(loss, t->name, NULL, &o->value, 1, weight);
+            total += weight * o->value;
+        }
+        if (t->cls->parts && (!t->cls->has_parts || t->cls->has_parts(t)))
+            for (int j = 0; t->cls->parts[j]; j++)
+                push_value(loss, t->name, t->cls->parts[j], &o->part[j], 1, weight);
+    }
+    loss->total = total;
+}
+
+double crl_loss_total(const crl_loss *loss)
+{
+    return loss ? loss->total : 0.0;
+}
+
+int64_t crl_loss_value_count(const crl_loss *loss)
+{
+    return loss ? loss->n_values : 0;
+}
+
+const char *crl_loss_value_name(const crl_loss *loss, int64_t index)
+{
+    if (loss == NULL || index < 0 || index >= loss->n_values)
+        return NULL;
+    return loss->values[index].name;
+}
+
+const double *crl_loss_value(const crl_loss *loss, int64_t index, int64_t *length)
+{
+    if (loss == NULL || index < 0 || index >= loss->n_values)
+        return NULL;
+    if (length)
+        *length = loss->values[index].length;
+    return loss->value_data + loss->values[index].offset;
+}
+
+int crl_loss_find(const crl_loss *loss, const char *name, double *value)
+{
+    if (loss == NULL || name == NULL)
+        return CRL_ERR_INVALID;
+    for (int64_t k = 0; k < loss->n_values; k++)
+        if (strcmp(loss->values[k].name, name) == 0) {
+            if (loss->values[k].length != 1)
+                return CRL_ERR_INVALID;
+            if (value)
+                *value = loss->value_data[loss->values[k].offset];
+            return CRL_OK;
+        }
+    return CRL_ERR_INVALID;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Evaluate                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static bool same_layout(const crl_loss *loss, const int64_t *layout, int len)
+{
+    return loss->layout_len == len
+           && memcmp(loss->layout, layout, sizeof *layout * (size_t) len) == 0;
+}
+
+int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+{
+    static const crl_tensors none;
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_context *ctx = loss->ctx;
+    crl_error err = {0};
+    if (inputs == NULL) {
+        crl_fail(&err, CRL_ERR_INVALID, "inputs is NULL");
+        inputs = &none;
+    }
+    if (grads == NULL)
+        grads = &none;
+
+    /* 1. Local checks and preparation; errors wait for the reduction. */
+    crl_global g = {0};
+    unsigned uses = 0;
+    int len = REGION_TERMS + loss->n_terms + 1;
+    int64_t *layout = loss->next_layout;
+    loss->n_agree = 0;
+    if (loss->n_terms == 0)
+        crl_fail(&err, CRL_ERR_INVALID, "the loss has no terms");
+    else if (prepare(loss, inputs, grads, &g, &uses, layout, &err) == CRL_OK)
+        reserve_work(loss, &g, uses, &err);
+    uint64_t digest = agree_digest(loss);
+    bool relayout = layout == NULL || !same_layout(loss, layout, len);
+
+    /* 2. Accumulate and reduce: once, or twice when the layout changes. */
+    int rc = CRL_OK;
+    for (int round = 0; rc == CRL_OK; round++) {
+        int64_t count = HEADER_SLOTS + loss->payload_slots;
+        if (loss->buffer_cap < HEADER_SLOTS) {
+            /* Never fails later: the header alone is reserved on first use. */
+            int64_t cap = loss->buffer_cap;
+            if (!reserve(&loss->buffer, &cap, HEADER_SLOTS, sizeof(crl_dd))) {
+                rc = crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory for the packed sums");
+                break;
+            }
+            loss->buffer_cap = cap;
+        }
+        crl_dd *buffer = loss->buffer;
+        for (int64_t k = 0; k < count; k++)
+            buffer[k] = crl_dd_make(0.0);
+        if (!relayout && err.code == CRL_OK)
+            forward(loss, &g, uses, buffer + HEADER_SLOTS, &err);
+        buffer[HEADER_FAILED] = crl_dd_make(err.code != CRL_OK);
+        buffer[HEADER_RELAYOUT] = crl_dd_make(relayout);
+        write_digest(buffer, digest);
+        if ((rc = crl_context_reduce(ctx, buffer, count)) != CRL_OK)
+            break;
+        if (crl_dd_round(buffer[HEADER_FAILED]) > 0) {
+            rc = crl_context_agree_error(ctx, &err);
+            break;
+        }
+        if (!digest_agrees(buffer, ctx->size)) {
+            rc = diagnose_disagreement(loss);
+            break;
+        }
+        if (crl_dd_round(buffer[HEADER_RELAYOUT]) == 0)
+            break;
+        if (round > 0) {
+            rc = crl_context_set(ctx, CRL_ERR_INVALID, "ranks could not agree on a layout");
+            break;
+        }
+        rc = adopt_layout(loss, layout, len);
+        relayout = false;
+    }
+
+    /* 3. Finalize: the same on every rank, so its errors are collective. */
+    if (rc == CRL_OK
+        && finalize(loss, &g, uses, loss->buffer + HEADER_SLOTS, loss->outs, &err) != CRL_OK)
+        rc = crl_context_set(ctx, err.code, err.message);
+
+    /* 4. Backward and results. */
+    if (rc == CRL_OK) {
+        if (g.grad_mask)
+            backward(loss, &g, grads);
+        store_results(loss, loss->outs);
+        rc = crl_context_set(ctx, CRL_OK, NULL);
+    }
+    return rc;
+}

@@ -1,0 +1,172 @@
+/*
+ * context.c - the communicator, collective error agreement, and the packed
+ * double-double reduction (one user-defined MPI_Op).
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *crl_version(void)
+{
+    return CRL_VERSION_STRING;
+}
+
+const char *crl_strerror(int status)
+{
+    switch (status) {
+    case CRL_OK: return "success";
+    case CRL_ERR_INVALID: return "invalid argument";
+    case CRL_ERR_DOMAIN: return "domain error";
+    case CRL_ERR_NONFINITE: return "non-finite input";
+    case CRL_ERR_IO: return "input/output error";
+    case CRL_ERR_NOMEM: return "out of memory";
+    case CRL_ERR_MPI: return "MPI error";
+    default: return "unknown error";
+    }
+}
+
+int crl_fail(crl_error *err, int code, const char *fmt, ...)
+{
+    if (err->code != CRL_OK)
+        return err->code;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* The MPI_Op: element-wise double-double sum.  MPI may call it on any
+ * segment of the buffer, so every element is a self-contained pair. */
+static void dd_sum_op(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    (void) type;
+    const crl_dd *a = in;
+    crl_dd *b = inout;
+    for (int k = 0; k < *len; k++)
+        b[k] = crl_dd_add(a[k], b[k]);
+}
+
+int crl_context_create(MPI_Comm comm, crl_context **out)
+{
+    if (out == NULL)
+        return CRL_ERR_INVALID;
+    *out = NULL;
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized || comm == MPI_COMM_NULL)
+        return CRL_ERR_INVALID;
+
+    crl_context *ctx = calloc(1, sizeof *ctx);
+    /* The allocation may fail on one rank only: agree before any other
+     * collective so that no rank is left waiting. */
+    int ok = ctx != NULL, all_ok = 0;
+    if (MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, comm) != MPI_SUCCESS) {
+        free(ctx);
+        return CRL_ERR_MPI;
+    }
+    if (!all_ok) {
+        free(ctx);
+        return CRL_ERR_NOMEM;
+    }
+    if (MPI_Comm_dup(comm, &ctx->comm) != MPI_SUCCESS) {
+        free(ctx);
+        return CRL_ERR_MPI;
+    }
+    MPI_Comm_set_errhandler(ctx->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(ctx->comm, &ctx->rank);
+    MPI_Comm_size(ctx->comm, &ctx->size);
+    if (MPI_Type_contiguous(2, MPI_DOUBLE, &ctx->dd_type) != MPI_SUCCESS
+        || MPI_Type_commit(&ctx->dd_type) != MPI_SUCCESS
+        || MPI_Op_create(dd_sum_op, 1, &ctx->dd_sum) != MPI_SUCCESS) {
+        MPI_Comm_free(&ctx->comm);
+        free(ctx);
+        return CRL_ERR_MPI;
+    }
+    *out = ctx;
+    return CRL_OK;
+}
+
+int crl_context_destroy(crl_context **ctx)
+{
+    if (ctx == NULL || *ctx == NULL)
+        return CRL_OK;
+    crl_context *c = *ctx;
+    MPI_Op_free(&c->dd_sum);
+    MPI_Type_free(&c->dd_type);
+    int rc = MPI_Comm_free(&c->comm) == MPI_SUCCESS ? CRL_OK : CRL_ERR_MPI;
+    free(c);
+    *ctx = NULL;
+    return rc;
+}
+
+const char *crl_context_error(const crl_context *ctx)
+{
+    return ctx ? ctx->message : "no context";
+}
+
+int crl_context_status(const crl_context *ctx)
+{
+    return ctx ? ctx->status : CRL_ERR_INVALID;
+}
+
+int crl_context_rank(const crl_context *ctx)
+{
+    return ctx ? ctx->rank : -1;
+}
+
+int crl_context_size(const crl_context *ctx)
+{
+    return ctx ? ctx->size : 0;
+}
+
+MPI_Comm crl_context_comm(const crl_context *ctx)
+{
+    return ctx ? ctx->comm : MPI_COMM_NULL;
+}
+
+int crl_context_set(crl_context *ctx, int status, const char *message)
+{
+    ctx->status = status;
+    if (status == CRL_OK)
+        ctx->message[0] = '\0';
+    else
+        snprintf(ctx->message, sizeof ctx->message, "%s", message ? message : crl_strerror(status));
+    return status;
+}
+
+int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
+{
+    if (count > INT_MAX)
+        return CRL_ERR_INVALID;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buffer, (int) count, ctx->dd_type, ctx->dd_sum,
+                           ctx->comm);
+    if (rc != MPI_SUCCESS)
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");
+    return CRL_OK;
+}
+
+int crl_context_agree_error(crl_context *ctx, const crl_error *local)
+{
+    int mine = local->code != CRL_OK ? ctx->rank : INT_MAX, first = INT_MAX;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, ctx->comm) != MPI_SUCCESS)
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
+    if (first == INT_MAX)
+        return crl_context_set(ctx, CRL_ERR_MPI, "error agreement found no failing rank");
+    struct {
+        int code;
+        char message[CRL_MESSAGE_MAX];
+    } record = {0};
+    if (ctx->rank == first) {
+        record.code = local->code;
+        snprintf(record.message, sizeof record.message, "rank %d: %.480s", first, local->message);
+    }
+    if (MPI_Bcast(&record, (int) sizeof record, MPI_BYTE, first, ctx->comm) != MPI_SUCCESS)
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Bcast of the error message failed");
+    record.message[CRL_MESSAGE_MAX - 1] = '\0';
+    return crl_context_set(ctx, record.code, record.message);
+}

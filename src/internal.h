@@ -1,0 +1,294 @@
+/*
+ * internal.h - what the library's files share: the context, error records,
+ * array helpers, and the term interface every loss implements.
+ *
+ * The shape of one evaluation (SPEC "How a global loss is computed"):
+ *   1. accumulate: one pass over each local input; the composite computes the
+ *      shared statistics of each population (per-neuron sums and sums of
+ *      squares) and calls each term's forward hooks on the same rows, each term
+ *      writing partial sums into its own slots of one packed double-double
+ *      buffer;
+ *   2. reduce: one MPI_Allreduce of that buffer (crl_context_reduce);
+ *   3. finalize: every rank turns the global sums into values and backward
+ *      coefficients (crl_global);
+ *   4. backward: one more pass over each local input writes its gradient.
+ */
+#ifndef CRL_INTERNAL_H
+#define CRL_INTERNAL_H
+
+#include "config.h"
+#include "ctrnnloss.h"
+#include "dd.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#if defined(CRL_HAVE_TARGET_CLONES)
+#define CRL_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define CRL_HOT
+#endif
+
+#if defined(__GNUC__)
+#define CRL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CRL_PRINTF(f, a)
+#endif
+
+#define CRL_MESSAGE_MAX 512
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The first error seen by a rank during one call. */
+typedef struct crl_error {
+    int code;
+    char message[CRL_MESSAGE_MAX];
+} crl_error;
+
+/* Records code and message unless an error is already recorded; returns the
+ * recorded code.  The one way an error is reported inside the library. */
+int crl_fail(crl_error *err, int code, const char *fmt, ...) CRL_PRINTF(3, 4);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct crl_context {
+    MPI_Comm comm;
+    int rank, size;
+    MPI_Datatype dd_type;   /* two contiguous doubles                        */
+    MPI_Op dd_sum;          /* element-wise crl_dd_add                       */
+    int status;             /* last status and message                       */
+    char message[CRL_MESSAGE_MAX];
+};
+
+/* Stores the outcome of a call in the context; returns status. */
+int crl_context_set(crl_context *ctx, int status, const char *message);
+
+/* Collective.  In-place sum of count double-doubles over all ranks. */
+int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count);
+
+/*
+ * Collective, called when the reduction reported that some rank failed:
+ * every rank learns the error of the lowest failing rank (code and message,
+ * prefixed with that rank), stores it in the context and returns its code.
+ * local is this rank's error (code 0 if it did not fail).
+ */
+int crl_context_agree_error(crl_context *ctx, const crl_error *local);
+
+/* ------------------------------------------------------------------------ */
+/* Arrays (view.c)                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Input roles, in the order of crl_tensors. */
+enum crl_role {
+    CRL_ROLE_STATES,
+    CRL_ROLE_STATES1,
+    CRL_ROLE_PRED,
+    CRL_ROLE_LABEL,
+    CRL_ROLE_W_IN,
+    CRL_ROLE_W_HID,
+    CRL_ROLE_W_OUT,
+    CRL_ROLE_W_HEBB,
+    CRL_ROLE_COUNT
+};
+#define CRL_USES(role) (1u << (role))
+#define CRL_FIRST_MATRIX_ROLE CRL_ROLE_W_IN
+
+const char *crl_role_name(int role);
+const crl_array *crl_tensors_array(const crl_tensors *t, int role);
+const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role);
+
+/* Local checks of an input array or matrix (types, sizes, strides, overflow). */
+int crl_array_check(const crl_array *a, const char *what, crl_error *err);
+int crl_matrix_check(const crl_matrix *m, const char *what, crl_error *err);
+/* A gradient buffer must match its input's dtype and shape. */
+int crl_array_check_grad(const crl_array *g, const crl_array *a, const char *what, crl_error *err);
+int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *what, crl_error *err);
+
+static inline bool crl_array_present(const crl_array *a)
+{
+    return a->data != NULL || a->batch > 0 || a->time > 0 || a->width > 0;
+}
+
+/* Address of element (b, t, 0). */
+static inline const void *crl_array_row(const crl_array *a, int64_t b, int64_t t)
+{
+    size_t size = crl_dtype_size(a->dtype);
+    return (const char *) a->data + (size_t) (b * a->batch_stride + t * a->time_stride) * size;
+}
+
+/*
+ * Rows t0 .. t0+count-1 of batch element b as doubles: float64 data is
+ * returned in place (*ld = time stride), float32 data is converted into tile
+ * (*ld = width).
+ */
+const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t count,
+                            double *tile, int64_t *ld);
+
+/* out[b, t0 + r, i] += tile[r * ld + i], rounded to out's dtype. */
+void crl_rows_store_add(const crl_array *out, int64_t b, int64_t t0, int64_t count,
+                        const double *tile, int64_t ld);
+
+/* The first non-finite element of batch element b; false if there is none. */
+bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t *i);
+
+/* Matrix element as double. */
+static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
+{
+    int64_t k = r * m->row_stride + c;
+    return m->dtype == CRL_FLOAT32 ? (double) ((const float *) m->data)[k]
+                                   : ((const double *) m->data)[k];
+}
+
+/* out[r, c] += values[r * cols + c], rounded to out's dtype. */
+void crl_matrix_store_add(const crl_matrix *out, const double *values);
+
+/* Overflow-checked a * b for sizes; false on overflow or negative input. */
+bool crl_mul_size(int64_t a, int64_t b, int64_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Parameters (params.c)                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define CRL_MAX_PARAMS 12
+
+/* Parses the text of one value for info into *value. */
+int crl_param_parse(const crl_param_info *info, const char *text, double *value, crl_error *err);
+/* Checks a numeric value against info's kind and range. */
+int crl_param_validate(const crl_param_info *info, double value, crl_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Terms                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct crl_term crl_term;
+typedef struct crl_term_class crl_term_class;
+
+/* Global statistics of one population of rates, valid after the reduction. */
+typedef struct crl_population {
+    const crl_array *array;   /* this rank's slice                          */
+    int64_t batch;            /* global batch B                             */
+    int64_t time, n;          /* T and N                                    */
+    double count;             /* B * T                                      */
+    double *mean;             /* mu_i, N values                             */
+    double *var;              /* population variance over (b, t), N values  */
+    double sumsq;             /* sum of S^2 over all elements               */
+    /* Backward, filled by the terms' finalize: the gradient of the total is
+     * alpha_i + beta_i * (S[b,t,i] - mean_i) plus the terms' row hooks.      */
+    double *alpha, *beta;
+    bool affine;              /* some term wrote alpha or beta              */
+} crl_population;
+
+/* What finalize and backward see: global statistics and backward sinks. */
+typedef struct crl_global {
+    const crl_tensors *inputs;
+    unsigned grad_mask;            /* CRL_USES(role) bits of wanted gradients */
+    crl_population pop[2];         /* states, states1                        */
+    /* pred / label */
+    int64_t out_batch, out_time, out_width;
+    double out_count;              /* B * T * K                              */
+    double sqerr;                  /* sum of (pred - label)^2                */
+    double out_coef;               /* backward: d pred += out_coef (pred-label) */
+    /* replicated weights (index role - CRL_FIRST_MATRIX_ROLE) */
+    double weight_sumsq[4];        /* squared Frobenius norm                 */
+    double *dweight[4];            /* gradient sink, rows*cols doubles, or NULL */
+} crl_global;
+
+/* Rows of one batch element of a population, as seen by the row hooks. */
+typedef struct crl_rows {
+    int population;           /* 0 states, 1 states1                        */
+    const crl_array *array;   /* the raw local array                        */
+    int64_t b;                /* local batch index                          */
+    int64_t t0, count;        /* rows t0 .. t0 + count - 1                  */
+    int64_t n;                /* neurons                                    */
+    const double *x;          /* row r at x + r * ld                        */
+    int64_t ld;
+} crl_rows;
+
+/* Values a term reports from finalize (before its weight lambda_k). */
+#define CRL_MAX_PARTS 8
+typedef struct crl_term_out {
+    double value;
+    const double *vector;     /* vector-valued terms: n values, not in the total */
+    int64_t vector_length;
+    double part[CRL_MAX_PARTS];
+} crl_term_out;
+
+struct crl_term {
+    const crl_term_class *cls;
+    char name[64];
+    double weight;                 /* lambda_k                                */
+    double param[CRL_MAX_PARAMS];  /* in the order of cls->params             */
+    int64_t slot;                  /* first of its slots in the packed buffer */
+    int64_t slot_count;
+    void *state;                   /* class-private, freed by cls->destroy    */
+};
+
+/*
+ * A loss: the table a term type fills in.  Every hook but uses and finalize
+ * may be NULL.  Hooks receive only their own slots of the packed buffer.
+ */
+struct crl_term_class {
+    const char *type;
+    const char *summary;
+    const crl_param_info *params;   /* terminated by an entry with key NULL  */
+    const char *const *parts;       /* names of the parts, NULL-terminated, or NULL */
+    int64_t tile_rows;              /* rows per tile the backward hook wants (0: any) */
+
+    /* Roles (CRL_USES bits) the term reads with its current parameters. */
+    unsigned (*uses)(const crl_term *t);
+    /* Whether the parts are reported (e.g. only for some parameters). */
+    bool (*has_parts)(const crl_term *t);
+    /* Local checks once shapes are known (g->pop[].array, g->inputs set,
+     * global fields not yet), and per-evaluation preparation; returns
+     * the number of packed slots it needs in *slots. */
+    int (*prepare)(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err);
+    /* Forward, per row tile of each population the term uses. */
+    int (*forward_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err);
+    /* Forward, after the last tile of batch element b of population p. */
+    int (*forward_element)(crl_term *t, int p, const crl_array *a, int64_t b, crl_dd *slots,
+                           crl_error *err);
+    /* Values from the global sums; with gradients wanted, also adds the
+     * backward coefficients (times t->weight) into g. */
+    int (*finalize)(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_out *out,
+                    crl_error *err);
+    /* Backward, per row tile: adds t->weight * dL/dS into grad (count x n). */
+    void (*backward_rows)(const crl_term *t, const crl_global *g, const crl_rows *rows,
+                          double *grad);
+    void (*destroy)(crl_term *t);
+};
+
+/* The table of all term types (terms/registry.c). */
+extern const crl_term_class *const crl_term_classes[];
+const crl_term_class *crl_term_class_find(const char *type);
+
+/* Index of a parameter of t's class by key (a programming error if absent). */
+int crl_term_param_index(const crl_term_class *cls, const char *key);
+
+/* ------------------------------------------------------------------------ */
+/* Shared helpers for terms                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Spread of per-neuron means (SPEC "Notation"): m and sigma_c. */
+typedef struct crl_spread {
+    double m;        /* population mean rate                                */
+    double sigma;    /* SD across neurons with the given correction         */
+    double denom;    /* N - correction                                      */
+} crl_spread;
+crl_spread crl_spread_of(const double *mean, int64_t n, double correction);
+
+/* Adds d sigma_c / d mu_i * scale into g (zero when sigma_c is 0). */
+void crl_spread_grad_sd(const double *mean, int64_t n, crl_spread s, double scale, double *g);
+/* Adds d (sigma_c / m) / d mu_i * scale into g. */
+void crl_spread_grad_cv(const double *mean, int64_t n, crl_spread s, double scale, double *g);
+
+/* Sign with sign(0) = 0. */
+static inline double crl_sign(double x)
+{
+    return (double) ((x > 0) - (x < 0));
+}
+
+#endif /* CRL_INTERNAL_H */

@@ -1,0 +1,90 @@
+/*
+ * params.c - the parameters of a term: parsing "key=value" text and range
+ * checks, driven by each term type's table of crl_param_info.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int crl_param_validate(const crl_param_info *info, double value, crl_error *err)
+{
+    switch (info->kind) {
+    case CRL_PARAM_BOOL:
+        if (value != 0.0 && value != 1.0)
+            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: %g is not a boolean", info->key,
+                            value);
+        return CRL_OK;
+    case CRL_PARAM_CHOICE: {
+        int count = 0;
+        while (info->choices[count] != NULL)
+            count++;
+        if (value != floor(value) || value < 0 || value >= count)
+            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: choice index %g out of range",
+                            info->key, value);
+        return CRL_OK;
+    }
+    case CRL_PARAM_INT:
+        if (value != floor(value))
+            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: %g is not an integer", info->key,
+                            value);
+        /* fall through */
+    case CRL_PARAM_REAL:
+        if (!isfinite(value) || value < info->min || value > info->max)
+            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: %.17g is outside [%g, %g]",
+                            info->key, value, info->min, info->max);
+        return CRL_OK;
+    }
+    return crl_fail(err, CRL_ERR_INVALID, "parameter %s: unknown kind", info->key);
+}
+
+int crl_param_parse(const crl_param_info *info, const char *text, double *value, crl_error *err)
+{
+    double v = 0;
+    switch (info->kind) {
+    case CRL_PARAM_BOOL:
+        if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes"))
+            v = 1;
+        else if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "no"))
+            v = 0;
+        else
+            return crl_fail(err, CRL_ERR_INVALID,
+                            "parameter %s: '%s' is not a boolean (true or false)", info->key, text);
+        break;
+    case CRL_PARAM_CHOICE: {
+        int k = 0;
+        while (info->choices[k] != NULL && strcmp(info->choices[k], text) != 0)
+            k++;
+        if (info->choices[k] == NULL) {
+            char known[256] = "";
+            for (int j = 0; info->choices[j] != NULL; j++) {
+                strncat(known, j ? ", " : "", sizeof known - strlen(known) - 1);
+                strncat(known, info->choices[j], sizeof known - strlen(known) - 1);
+            }
+            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: unknown value '%s' (one of: %s)",
+                            info->key, text, known);
+        }
+        v = k;
+        break;
+    }
+    case CRL_PARAM_INT:
+    case CRL_PARAM_REAL: {
+        char *end = NULL;
+        errno = 0;
+        v = strtod(text, &end);
+        if (end == text || *end != '\0' || errno == ERANGE)
+            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: '%s' is not a number", info->key,
+                            text);
+        break;
+    }
+    default:
+        return crl_fail(err, CRL_ERR_INVALID, "parameter %s: unknown kind", info->key);
+    }
+    int rc = crl_param_validate(info, v, err);
+    if (rc == CRL_OK)
+        *value = v;
+    return rc;
+}

@@ -1,0 +1,52 @@
+/*
+ * registry.c - the table of term types.  Adding a loss is one file under
+ * terms/ and one line here; the composite, the command-line tool, the
+ * bindings and the tests find it through this table.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+extern const crl_term_class crl_term_rnn;
+
+const crl_term_class *const crl_term_classes[] = {
+    &crl_term_rnn,
+    NULL,
+};
+
+const crl_term_class *crl_term_class_find(const char *type)
+{
+    for (int k = 0; crl_term_classes[k] != NULL; k++)
+        if (strcmp(crl_term_classes[k]->type, type) == 0)
+            return crl_term_classes[k];
+    return NULL;
+}
+
+int crl_term_type_count(void)
+{
+    int n = 0;
+    while (crl_term_classes[n] != NULL)
+        n++;
+    return n;
+}
+
+const char *crl_term_type_name(int index)
+{
+    return index >= 0 && index < crl_term_type_count() ? crl_term_classes[index]->type : NULL;
+}
+
+const char *crl_term_type_summary(int index)
+{
+    return index >= 0 && index < crl_term_type_count() ? crl_term_classes[index]->summary : NULL;
+}
+
+const crl_param_info *crl_term_type_param(const char *type, int index)
+{
+    const crl_term_class *cls = type ? crl_term_class_find(type) : NULL;
+    if (cls == NULL || index < 0)
+        return NULL;
+    for (int k = 0; k <= index; k++)
+        if (cls->params[k].key == NULL)
+            return NULL;
+    return &cls->params[index];
+}

@@ -1,0 +1,249 @@
+/*
+ * view.c - element types, layouts, strides and shape checks of the arrays a
+ * caller passes, and the row loads and stores the passes use.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+size_t crl_dtype_size(crl_dtype dtype)
+{
+    switch (dtype) {
+    case CRL_FLOAT32: return 4;
+    case CRL_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+crl_array crl_array_batch_major(crl_dtype dtype, void *data, int64_t batch, int64_t time,
+                                int64_t width)
+{
+    return (crl_array){dtype, data, batch, time, width, time * width, width};
+}
+
+crl_array crl_array_time_major(crl_dtype dtype, void *data, int64_t batch, int64_t time,
+                               int64_t width)
+{
+    return (crl_array){dtype, data, batch, time, width, width, batch * width};
+}
+
+crl_matrix crl_matrix_dense(crl_dtype dtype, void *data, int64_t rows, int64_t cols)
+{
+    return (crl_matrix){dtype, data, rows, cols, cols};
+}
+
+static const char *const role_names[CRL_ROLE_COUNT] = {
+    "states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb",
+};
+
+const char *crl_role_name(int role)
+{
+    return role >= 0 && role < CRL_ROLE_COUNT ? role_names[role] : "?";
+}
+
+const crl_array *crl_tensors_array(const crl_tensors *t, int role)
+{
+    switch (role) {
+    case CRL_ROLE_STATES: return &t->states;
+    case CRL_ROLE_STATES1: return &t->states1;
+    case CRL_ROLE_PRED: return &t->pred;
+    case CRL_ROLE_LABEL: return &t->label;
+    default: return NULL;
+    }
+}
+
+const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role)
+{
+    switch (role) {
+    case CRL_ROLE_W_IN: return &t->w_in;
+    case CRL_ROLE_W_HID: return &t->w_hid;
+    case CRL_ROLE_W_OUT: return &t->w_out;
+    case CRL_ROLE_W_HEBB: return &t->w_hebb;
+    default: return NULL;
+    }
+}
+
+bool crl_mul_size(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0)
+        return false;
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+/* Largest element offset + 1 of a (rows x cols) grid with the given strides,
+ * checked for overflow of the byte offset; false on overflow. */
+static bool extent(int64_t n1, int64_t s1, int64_t n2, int64_t s2, int64_t width, size_t size,
+                   int64_t *out)
+{
+    int64_t a, b, e, bytes;
+    if (!crl_mul_size(n1 > 0 ? n1 - 1 : 0, s1, &a) || !crl_mul_size(n2 > 0 ? n2 - 1 : 0, s2, &b)
+        || __builtin_add_overflow(a, b, &e) || __builtin_add_overflow(e, width, &e)
+        || !crl_mul_size(e, (int64_t) size, &bytes))
+        return false;
+    *out = e;
+    return true;
+}
+
+int crl_array_check(const crl_array *a, const char *what, crl_error *err)
+{
+    size_t size = crl_dtype_size(a->dtype);
+    if (size == 0)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: unknown dtype %d", what, (int) a->dtype);
+    if (a->batch < 0 || a->time < 1 || a->width < 1)
+        return crl_fail(err, CRL_ERR_INVALID,
+                        "%s: shape (%lld, %lld, %lld) needs batch >= 0, time >= 1, width >= 1",
+                        what, (long long) a->batch, (long long) a->time, (long long) a->width);
+    if (a->batch > 0 && a->data == NULL)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: data is NULL for %lld batch elements", what,
+                        (long long) a->batch);
+    if (a->batch_stride < 0 || a->time_stride < 0)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: negative stride (batch %lld, time %lld)", what,
+                        (long long) a->batch_stride, (long long) a->time_stride);
+    int64_t elements, e;
+    if (!crl_mul_size(a->batch, a->time, &elements) || !crl_mul_size(elements, a->width, &elements)
+        || !extent(a->batch, a->batch_stride, a->time, a->time_stride, a->width, size, &e))
+        return crl_fail(err, CRL_ERR_INVALID, "%s: size overflow (shape %lld x %lld x %lld)", what,
+                        (long long) a->batch, (long long) a->time, (long long) a->width);
+    /* Strides must not make two elements share memory: the smaller stride
+     * spans a row, the larger spans all of the smaller dimension. */
+    int64_t sb = a->batch_stride, st = a->time_stride, nb = a->batch, nt = a->time;
+    bool batch_inner = sb < st;
+    int64_t s_in = batch_inner ? sb : st, n_in = batch_inner ? nb : nt;
+    int64_t s_out = batch_inner ? st : sb, n_out = batch_inner ? nt : nb, span;
+    if (a->batch == 0) /* no elements: nothing can overlap */
+        return CRL_OK;
+    if ((n_in > 1 && s_in < a->width)
+        || (n_out > 1 && (!crl_mul_size(n_in, s_in, &span) || s_out < (n_in > 1 ? span : a->width))))
+        return crl_fail(err, CRL_ERR_INVALID,
+                        "%s: strides (batch %lld, time %lld) overlap rows of width %lld", what,
+                        (long long) sb, (long long) st, (long long) a->width);
+    return CRL_OK;
+}
+
+int crl_matrix_check(const crl_matrix *m, const char *what, crl_error *err)
+{
+    size_t size = crl_dtype_size(m->dtype);
+    int64_t e;
+    if (size == 0)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: unknown dtype %d", what, (int) m->dtype);
+    if (m->data == NULL)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: data is NULL", what);
+    if (m->rows < 1 || m->cols < 1)
+        return crl_fail(err, CRL_ERR_INVALID, "%s: shape %lld x %lld needs rows, cols >= 1", what,
+                        (long long) m->rows, (long long) m->cols);
+    if ((m->rows > 1 && m->row_stride < m->cols)
+        || !extent(m->rows, m->row_stride, 1, 0, m->cols, size, &e))
+        return crl_fail(err, CRL_ERR_INVALID, "%s: row stride %lld for %lld columns", what,
+                        (long long) m->row_stride, (long long) m->cols);
+    return CRL_OK;
+}
+
+int crl_array_check_grad(const crl_array *g, const crl_array *a, const char *what, crl_error *err)
+{
+    if (g->dtype != a->dtype || g->batch != a->batch || g->time != a->time
+        || g->width != a->width)
+        return crl_fail(err, CRL_ERR_INVALID,
+                        "gradient of %s: dtype/shape (%d: %lld, %lld, %lld) differ from the "
+                        "input's (%d: %lld, %lld, %lld)",
+                        what, (int) g->dtype, (long long) g->batch, (long long) g->time,
+                        (long long) g->width, (int) a->dtype, (long long) a->batch,
+                        (long long) a->time, (long long) a->width);
+    char label[64];
+    snprintf(label, sizeof label, "gradient of %s", what);
+    return crl_array_check(g, label, err);
+}
+
+int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *what,
+                          crl_error *err)
+{
+    if (g->dtype != m->dtype || g->rows != m->rows || g->cols != m->cols)
+        return crl_fail(err, CRL_ERR_INVALID,
+                        "gradient of %s: dtype/shape (%d: %lld x %lld) differ from the input's "
+                        "(%d: %lld x %lld)",
+                        what, (int) g->dtype, (long long) g->rows, (long long) g->cols,
+                        (int) m->dtype, (long long) m->rows, (long long) m->cols);
+    char label[64];
+    snprintf(label, sizeof label, "gradient of %s", what);
+    return crl_matrix_check(g, label, err);
+}
+
+CRL_HOT static void widen_rows(const float *restrict src, int64_t ld_src, int64_t count,
+                               int64_t n, double *restrict dst)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t i = 0; i < n; i++)
+            dst[r * n + i] = (double) src[r * ld_src + i];
+}
+
+const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t count,
+                            double *tile, int64_t *ld)
+{
+    const void *row = crl_array_row(a, b, t0);
+    if (a->dtype == CRL_FLOAT64) {
+        *ld = a->time_stride;
+        return row;
+    }
+    widen_rows(row, a->time_stride, count, a->width, tile);
+    *ld = a->width;
+    return tile;
+}
+
+CRL_HOT static void add_rows_f32(float *restrict dst, int64_t ld_dst, int64_t count, int64_t n,
+                                 const double *restrict src, int64_t ld_src)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t i = 0; i < n; i++)
+            dst[r * ld_dst + i] = (float) ((double) dst[r * ld_dst + i] + src[r * ld_src + i]);
+}
+
+CRL_HOT static void add_rows_f64(double *restrict dst, int64_t ld_dst, int64_t count, int64_t n,
+                                 const double *restrict src, int64_t ld_src)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t i = 0; i < n; i++)
+            dst[r * ld_dst + i] += src[r * ld_src + i];
+}
+
+void crl_rows_store_add(const crl_array *out, int64_t b, int64_t t0, int64_t count,
+                        const double *tile, int64_t ld)
+{
+    void *row = (void *) crl_array_row(out, b, t0);
+    if (out->dtype == CRL_FLOAT32)
+        add_rows_f32(row, out->time_stride, count, out->width, tile, ld);
+    else
+        add_rows_f64(row, out->time_stride, count, out->width, tile, ld);
+}
+
+bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t *i)
+{
+    for (int64_t tt = 0; tt < a->time; tt++) {
+        const void *row = crl_array_row(a, b, tt);
+        for (int64_t k = 0; k < a->width; k++) {
+            double v = a->dtype == CRL_FLOAT32 ? (double) ((const float *) row)[k]
+                                               : ((const double *) row)[k];
+            if (!isfinite(v)) {
+                *t = tt;
+                *i = k;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+void crl_matrix_store_add(const crl_matrix *out, const double *values)
+{
+    for (int64_t r = 0; r < out->rows; r++) {
+        if (out->dtype == CRL_FLOAT32) {
+            float *row = (float *) out->data + r * out->row_stride;
+            for (int64_t c = 0; c < out->cols; c++)
+                row[c] = (float) ((double) row[c] + values[r * out->cols + c]);
+        } else {
+            double *row = (double *) out->data + r * out->row_stride;
+            for (int64_t c = 0; c < out->cols; c++)
+                row[c] += values[r * out->cols + c];
+        }
+    }
+}

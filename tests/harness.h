@@ -1,0 +1,153 @@
+/*
+ * harness.h - what every test program shares: MPI start-up around cmocka,
+ * collective assertions, deterministic global inputs, batch splits, one
+ * evaluation on any communicator, bitwise comparison of whole results, and
+ * central finite differences.
+ *
+ * Every rank builds the same global problem from a seed; an evaluation gives
+ * rank r the batch elements of its range.  Comparing a split evaluation on
+ * MPI_COMM_WORLD with the whole batch on MPI_COMM_SELF checks SPEC
+ * "Exactness" inside one run of any rank count.
+ */
+#ifndef CRL_TEST_HARNESS_H
+#define CRL_TEST_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "ctrnnloss.h"
+
+extern int h_rank, h_size;
+
+/* MPI_Init, cmocka group run (rank > 0 prints to stderr only), MPI_Finalize.
+ * Returns non-zero on any rank's failure. */
+int h_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count, const char *name);
+
+/* Collective assertion: fails on every rank if cond is false on any rank. */
+void h_assert_all_impl(bool cond, const char *expr, const char *file, int line);
+#define h_assert_all(cond) h_assert_all_impl((cond), #cond, __FILE__, __LINE__)
+
+/* Deterministic uniform numbers in [lo, hi): the same on every rank. */
+uint64_t h_rand(uint64_t *state);
+double h_uniform(uint64_t *state, double lo, double hi);
+
+/* ------------------------------------------------------------------------ */
+/* Problems                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* A global problem, every array held whole (in double) on every rank. */
+typedef struct h_problem {
+    crl_dtype dtype;
+    bool time_major;
+    int64_t B, T, N, K;        /* states, pred/label                     */
+    int64_t B1, T1;            /* states1 (0 when absent)                */
+    int64_t N_in, N_out;       /* weights (0 when absent)                */
+    bool hebb;                 /* w_hebb present                         */
+    double *states, *states1, *pred, *label;
+    double *w_in, *w_hid, *w_out, *w_hebb;
+} h_problem;
+
+/* Fills every array of p that its sizes ask for: rates in [lo, hi), outputs
+ * in [-1, 1), weights in [-0.5, 0.5). */
+void h_problem_fill(h_problem *p, uint64_t seed, double rate_lo, double rate_hi);
+void h_problem_free(h_problem *p);
+
+/* One term of a loss: name, type, weight, params text. */
+typedef struct h_term {
+    const char *name, *type;
+    double weight;
+    const char *params;
+} h_term;
+
+/* A range of global batch elements held by this rank. */
+typedef struct h_range {
+    int64_t start, count;
+} h_range;
+
+/* Number of split patterns, and this rank's range under pattern k for a
+ * batch of B over size ranks (0 even, then uneven ones with empty ranks). */
+int h_split_count(void);
+h_range h_split(int pattern, int64_t B, int rank, int size);
+
+/* Gradient requests: CRL_USES-like bits by role order of crl_tensors. */
+enum {
+    H_GRAD_STATES = 1 << 0,
+    H_GRAD_STATES1 = 1 << 1,
+    H_GRAD_PRED = 1 << 2,
+    H_GRAD_LABEL = 1 << 3,
+    H_GRAD_W_IN = 1 << 4,
+    H_GRAD_W_HID = 1 << 5,
+    H_GRAD_W_OUT = 1 << 6,
+    H_GRAD_W_HEBB = 1 << 7,
+    H_GRAD_ALL = 0xff,
+};
+
+/* The outcome of one evaluation on one rank: status, message, values (by
+ * name, in order), and this rank's gradients as raw bytes of the problem's
+ * dtype in batch-major order (weights whole). */
+typedef struct h_result {
+    int status;
+    char message[512];
+    double total;
+    int64_t n_values;
+    char (*names)[96];
+    int64_t *lengths;
+    double *values;            /* concatenated */
+    int64_t n_numbers;
+    void *grad[8];
+    size_t grad_bytes[8];
+} h_result;
+
+/*
+ * Evaluates terms on p over comm; this rank holds batch range r of states,
+ * pred and label, and r1 of states1.  Gradients in grad_mask are computed
+ * into buffers pre-filled with the value `seed_grad` (0 for the plain
+ * gradient).  The result must be freed with h_result_free.
+ */
+void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm, h_range r,
+            h_range r1, unsigned grad_mask, h_result *out);
+void h_result_free(h_result *res);
+
+/* Gradient buffers are pre-filled with this value (0 by default); after a
+ * failed call h_grads_untouched tells whether they still hold it. */
+extern double h_grad_fill;
+bool h_grads_untouched(const h_problem *p, const h_result *res);
+
+/* Whole-problem evaluation on MPI_COMM_SELF. */
+void h_eval_self(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
+                 h_result *out);
+
+/* Bitwise equality of status, values, and the gradient slice of range r
+ * (r1 for states1) of `whole` against `part`. */
+bool h_result_equal_slice(const h_problem *p, const h_result *whole, const h_result *part,
+                          h_range r, h_range r1, char *why, size_t why_len);
+
+/*
+ * The exactness check: evaluates on MPI_COMM_SELF (the whole batch), then on
+ * MPI_COMM_WORLD under every split pattern, and asserts (collectively) that
+ * all outputs are bitwise identical.  Also checks that the status is OK.
+ */
+void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
+
+/*
+ * Central finite differences (float64 problems) of the total with respect to
+ * every element of every input in grad_mask, on MPI_COMM_SELF, compared with
+ * the analytic gradient: |fd - g| <= tol * max(1, max |g|) per input.
+ * At most max_elements elements per input are probed (evenly spaced).
+ */
+void h_check_gradients(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
+                       double step, double tol, int64_t max_elements);
+
+/* Value by name in a result; asserts it exists. */
+double h_value(const h_result *res, const char *name);
+
+/* Asserts (collectively) that an evaluation fails with code on every rank
+ * with a message containing `needle`. */
+void h_assert_error(const h_result *res, int code, const char *needle);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * test_context.c - the context (src/context.c): communicator duplication and
+ * error handler, the double-double reduction, collective error agreement.
+ */
+#include "harness.h"
+
+#include "internal.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_create_duplicates_the_communicator(void **state)
+{
+    (void) state;
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    int cmp;
+    MPI_Comm_compare(MPI_COMM_WORLD, crl_context_comm(ctx), &cmp);
+    h_assert_all(cmp == MPI_CONGRUENT);
+    MPI_Errhandler eh;
+    MPI_Comm_get_errhandler(crl_context_comm(ctx), &eh);
+    h_assert_all(eh == MPI_ERRORS_RETURN);
+    MPI_Errhandler_free(&eh);
+    h_assert_all(crl_context_rank(ctx) == h_rank && crl_context_size(ctx) == h_size);
+    h_assert_all(crl_context_status(ctx) == CRL_OK && strcmp(crl_context_error(ctx), "") == 0);
+    h_assert_all(crl_context_destroy(&ctx) == CRL_OK && ctx == NULL);
+    h_assert_all(crl_context_destroy(&ctx) == CRL_OK);
+    h_assert_all(crl_context_destroy(NULL) == CRL_OK);
+    h_assert_all(crl_context_create(MPI_COMM_NULL, &ctx) == CRL_ERR_INVALID && ctx == NULL);
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, NULL) == CRL_ERR_INVALID);
+}
+
+static void test_contexts_on_split_communicators(void **state)
+{
+    (void) state;
+    MPI_Comm half;
+    MPI_Comm_split(MPI_COMM_WORLD, h_rank % 2, h_rank, &half);
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(half, &ctx) == CRL_OK);
+    int size;
+    MPI_Comm_size(half, &size);
+    h_assert_all(crl_context_size(ctx) == size);
+    crl_context_destroy(&ctx);
+    MPI_Comm_free(&half);
+}
+
+/* The reduction of per-rank values equals the one-rank sum of all of them,
+ * rounded, whatever the rank count. */
+static void test_reduce_matches_serial_sum(void **state)
+{
+    (void) state;
+    enum { COUNT = 1000, PER_RANK = 50 };
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    crl_dd *mine = calloc(COUNT, sizeof *mine);
+    crl_dd *serial = calloc(COUNT, sizeof *serial);
+    /* Global values x[j][k], j < 4 * PER_RANK, identical on every rank;
+     * rank r adds the rows it owns, every rank adds all for the serial sum. */
+    int total_rows = 4 * PER_RANK;
+    for (int j = 0; j < total_rows; j++) {
+        uint64_t s = 100 + (uint64_t) j;
+        for (int k = 0; k < COUNT; k++) {
+            double v = h_uniform(&s, -1, 1) * (k % 3 ? 1.0 : 1e12) + (k % 5 ? 0 : 1e-9);
+            serial[k] = crl_dd_add(serial[k], crl_dd_make(v));
+            if (j % h_size == h_rank)
+                mine[k] = crl_dd_add(mine[k], crl_dd_make(v));
+        }
+    }
+    h_assert_all(crl_context_reduce(ctx, mine, COUNT) == CRL_OK);
+    bool same = true;
+    for (int k = 0; k < COUNT; k++)
+        same &= crl_dd_round(mine[k]) == crl_dd_round(serial[k]);
+    h_assert_all(same);
+    free(mine);
+    free(serial);
+    crl_context_destroy(&ctx);
+}
+
+static void test_error_agreement_names_the_first_failing_rank(void **state)
+{
+    (void) state;
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    crl_error err = {0};
+    int failing = h_size > 1 ? 1 : 0;
+    if (h_rank >= failing)
+        crl_fail(&err, h_rank == failing ? CRL_ERR_DOMAIN : CRL_ERR_IO, "problem at rank %d",
+                 h_rank);
+    int rc = crl_context_agree_error(ctx, &err);
+    char expect[64];
+    snprintf(expect, sizeof expect, "rank %d: problem at rank %d", failing, failing);
+    h_assert_all(rc == CRL_ERR_DOMAIN);
+    h_assert_all(crl_context_status(ctx) == CRL_ERR_DOMAIN);
+    h_assert_all(strcmp(crl_context_error(ctx), expect) == 0);
+    crl_context_destroy(&ctx);
+}
+
+static void test_fail_keeps_the_first_error(void **state)
+{
+    (void) state;
+    crl_error err = {0};
+    assert_int_equal(crl_fail(&err, CRL_ERR_INVALID, "first %d", 1), CRL_ERR_INVALID);
+    assert_int_equal(crl_fail(&err, CRL_ERR_DOMAIN, "second"), CRL_ERR_INVALID);
+    assert_string_equal(err.message, "first 1");
+}
+
+static void test_strerror(void **state)
+{
+    (void) state;
+    assert_string_equal(crl_strerror(CRL_OK), "success");
+    assert_string_equal(crl_strerror(CRL_ERR_INVALID), "invalid argument");
+    assert_string_equal(crl_strerror(CRL_ERR_DOMAIN), "domain error");
+    assert_string_equal(crl_strerror(CRL_ERR_NONFINITE), "non-finite input");
+    assert_string_equal(crl_strerror(CRL_ERR_IO), "input/output error");
+    assert_string_equal(crl_strerror(CRL_ERR_NOMEM), "out of memory");
+    assert_string_equal(crl_strerror(CRL_ERR_MPI), "MPI error");
+    assert_string_equal(crl_strerror(99), "unknown error");
+    assert_string_equal(crl_version(), CRL_VERSION_STRING);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_duplicates_the_communicator),
+        cmocka_unit_test(test_contexts_on_split_communicators),
+        cmocka_unit_test(test_reduce_matches_serial_sum),
+        cmocka_unit_test(test_error_agreement_names_the_first_failing_rank),
+        cmocka_unit_test(test_fail_keeps_the_first_error),
+        cmocka_unit_test(test_strerror),
+    };
+    return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "context");
+}
