@@ -242,6 +242,33 @@ CRL_API int crl_loss_term_count(const crl_loss *loss);
 CRL_API int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs,
                               const crl_tensors *grads);
 
+/*
+ * Evaluation in parts, for shards larger than memory.  crl_loss_evaluate is
+ *
+ *     crl_loss_accumulate(loss, inputs, grads);   Not collective
+ *     crl_loss_reduce(loss);                      Collective
+ *     crl_loss_backward(loss, inputs, grads);     Not collective
+ *
+ * and a rank may instead pass its shard in chunks of batch elements: call
+ * crl_loss_accumulate once per chunk (at least once: an empty shard passes
+ * one empty chunk), then crl_loss_reduce once, then crl_loss_backward once per
+ * chunk, with the same chunks in the same order.  Chunks may differ in batch
+ * size only: T, N, K, dtypes, weight matrices (same pointers) and gradient
+ * requests are those of the first chunk.  The results are bitwise identical
+ * to one evaluation of the whole shard, with one MPI_Allreduce.
+ *
+ * crl_loss_accumulate and crl_loss_backward return a local status: an error
+ * found by accumulate is kept and reported collectively by crl_loss_reduce,
+ * so every rank must still call crl_loss_reduce.  Weight gradients are added
+ * by the first crl_loss_backward call.  Values are available after a
+ * successful crl_loss_reduce; gradients only after crl_loss_backward.
+ */
+CRL_API int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs,
+                                const crl_tensors *grads);
+CRL_API int crl_loss_reduce(crl_loss *loss);
+CRL_API int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs,
+                              const crl_tensors *grads);
+
 /* Not collective.  The total of the last successful evaluation (0 before). */
 CRL_API double crl_loss_total(const crl_loss *loss);
 

@@ -12,8 +12,9 @@
  *           sum (pred - label)^2;  then each term's slots.
  *
  * Ranks agree on the payload layout once (the first evaluation, or when N,
- * the terms or the gradient requests change); after that an evaluation is
- * exactly one MPI_Allreduce.  The digest carries everything ranks must agree
+ * the terms or the weight-gradient requests change); after that an evaluation
+ * is exactly one MPI_Allreduce.  An evaluation is a cycle: accumulate (one or
+ * more chunks of this rank's batch), reduce, backward (the same chunks).  The digest carries everything ranks must agree
  * on (T, N, K, dtypes, parameters, the weights' bits): all ranks hold the same
  * byte c iff P * sum c^2 == (sum c)^2.
  */
@@ -66,17 +67,37 @@ typedef struct scratch {
     int64_t tile_cap, n_cap, pop_cap[2], dweight_cap[4];
 } scratch;
 
+enum { PHASE_IDLE, PHASE_ACCUMULATING, PHASE_REDUCED };
+
 struct crl_loss {
     crl_context *ctx;
     crl_term *terms;
     int n_terms;
 
-    /* The layout all ranks agreed on: region offsets, then the payload size. */
+    /* The layout all ranks agreed on: region offsets, then the payload size,
+     * and the packed buffer (header + payload) laid out by it. */
     int64_t *layout;
     int layout_len;
     int64_t payload_slots;
     crl_dd *buffer;
     int64_t buffer_cap;
+    /* A rank whose local layout differs accumulates here (header + payload);
+     * it becomes the buffer when the ranks adopt that layout. */
+    crl_dd *pending;
+    int64_t pending_cap;
+
+    /* The current cycle. */
+    int phase;
+    crl_error err;             /* this rank's first error of the cycle      */
+    crl_global g;
+    unsigned uses;
+    crl_tensors first, first_grads;  /* the first chunk: shapes, weights    */
+    uint64_t digest;
+    bool relayout;
+    crl_dd *target;            /* buffer or pending, NULL after an error    */
+    int64_t seen[3], done[3];  /* elements accumulated / back-propagated:
+                                  states, states1, pred                     */
+    bool weights_written;
 
     agree_item *agree;
     int n_agree, cap_agree;
@@ -161,10 +182,18 @@ int crl_loss_create(crl_context *ctx, crl_loss **out)
 {
     if (out == NULL || ctx == NULL)
         return CRL_ERR_INVALID;
-    *out = calloc(1, sizeof **out);
-    if (*out == NULL)
+    crl_loss *loss = calloc(1, sizeof *loss);
+    crl_dd *header = calloc(HEADER_SLOTS, sizeof *header);
+    if (loss == NULL || header == NULL) {
+        free(loss);
+        free(header);
+        *out = NULL;
         return crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory creating a loss");
-    (*out)->ctx = ctx;
+    }
+    loss->ctx = ctx;
+    loss->buffer = header;
+    loss->buffer_cap = HEADER_SLOTS;
+    *out = loss;
     return CRL_OK;
 }
 
@@ -193,6 +222,7 @@ void crl_loss_destroy(crl_loss **loss)
     free(l->terms);
     free(l->layout);
     free(l->buffer);
+    free(l->pending);
     free(l->agree);
     free(l->next_layout);
     free(l->outs);
@@ -291,15 +321,19 @@ int crl_loss_add(crl_loss *loss, const char *name, const char *type, double weig
     }
     int64_t n = loss->n_terms + 1;
     crl_term *terms = realloc(loss->terms, sizeof t * (size_t) n);
-    int64_t *layout = realloc(loss->next_layout, sizeof *layout * (size_t) (REGION_TERMS + n + 1));
+    size_t layout_bytes = sizeof(int64_t) * (size_t) (REGION_TERMS + n + 1);
+    int64_t *layout = realloc(loss->next_layout, layout_bytes);
+    if (layout)
+        loss->next_layout = layout;
+    int64_t *agreed = realloc(loss->layout, layout_bytes);
+    if (agreed)
+        loss->layout = agreed;
     crl_term_out *outs = realloc(loss->outs, sizeof *outs * (size_t) n);
     if (terms)
         loss->terms = terms;
-    if (layout)
-        loss->next_layout = layout;
     if (outs)
         loss->outs = outs;
-    if (!terms || !layout || !outs)
+    if (!terms || !layout || !agreed || !outs)
         return crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory adding a term");
     loss->terms[loss->n_terms++] = t;
     return crl_context_set(ctx, CRL_OK, NULL);
@@ -745,22 +779,27 @@ static bool term_uses_pop(const crl_term *t, int p)
     return term_active(t) && (t->cls->uses(t) & CRL_USES(role));
 }
 
-/* One pass over this rank's slice of population p: the shared moments of
- * every batch element, and the row and element hooks of the terms reading it
- * on the same rows while they are in cache. */
+static int pop_role(int p)
+{
+    return p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
+}
+
+/* One pass over this chunk of population p: the shared moments of every
+ * batch element, and the row and element hooks of the terms reading it, on
+ * the same rows while they are in cache. */
 static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, crl_error *err)
 {
     const crl_array *a = g->pop[p].array;
-    const char *what = crl_role_name(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1);
+    const char *what = crl_role_name(pop_role(p));
     scratch *w = &loss->work;
     int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
-    crl_dd *sum = payload + loss->layout[REGION_POP0 + p], *sumsq = sum + n;
+    crl_dd *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
     bool row_hooks = false;
     for (int k = 0; k < loss->n_terms; k++)
         row_hooks |= term_uses_pop(&loss->terms[k], p) && loss->terms[k].cls->forward_rows;
 
     for (int64_t b = 0; b < a->batch; b++) {
-        int64_t ld;
+        int64_t ld, element = loss->seen[p] + b;
         const double *c = crl_rows_load(a, b, 0, 1, w->shift, &ld);
         memset(w->s1, 0, sizeof(double) * (size_t) n);
         memset(w->s2, 0, sizeof(double) * (size_t) n);
@@ -772,7 +811,7 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
             }
             const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
             moments_f64(x, ld, count, n, c, w->s1, w->s2);
-            crl_rows view = {p, a, b, t0, count, n, x, ld};
+            crl_rows view = {p, a, b, element, t0, count, n, x, ld};
             for (int k = 0; k < loss->n_terms && row_hooks; k++) {
                 crl_term *t = &loss->terms[k];
                 if (term_uses_pop(t, p) && t->cls->forward_rows
@@ -788,10 +827,11 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
                 return err->code;
             }
         fold_moments(sum, sumsq, c, w->s1, w->s2, n, (double) time);
+        crl_rows whole = {p, a, b, element, 0, time, n, NULL, 0};
         for (int k = 0; k < loss->n_terms; k++) {
             crl_term *t = &loss->terms[k];
             if (term_uses_pop(t, p) && t->cls->forward_element
-                && t->cls->forward_element(t, p, a, b, payload + t->slot, err) != CRL_OK)
+                && t->cls->forward_element(t, &whole, payload + t->slot, err) != CRL_OK)
                 return term_error(t, err);
         }
     }
@@ -816,7 +856,7 @@ static int outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payloa
     const crl_array *x = &in->pred, *y = &in->label;
     scratch *w = &loss->work;
     int64_t k = x->width, time = x->time, rows = tile_rows(loss, k, time);
-    crl_dd *slot = payload + loss->layout[REGION_SQERR];
+    crl_dd *slot = payload + loss->next_layout[REGION_SQERR];
     for (int64_t b = 0; b < x->batch; b++) {
         memset(w->s1, 0, sizeof(double) * (size_t) k);
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
@@ -840,18 +880,64 @@ static int outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payloa
     return CRL_OK;
 }
 
-static int forward(crl_loss *loss, crl_global *g, unsigned uses, crl_dd *payload, crl_error *err)
+/* Accumulates one chunk into payload (laid out by next_layout). */
+static int forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_error *err)
 {
-    const crl_tensors *in = g->inputs;
-    payload[0] = crl_dd_make((double) in->states.batch * !!(uses & CRL_USES(CRL_ROLE_STATES)));
-    payload[1] = crl_dd_make((double) in->states1.batch * !!(uses & CRL_USES(CRL_ROLE_STATES1)));
-    payload[2] = crl_dd_make((double) in->pred.batch * !!(uses & CRL_USES(CRL_ROLE_PRED)));
-    for (int p = 0; p < 2; p++)
-        if ((uses & CRL_USES(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1))
-            && states_forward(loss, g, p, payload, err) != CRL_OK)
-            return err->code;
-    if (uses & CRL_USES(CRL_ROLE_PRED))
-        return outputs_forward(loss, in, payload, err);
+    crl_global *g = &loss->g;
+    unsigned uses = loss->uses;
+    int64_t batch[3] = {
+        uses & CRL_USES(CRL_ROLE_STATES) ? in->states.batch : 0,
+        uses & CRL_USES(CRL_ROLE_STATES1) ? in->states1.batch : 0,
+        uses & CRL_USES(CRL_ROLE_PRED) ? in->pred.batch : 0,
+    };
+    g->inputs = in;
+    g->pop[0].array = &in->states;
+    g->pop[1].array = &in->states1;
+    for (int p = 0; p < 2 && err->code == CRL_OK; p++)
+        if (uses & CRL_USES(pop_role(p)))
+            states_forward(loss, g, p, payload, err);
+    if (err->code == CRL_OK && (uses & CRL_USES(CRL_ROLE_PRED)))
+        outputs_forward(loss, in, payload, err);
+    for (int k = 0; k < 3; k++) {
+        payload[REGION_COUNTS + k] =
+            crl_dd_add(payload[REGION_COUNTS + k], crl_dd_make((double) batch[k]));
+        loss->seen[k] += batch[k];
+    }
+    return err->code;
+}
+
+/* A later chunk must have the first chunk's shapes, types, weights and
+ * gradient requests; only batch sizes may differ. */
+static int check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
+                       crl_error *err)
+{
+    for (int role = 0; role < CRL_ROLE_COUNT; role++) {
+        if (!(loss->uses & CRL_USES(role)))
+            continue;
+        const char *what = crl_role_name(role);
+        if (role < CRL_FIRST_MATRIX_ROLE) {
+            const crl_array *a = crl_tensors_array(in, role), *f = crl_tensors_array(&loss->first, role);
+            const crl_array *d = crl_tensors_array(grads, role);
+            bool want = loss->g.grad_mask & CRL_USES(role);
+            if (a->dtype != f->dtype || a->time != f->time || a->width != f->width)
+                return crl_fail(err, CRL_ERR_INVALID,
+                                "%s: chunk has dtype %d, time %lld, width %lld; the first chunk "
+                                "had %d, %lld, %lld",
+                                what, (int) a->dtype, (long long) a->time, (long long) a->width,
+                                (int) f->dtype, (long long) f->time, (long long) f->width);
+            if (crl_array_check(a, what, err) != CRL_OK)
+                return err->code;
+            if (want != crl_array_present(d))
+                return crl_fail(err, CRL_ERR_INVALID,
+                                "gradient of %s: requested in some chunks but not others", what);
+            if (want && crl_array_check_grad(d, a, what, err) != CRL_OK)
+                return err->code;
+        } else {
+            const crl_matrix *m = crl_tensors_matrix(in, role), *f = crl_tensors_matrix(&loss->first, role);
+            if (memcmp(m, f, sizeof *m) != 0)
+                return crl_fail(err, CRL_ERR_INVALID, "%s: changed between chunks", what);
+        }
+    }
     return CRL_OK;
 }
 
@@ -865,7 +951,7 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
     const crl_tensors *in = g->inputs;
     bool ok = true;
     for (int p = 0; p < 2 && ok; p++) {
-        if (!(uses & CRL_USES(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1)))
+        if (!(uses & CRL_USES(pop_role(p))))
             continue;
         int64_t n = g->pop[p].array->width;
         ok = scratch_rows(w, tile_rows(loss, n, g->pop[p].array->time), n)
@@ -896,30 +982,6 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
                     (int64_t) loss->n_terms * (n_max + CRL_MAX_PARTS), sizeof(double));
     if (!ok)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the evaluation's work space");
-    return CRL_OK;
-}
-
-/* Collective, when the ranks agreed on inputs whose layout differs from the
- * agreed one: every rank adopts its (identical) local layout. */
-static int adopt_layout(crl_loss *loss, const int64_t *layout, int len)
-{
-    int64_t payload = layout[len - 1];
-    int64_t cap_layout = loss->layout_len, cap_buffer = loss->buffer_cap;
-    int ok = reserve(&loss->layout, &cap_layout, len, sizeof *layout)
-             && reserve(&loss->buffer, &cap_buffer, HEADER_SLOTS + payload, sizeof(crl_dd));
-    if (ok)
-        loss->buffer_cap = cap_buffer;
-    int all_ok = 0;
-    if (MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_LAND, loss->ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(loss->ctx, CRL_ERR_MPI, "MPI_Allreduce of the layout failed");
-    if (!all_ok) {
-        loss->layout_len = 0;
-        loss->payload_slots = 0;
-        return crl_context_set(loss->ctx, CRL_ERR_NOMEM, "out of memory for the packed sums");
-    }
-    memcpy(loss->layout, layout, sizeof *layout * (size_t) len);
-    loss->layout_len = len;
-    loss->payload_slots = payload;
     return CRL_OK;
 }
 
@@ -958,20 +1020,21 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
                     crl_term_out *outs, crl_error *err)
 {
     for (int p = 0; p < 2; p++) {
-        int role = p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
-        if ((uses & CRL_USES(role))
-            && finalize_population(&g->pop[p], payload + loss->layout[REGION_POP0 + p],
-                                   payload + loss->layout[REGION_POP0 + p] + g->pop[p].array->width,
-                                   crl_dd_round(payload[p]), crl_role_name(role), err) != CRL_OK)
+        const crl_dd *sum = payload + loss->layout[REGION_POP0 + p];
+        if ((uses & CRL_USES(pop_role(p)))
+            && finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
+                                   crl_dd_round(payload[REGION_COUNTS + p]),
+                                   crl_role_name(pop_role(p)), err) != CRL_OK)
             return err->code;
     }
     if (uses & CRL_USES(CRL_ROLE_PRED)) {
         const crl_array *x = &g->inputs->pred;
-        g->out_batch = (int64_t) crl_dd_round(payload[2]);
+        g->out_batch = (int64_t) crl_dd_round(payload[REGION_COUNTS + 2]);
         g->out_time = x->time;
         g->out_width = x->width;
         g->out_count = (double) g->out_batch * (double) x->time * (double) x->width;
         g->sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
+        g->out_coef = 0;
         if (g->out_batch == 0)
             return crl_fail(err, CRL_ERR_INVALID, "pred: no rank holds a batch element");
     }
@@ -1024,7 +1087,7 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
                 affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
             else
                 memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
-            crl_rows view = {p, a, b, t0, count, n, x, ld};
+            crl_rows view = {p, a, b, loss->done[p] + b, t0, count, n, x, ld};
             for (int k = 0; k < loss->n_terms; k++) {
                 const crl_term *t = &loss->terms[k];
                 if (term_uses_pop(t, p) && t->cls->backward_rows)
@@ -1067,21 +1130,6 @@ static void outputs_backward(crl_loss *loss, const crl_global *g, const crl_tens
                 crl_rows_store_add(&grads->label, b, t0, count, d, k);
             }
         }
-}
-
-static void backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads)
-{
-    for (int p = 0; p < 2; p++) {
-        int role = p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
-        if (g->grad_mask & CRL_USES(role))
-            states_backward(loss, g, p, crl_tensors_array(grads, role));
-    }
-    if (g->grad_mask & (CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)))
-        outputs_backward(loss, g, grads);
-    for (int s = 0; s < 4; s++)
-        if (g->dweight[s])
-            crl_matrix_store_add(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s),
-                                 g->dweight[s]);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1166,7 +1214,7 @@ int crl_loss_find(const crl_loss *loss, const char *name, double *value)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Evaluate                                                                   */
+/* The evaluation cycle                                                       */
 /* ------------------------------------------------------------------------ */
 
 static bool same_layout(const crl_loss *loss, const int64_t *layout, int len)
@@ -1175,85 +1223,194 @@ static bool same_layout(const crl_loss *loss, const int64_t *layout, int len)
            && memcmp(loss->layout, layout, sizeof *layout * (size_t) len) == 0;
 }
 
-int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+/* The first chunk of a cycle: checks, agreement list, layout, work memory,
+ * and where this rank accumulates. */
+static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads)
+{
+    static const crl_tensors none;
+    crl_error *err = &loss->err;
+    *err = (crl_error){0};
+    loss->g = (crl_global){0};
+    loss->uses = 0;
+    loss->n_agree = 0;
+    loss->target = NULL;
+    loss->relayout = false;
+    memset(loss->seen, 0, sizeof loss->seen);
+    memset(loss->done, 0, sizeof loss->done);
+    loss->first = in ? *in : none;
+    loss->first_grads = grads ? *grads : none;
+    loss->phase = PHASE_ACCUMULATING;
+    if (in == NULL) {
+        crl_fail(err, CRL_ERR_INVALID, "inputs is NULL");
+        return;
+    }
+    if (loss->n_terms == 0) {
+        crl_fail(err, CRL_ERR_INVALID, "the loss has no terms");
+        return;
+    }
+    int64_t *layout = loss->next_layout;
+    int len = REGION_TERMS + loss->n_terms + 1;
+    if (prepare(loss, in, grads ? grads : &none, &loss->g, &loss->uses, layout, err) != CRL_OK
+        || reserve_work(loss, &loss->g, loss->uses, err) != CRL_OK)
+        return;
+    loss->relayout = !same_layout(loss, layout, len);
+    int64_t count = HEADER_SLOTS + layout[len - 1];
+    if (loss->relayout) {
+        if (!reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_dd))) {
+            crl_fail(err, CRL_ERR_NOMEM, "out of memory for the packed sums");
+            return;
+        }
+        loss->target = loss->pending;
+    } else {
+        loss->target = loss->buffer;
+    }
+    for (int64_t k = 0; k < count; k++)
+        loss->target[k] = crl_dd_make(0.0);
+}
+
+int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
 {
     static const crl_tensors none;
     if (loss == NULL)
         return CRL_ERR_INVALID;
+    if (loss->phase != PHASE_ACCUMULATING) {
+        begin_cycle(loss, inputs, grads);
+        loss->digest = agree_digest(loss);
+    } else if (loss->err.code == CRL_OK) {
+        if (inputs == NULL)
+            crl_fail(&loss->err, CRL_ERR_INVALID, "inputs is NULL");
+        else
+            check_chunk(loss, inputs, grads ? grads : &none, &loss->err);
+    }
+    if (loss->err.code == CRL_OK)
+        forward(loss, inputs, loss->target + HEADER_SLOTS, &loss->err);
+    if (loss->err.code != CRL_OK)
+        loss->target = NULL;
+    return loss->err.code;
+}
+
+static void write_header(crl_loss *loss, crl_dd *buffer)
+{
+    buffer[HEADER_FAILED] = crl_dd_make(loss->err.code != CRL_OK);
+    buffer[HEADER_RELAYOUT] = crl_dd_make(loss->relayout);
+    write_digest(buffer, loss->digest);
+}
+
+int crl_loss_reduce(crl_loss *loss)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
     crl_context *ctx = loss->ctx;
+    if (loss->phase != PHASE_ACCUMULATING) {
+        /* A misuse on this rank: still take part, as a failure. */
+        loss->err = (crl_error){0};
+        crl_fail(&loss->err, CRL_ERR_INVALID, "crl_loss_reduce called without crl_loss_accumulate");
+        loss->target = NULL;
+        loss->relayout = false;
+    }
+    loss->phase = PHASE_IDLE;
+    int64_t count = HEADER_SLOTS + loss->payload_slots;
+    if (loss->target != loss->buffer)
+        for (int64_t k = HEADER_SLOTS; k < count; k++)
+            loss->buffer[k] = crl_dd_make(0.0);
+    write_header(loss, loss->buffer);
+    int rc = crl_context_reduce(ctx, loss->buffer, count);
+    if (rc != CRL_OK)
+        return rc;
+    if (crl_dd_round(loss->buffer[HEADER_FAILED]) > 0)
+        return crl_context_agree_error(ctx, &loss->err);
+    if (!digest_agrees(loss->buffer, ctx->size))
+        return diagnose_disagreement(loss);
+    double relayouts = crl_dd_round(loss->buffer[HEADER_RELAYOUT]);
+    if (relayouts > 0) {
+        /* The digests agree, so every rank has the same local layout and
+         * every rank accumulated into its pending buffer: adopt it. */
+        if (relayouts != ctx->size)
+            return crl_context_set(ctx, CRL_ERR_INVALID, "ranks could not agree on a layout");
+        int len = REGION_TERMS + loss->n_terms + 1;
+        memcpy(loss->layout, loss->next_layout, sizeof(int64_t) * (size_t) len);
+        loss->layout_len = len;
+        loss->payload_slots = loss->next_layout[len - 1];
+        crl_dd *swap = loss->buffer;
+        int64_t cap = loss->buffer_cap;
+        loss->buffer = loss->pending;
+        loss->buffer_cap = loss->pending_cap;
+        loss->pending = swap;
+        loss->pending_cap = cap;
+        loss->relayout = false;
+        write_header(loss, loss->buffer);
+        count = HEADER_SLOTS + loss->payload_slots;
+        if ((rc = crl_context_reduce(ctx, loss->buffer, count)) != CRL_OK)
+            return rc;
+    }
+
+    /* Finalize: the same on every rank, so its errors are collective. */
+    crl_global *g = &loss->g;
+    g->inputs = &loss->first;
+    g->pop[0].array = &loss->first.states;
+    g->pop[1].array = &loss->first.states1;
+    if (finalize(loss, g, loss->uses, loss->buffer + HEADER_SLOTS, loss->outs, &loss->err) != CRL_OK)
+        return crl_context_set(ctx, loss->err.code, loss->err.message);
+    store_results(loss, loss->outs);
+    loss->phase = PHASE_REDUCED;
+    loss->weights_written = false;
+    return crl_context_set(ctx, CRL_OK, NULL);
+}
+
+int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+{
+    static const crl_tensors none;
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
     crl_error err = {0};
-    if (inputs == NULL) {
+    crl_global *g = &loss->g;
+    int64_t batch[3] = {0};
+    if (loss->phase != PHASE_REDUCED)
+        crl_fail(&err, CRL_ERR_INVALID, "crl_loss_backward needs a successful crl_loss_reduce");
+    else if (inputs == NULL)
         crl_fail(&err, CRL_ERR_INVALID, "inputs is NULL");
-        inputs = &none;
+    else if (check_chunk(loss, inputs, grads ? grads : &none, &err) == CRL_OK) {
+        batch[0] = loss->uses & CRL_USES(CRL_ROLE_STATES) ? inputs->states.batch : 0;
+        batch[1] = loss->uses & CRL_USES(CRL_ROLE_STATES1) ? inputs->states1.batch : 0;
+        batch[2] = loss->uses & CRL_USES(CRL_ROLE_PRED) ? inputs->pred.batch : 0;
+        for (int k = 0; k < 3; k++)
+            if (loss->done[k] + batch[k] > loss->seen[k])
+                crl_fail(&err, CRL_ERR_INVALID,
+                         "backward chunks hold more batch elements (%lld) than were accumulated "
+                         "(%lld)",
+                         (long long) (loss->done[k] + batch[k]), (long long) loss->seen[k]);
     }
-    if (grads == NULL)
-        grads = &none;
+    if (err.code != CRL_OK)
+        return crl_context_set(loss->ctx, err.code, err.message);
+    if (grads == NULL || g->grad_mask == 0)
+        return CRL_OK;
+    g->inputs = inputs;
+    g->pop[0].array = &inputs->states;
+    g->pop[1].array = &inputs->states1;
+    for (int p = 0; p < 2; p++)
+        if (g->grad_mask & CRL_USES(pop_role(p)))
+            states_backward(loss, g, p, crl_tensors_array(grads, pop_role(p)));
+    if (g->grad_mask & (CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)))
+        outputs_backward(loss, g, grads);
+    /* Weight gradients are whole on every rank: added once per cycle. */
+    for (int s = 0; s < 4 && !loss->weights_written; s++)
+        if (g->dweight[s])
+            crl_matrix_store_add(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s),
+                                 g->dweight[s]);
+    loss->weights_written = true;
+    for (int k = 0; k < 3; k++)
+        loss->done[k] += batch[k];
+    return CRL_OK;
+}
 
-    /* 1. Local checks and preparation; errors wait for the reduction. */
-    crl_global g = {0};
-    unsigned uses = 0;
-    int len = REGION_TERMS + loss->n_terms + 1;
-    int64_t *layout = loss->next_layout;
-    loss->n_agree = 0;
-    if (loss->n_terms == 0)
-        crl_fail(&err, CRL_ERR_INVALID, "the loss has no terms");
-    else if (prepare(loss, inputs, grads, &g, &uses, layout, &err) == CRL_OK)
-        reserve_work(loss, &g, uses, &err);
-    uint64_t digest = agree_digest(loss);
-    bool relayout = layout == NULL || !same_layout(loss, layout, len);
-
-    /* 2. Accumulate and reduce: once, or twice when the layout changes. */
-    int rc = CRL_OK;
-    for (int round = 0; rc == CRL_OK; round++) {
-        int64_t count = HEADER_SLOTS + loss->payload_slots;
-        if (loss->buffer_cap < HEADER_SLOTS) {
-            /* Never fails later: the header alone is reserved on first use. */
-            int64_t cap = loss->buffer_cap;
-            if (!reserve(&loss->buffer, &cap, HEADER_SLOTS, sizeof(crl_dd))) {
-                rc = crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory for the packed sums");
-                break;
-            }
-            loss->buffer_cap = cap;
-        }
-        crl_dd *buffer = loss->buffer;
-        for (int64_t k = 0; k < count; k++)
-            buffer[k] = crl_dd_make(0.0);
-        if (!relayout && err.code == CRL_OK)
-            forward(loss, &g, uses, buffer + HEADER_SLOTS, &err);
-        buffer[HEADER_FAILED] = crl_dd_make(err.code != CRL_OK);
-        buffer[HEADER_RELAYOUT] = crl_dd_make(relayout);
-        write_digest(buffer, digest);
-        if ((rc = crl_context_reduce(ctx, buffer, count)) != CRL_OK)
-            break;
-        if (crl_dd_round(buffer[HEADER_FAILED]) > 0) {
-            rc = crl_context_agree_error(ctx, &err);
-            break;
-        }
-        if (!digest_agrees(buffer, ctx->size)) {
-            rc = diagnose_disagreement(loss);
-            break;
-        }
-        if (crl_dd_round(buffer[HEADER_RELAYOUT]) == 0)
-            break;
-        if (round > 0) {
-            rc = crl_context_set(ctx, CRL_ERR_INVALID, "ranks could not agree on a layout");
-            break;
-        }
-        rc = adopt_layout(loss, layout, len);
-        relayout = false;
-    }
-
-    /* 3. Finalize: the same on every rank, so its errors are collective. */
-    if (rc == CRL_OK
-        && finalize(loss, &g, uses, loss->buffer + HEADER_SLOTS, loss->outs, &err) != CRL_OK)
-        rc = crl_context_set(ctx, err.code, err.message);
-
-    /* 4. Backward and results. */
-    if (rc == CRL_OK) {
-        if (g.grad_mask)
-            backward(loss, &g, grads);
-        store_results(loss, loss->outs);
-        rc = crl_context_set(ctx, CRL_OK, NULL);
-    }
+int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    loss->phase = PHASE_IDLE; /* a fresh cycle, whatever came before */
+    crl_loss_accumulate(loss, inputs, grads);
+    int rc = crl_loss_reduce(loss);
+    if (rc == CRL_OK && grads != NULL)
+        rc = crl_loss_backward(loss, inputs, grads);
     return rc;
 }

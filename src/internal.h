@@ -197,14 +197,17 @@ typedef struct crl_global {
     double *dweight[4];            /* gradient sink, rows*cols doubles, or NULL */
 } crl_global;
 
-/* Rows of one batch element of a population, as seen by the row hooks. */
+/* Rows of one batch element of a population, as seen by the hooks. */
 typedef struct crl_rows {
     int population;           /* 0 states, 1 states1                        */
-    const crl_array *array;   /* the raw local array                        */
-    int64_t b;                /* local batch index                          */
+    const crl_array *array;   /* the raw local array (this chunk)           */
+    int64_t b;                /* batch index in array                       */
+    int64_t element;          /* this rank's running element index across the
+                                 chunks of an evaluation: the same element has
+                                 the same index in forward and backward      */
     int64_t t0, count;        /* rows t0 .. t0 + count - 1                  */
     int64_t n;                /* neurons                                    */
-    const double *x;          /* row r at x + r * ld                        */
+    const double *x;          /* row r at x + r * ld (NULL for a whole element) */
     int64_t ld;
 } crl_rows;
 
@@ -242,17 +245,20 @@ struct crl_term_class {
     unsigned (*uses)(const crl_term *t);
     /* Whether the parts are reported (e.g. only for some parameters). */
     bool (*has_parts)(const crl_term *t);
-    /* Local checks once shapes are known (g->pop[].array, g->inputs set,
-     * global fields not yet), and per-evaluation preparation; returns
-     * the number of packed slots it needs in *slots. */
+    /* Local checks once shapes are known (g->pop[].array, g->inputs and
+     * g->grad_mask set, global fields not yet), and per-evaluation
+     * preparation (weights are final; batch sizes may grow chunk by chunk);
+     * returns the number of packed slots it needs in *slots. */
     int (*prepare)(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err);
     /* Forward, per row tile of each population the term uses. */
     int (*forward_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err);
-    /* Forward, after the last tile of batch element b of population p. */
-    int (*forward_element)(crl_term *t, int p, const crl_array *a, int64_t b, crl_dd *slots,
-                           crl_error *err);
+    /* Forward, after the last tile of a batch element (whole: t0 = 0,
+     * count = T, x = NULL; read the raw array). */
+    int (*forward_element)(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err);
     /* Values from the global sums; with gradients wanted, also adds the
-     * backward coefficients (times t->weight) into g. */
+     * backward coefficients (times t->weight) into g.  Runs on every rank
+     * with the same sums, so its errors are collective; it must not fail for
+     * any other reason (allocate in prepare). */
     int (*finalize)(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_out *out,
                     crl_error *err);
     /* Backward, per row tile: adds t->weight * dL/dS into grad (count x n). */

@@ -221,8 +221,30 @@ static void *matrix_copy(const h_problem *p, const double *global, int64_t rows,
     return buf;
 }
 
-void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm, h_range r,
-            h_range r1, unsigned grad_mask, h_result *out)
+/* Batch elements b0 .. b0 + count - 1 of a local array, as a strided view. */
+static crl_array chunk_of(const crl_array *a, int64_t b0, int64_t count)
+{
+    crl_array c = *a;
+    c.batch = count;
+    c.data = count ? (char *) a->data + (size_t) (b0 * a->batch_stride) * crl_dtype_size(a->dtype)
+                   : NULL;
+    return c;
+}
+
+static crl_tensors chunk_tensors(const crl_tensors *t, int64_t b0, int64_t count)
+{
+    crl_tensors c = *t;
+    crl_array *arrays[4] = {&c.states, &c.states1, &c.pred, &c.label};
+    const crl_array *whole[4] = {&t->states, &t->states1, &t->pred, &t->label};
+    for (int k = 0; k < 4; k++)
+        if (whole[k]->time > 0)
+            *arrays[k] = chunk_of(whole[k], b0, count);
+    return c;
+}
+
+/* h_eval, whole (chunk 0) or in chunks of this rank's batch. */
+static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
+                        h_range r, h_range r1, unsigned grad_mask, int64_t chunk, h_result *out)
 {
     memset(out, 0, sizeof *out);
     crl_tensors in = {0}, grad = {0};
@@ -270,7 +292,27 @@ void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
             fprintf(stderr, "crl_loss_add(%s): %s\n", terms[k].name, crl_context_error(ctx));
         assert_int_equal(rc, CRL_OK);
     }
-    out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
+    if (chunk == 0) {
+        out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
+    } else {
+        const crl_tensors *g = grad_mask ? &grad : NULL;
+        int64_t b0 = 0;
+        do {
+            int64_t c = r.count - b0 < chunk ? r.count - b0 : chunk;
+            crl_tensors ci = chunk_tensors(&in, b0, c), cg = chunk_tensors(&grad, b0, c);
+            crl_loss_accumulate(loss, &ci, g ? &cg : NULL);
+            b0 += c;
+        } while (b0 < r.count);
+        out->status = crl_loss_reduce(loss);
+        /* The same chunks again (an empty shard: one empty chunk). */
+        for (b0 = 0; out->status == CRL_OK && g && (b0 < r.count || b0 == 0); b0 += chunk) {
+            int64_t c = r.count - b0 < chunk ? r.count - b0 : chunk;
+            crl_tensors ci = chunk_tensors(&in, b0, c), cg = chunk_tensors(&grad, b0, c);
+            assert_int_equal(crl_loss_backward(loss, &ci, &cg), CRL_OK);
+            if (r.count == 0)
+                break;
+        }
+    }
     snprintf(out->message, sizeof out->message, "%s", crl_context_error(ctx));
     out->total = crl_loss_total(loss);
     out->n_values = crl_loss_value_count(loss);
@@ -304,6 +346,18 @@ void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
     crl_context_destroy(&ctx);
     for (int k = 0; k < nb; k++)
         free(bufs[k]);
+}
+
+void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm, h_range r,
+            h_range r1, unsigned grad_mask, h_result *out)
+{
+    eval_common(p, terms, n_terms, comm, r, r1, grad_mask, 0, out);
+}
+
+void h_eval_chunked(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
+                    h_range r, int64_t chunk, unsigned grad_mask, h_result *out)
+{
+    eval_common(p, terms, n_terms, comm, r, (h_range){0, 0}, grad_mask, chunk, out);
 }
 
 void h_result_free(h_result *res)

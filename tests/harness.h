@@ -113,6 +113,11 @@ void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
             h_range r1, unsigned grad_mask, h_result *out);
 void h_result_free(h_result *res);
 
+/* As h_eval with r1 empty, through crl_loss_accumulate / reduce / backward in
+ * chunks of `chunk` batch elements of this rank's range r. */
+void h_eval_chunked(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
+                    h_range r, int64_t chunk, unsigned grad_mask, h_result *out);
+
 /* Gradient buffers are pre-filled with this value (0 by default); after a
  * failed call h_grads_untouched tells whether they still hold it. */
 extern double h_grad_fill;

@@ -140,7 +140,8 @@ static void test_one_allreduce_per_evaluation(void **state)
     crl_loss_add(loss, "a", "rnn", 1, "lambda_fr=1,lambda_fr_sd=1");
     crl_loss_add(loss, "b", "rnn", 0.5, "lambda_hid=1,lambda_fr_cv=1");
     crl_loss_add(loss, "c", "rnn", 2, "lambda_mse=0,lambda_fr=1");
-    /* The first evaluation agrees on the layout of the packed buffer. */
+    /* The first evaluation also agrees on the layout of the packed buffer
+     * (one more, header-only, reduction). */
     allreduce_calls = bcast_calls = 0;
     int rc = crl_loss_evaluate(loss, &l.in, &l.grad);
     int first = allreduce_calls;
@@ -152,7 +153,7 @@ static void test_one_allreduce_per_evaluation(void **state)
         later[k] = allreduce_calls;
     }
     h_assert_all(rc == CRL_OK && bcast_calls == 0);
-    h_assert_all(first == 3 && later[0] == 1 && later[1] == 1 && later[2] == 1);
+    h_assert_all(first == 2 && later[0] == 1 && later[1] == 1 && later[2] == 1);
     h_assert_all(crl_loss_total(loss) == total);
     /* Changing a parameter keeps the layout: still one. */
     crl_loss_set(loss, "a", "lambda_fr", 3);
@@ -334,6 +335,83 @@ static void test_values_api(void **state)
     local_free(&l);
 }
 
+
+/* Chunks of this rank's shard, forward then backward: bitwise the same as
+ * one evaluation of the whole shard. */
+static void test_chunked_evaluation_is_identical(void **state)
+{
+    (void) state;
+    for (int dt = 0; dt < 2; dt++) {
+        h_problem p = {.dtype = dt ? CRL_FLOAT64 : CRL_FLOAT32, .time_major = dt == 0, .B = 9,
+                       .T = 5, .N = 7, .K = 2, .N_in = 3, .N_out = 2};
+        h_problem_fill(&p, 50 + (uint64_t) dt, 0.1, 1);
+        h_term terms[] = {{"a", "rnn", 1.0, "lambda_in=0.1,lambda_hid=0.2,lambda_out=0.3,"
+                                            "lambda_fr=1,lambda_fr_sd=0.5,lambda_fr_cv=0.25"}};
+        h_range r = h_split(2, p.B, h_rank, h_size);
+        h_result whole;
+        h_eval(&p, terms, 1, MPI_COMM_WORLD, r, (h_range){0, 0}, H_GRAD_ALL, &whole);
+        h_assert_all(whole.status == CRL_OK);
+        for (int64_t chunk = 1; chunk <= 4; chunk++) {
+            h_result part;
+            h_eval_chunked(&p, terms, 1, MPI_COMM_WORLD, r, chunk, H_GRAD_ALL, &part);
+            char why[256] = "";
+            bool same = h_result_equal_slice(&p, &whole, &part, (h_range){0, r.count},
+                                             (h_range){0, 0}, why, sizeof why);
+            if (!same)
+                fprintf(stderr, "rank %d, chunks of %lld: %s\n", h_rank, (long long) chunk, why);
+            h_assert_all(same);
+            h_result_free(&part);
+        }
+        h_result_free(&whole);
+        h_problem_free(&p);
+    }
+}
+
+static void test_cycle_misuse(void **state)
+{
+    (void) state;
+    local a, b;
+    local_make(&a, 6, 9);
+    local_make(&b, 6, 10);
+    crl_context *ctx;
+    crl_loss *loss;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    crl_loss_create(ctx, &loss);
+    crl_loss_add(loss, "a", "rnn", 1, "lambda_fr=1,lambda_mse=0");
+    /* backward before any reduce: a local error */
+    h_assert_all(crl_loss_backward(loss, &a.in, &a.grad) == CRL_ERR_INVALID);
+    h_assert_all(strstr(crl_context_error(ctx), "needs a successful crl_loss_reduce") != NULL);
+    /* a chunk whose T differs from the first chunk's */
+    crl_tensors other = a.in;
+    other.states.time = 3;
+    other.states = crl_array_batch_major(CRL_FLOAT64, a.in.states.data, a.in.states.batch, 3, 6);
+    crl_loss_accumulate(loss, &a.in, NULL);
+    h_assert_all(crl_loss_accumulate(loss, &other, NULL) == CRL_ERR_INVALID);
+    int rc = crl_loss_reduce(loss);
+    h_assert_all(rc == CRL_ERR_INVALID);
+    h_assert_all(strstr(crl_context_error(ctx), "chunk has dtype 2, time 3, width 6") != NULL);
+    /* backward with more elements than were accumulated */
+    crl_loss_accumulate(loss, &a.in, &a.grad);
+    h_assert_all(crl_loss_reduce(loss) == CRL_OK);
+    h_assert_all(crl_loss_backward(loss, &a.in, &a.grad) == CRL_OK);
+    rc = crl_loss_backward(loss, &b.in, &b.grad);
+    h_assert_all(rc == (a.r.count > 0 ? CRL_ERR_INVALID : CRL_OK));
+    /* reduce without accumulate on one rank: a collective error */
+    if (h_size > 1) {
+        if (h_rank != h_size - 1)
+            crl_loss_accumulate(loss, &a.in, NULL);
+        rc = crl_loss_reduce(loss);
+        char needle[96];
+        snprintf(needle, sizeof needle, "rank %d: crl_loss_reduce called without", h_size - 1);
+        h_assert_all(rc == CRL_ERR_INVALID && strstr(crl_context_error(ctx), needle) != NULL);
+    }
+    h_assert_all(crl_loss_evaluate(loss, &a.in, NULL) == CRL_OK);
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+    local_free(&a);
+    local_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +424,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gradients_accumulate),
         cmocka_unit_test(test_no_terms_and_no_batch),
         cmocka_unit_test(test_values_api),
+        cmocka_unit_test(test_chunked_evaluation_is_identical),
+        cmocka_unit_test(test_cycle_misuse),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "composite");
 }
