@@ -1,0 +1,384 @@
+/*
+ * bench.c - times forward + backward of the benchmark workloads in-process,
+ * next to the limits measured in the same run with the same ranks: a
+ * STREAM-style memory bandwidth probe and, for hebbian, the BLAS calls alone.
+ *
+ *   mpirun -np P build/bench/ctrnn-bench [--reps R] [--scale S] [--csv] [WORKLOAD...]
+ *
+ * Workloads (float32, batch-major, global sizes B, T, N; each rank holds its
+ * even share of the batch):
+ *   rnn_loss         (128, 500, 256), K = 2, all seven lambdas non-zero
+ *   all_state        (128, 500, 256): fr l1 + l2, fr_dist sd cv mean_ad max_ad,
+ *                    state_pred tau=1, entropy, as one composite
+ *   population_kl    (128, 500, 256) against a second population of that shape
+ *   hebbian          (64, 200, 512)
+ *   all_state_large  (32, 1000, 2048)
+ * --scale S multiplies B (for quick runs on small machines, e.g. 0.25).
+ */
+#include "config.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "ctrnnloss.h"
+
+typedef struct workload {
+    const char *name;
+    int64_t B, T, N;
+    const char *terms[10][3];   /* name, type, params; weight 1 */
+    int K, N_in;                /* outputs and input weights (rnn_loss) */
+    bool states1, hebb;
+} workload;
+
+static const workload workloads[] = {
+    {"rnn_loss", 128, 500, 256,
+     {{"rnn", "rnn",
+       "lambda_mse=1,lambda_in=0.01,lambda_hid=0.01,lambda_out=0.01,lambda_fr=0.1,"
+       "lambda_fr_sd=0.05,lambda_fr_cv=0.02"}},
+     2, 16, false, false},
+    {"all_state", 128, 500, 256,
+     {{"fr_l1", "fr", "metric=l1"},
+      {"fr_l2", "fr", "metric=l2"},
+      {"sd", "fr_dist", "metric=sd"},
+      {"cv", "fr_dist", "metric=cv"},
+      {"mean_ad", "fr_dist", "metric=mean_ad"},
+      {"max_ad", "fr_dist", "metric=max_ad"},
+      {"pred", "state_pred", "tau=1"},
+      {"entropy", "entropy", "reg=10"}},
+     0, 0, false, false},
+    {"population_kl", 128, 500, 256, {{"kl", "population_kl", "symmetric=true,reg=1e-3"}}, 0, 0,
+     true, false},
+    {"hebbian", 64, 200, 512, {{"hebb", "hebbian", ""}}, 0, 0, false, true},
+    {"all_state_large", 32, 1000, 2048,
+     {{"fr_l1", "fr", "metric=l1"},
+      {"fr_l2", "fr", "metric=l2"},
+      {"sd", "fr_dist", "metric=sd"},
+      {"cv", "fr_dist", "metric=cv"},
+      {"mean_ad", "fr_dist", "metric=mean_ad"},
+      {"max_ad", "fr_dist", "metric=max_ad"},
+      {"pred", "state_pred", "tau=1"},
+      {"entropy", "entropy", "reg=10"}},
+     0, 0, false, false},
+};
+
+static int rank, size;
+
+static double uniform(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double) (*s >> 11) * 0x1.0p-53;
+}
+
+/* Element b of the global batch gets the same numbers whatever the split. */
+static float *rates(int64_t b0, int64_t count, int64_t T, int64_t N, uint64_t salt)
+{
+    float *x = malloc(sizeof(float) * (size_t) (count * T * N + 1));
+    for (int64_t b = 0; b < count; b++) {
+        uint64_t s = (uint64_t) (b0 + b) * 2654435761ULL + salt;
+        for (int64_t k = 0; k < T * N; k++)
+            x[b * T * N + k] = (float) uniform(&s);
+    }
+    return x;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return (x > y) - (x < y);
+}
+
+/* Median over repetitions of the slowest rank's time of fn(arg). */
+static double time_median(int reps, void (*fn)(void *), void *arg)
+{
+    double *t = malloc(sizeof(double) * (size_t) reps);
+    fn(arg); /* warm-up */
+    fn(arg);
+    for (int r = 0; r < reps; r++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = MPI_Wtime();
+        fn(arg);
+        double dt = MPI_Wtime() - t0, slowest;
+        MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        t[r] = slowest;
+    }
+    qsort(t, (size_t) reps, sizeof *t, cmp_double);
+    double median = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    free(t);
+    return median;
+}
+
+/* ---- STREAM-style probe: every rank reads one array and writes another. */
+typedef struct probe {
+    float *a, *b;
+    int64_t n;
+} probe;
+
+static void probe_scale(void *arg)
+{
+    probe *p = arg;
+    float *restrict a = p->a, *restrict b = p->b;
+    for (int64_t i = 0; i < p->n; i++)
+        b[i] = 0.5f * a[i] + 1.0f;
+}
+
+static void probe_read(void *arg)
+{
+    probe *p = arg;
+    /* 16 independent lanes: vectorizes without reassociation. */
+    float acc[16] = {0};
+    for (int64_t i = 0; i + 15 < p->n; i += 16)
+        for (int j = 0; j < 16; j++)
+            acc[j] += p->a[i + j];
+    volatile float sink = 0;
+    for (int j = 0; j < 16; j++)
+        sink += acc[j];
+}
+
+/* Aggregate bytes per second over all ranks: read+write, and read only. */
+static void bandwidth(int reps, double *rw, double *ro)
+{
+    probe p;
+    p.n = ((int64_t) 64 << 20) / 4; /* 64 MiB per array per rank, beyond caches */
+    p.a = malloc(sizeof(float) * (size_t) p.n);
+    p.b = malloc(sizeof(float) * (size_t) p.n);
+    for (int64_t i = 0; i < p.n; i++)
+        p.a[i] = p.b[i] = (float) i;
+    double t = time_median(reps, probe_scale, &p);
+    *rw = 2.0 * 4 * (double) p.n * size / t;
+    t = time_median(reps, probe_read, &p);
+    *ro = 4.0 * (double) p.n * size / t;
+    free(p.a);
+    free(p.b);
+}
+
+/* ---- one workload */
+typedef struct run {
+    crl_loss *loss;
+    crl_tensors in, grad;
+} run;
+
+static void evaluate(void *arg)
+{
+    run *r = arg;
+    if (crl_loss_evaluate(r->loss, &r->in, &r->grad) != CRL_OK) {
+        fprintf(stderr, "evaluation failed\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
+/* The BLAS calls of a hebbian evaluation alone: syrk forward, gemm back. */
+typedef struct blas_run {
+    const float *s;
+    float *c, *w, *out;
+    int64_t nb, T, N;
+} blas_run;
+
+static void blas_only(void *arg)
+{
+    blas_run *r = arg;
+    for (int64_t b = 0; b < r->nb; b++) {
+        const float *sb = r->s + b * r->T * r->N;
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int) r->N, (int) r->T,
+                    1.0f / (float) r->T, sb, (int) r->N, 0.0f, r->c, (int) r->N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) r->T, (int) r->N, (int) r->N,
+                    1.0f, sb, (int) r->N, r->w, (int) r->N, 0.0f, r->out, (int) r->N);
+    }
+}
+
+/* Resident memory (VmRSS) or its peak (VmHWM) in KiB, from /proc. */
+static long proc_status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t len = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, len) && line[len] == ':')
+            v = atol(line + len + 1);
+    if (f)
+        fclose(f);
+    if (v < 0 && !strcmp(key, "VmHWM")) {
+        struct rusage u;
+        getrusage(RUSAGE_SELF, &u);
+        v = u.ru_maxrss;
+    }
+    return v;
+}
+
+/* Starts a new peak: Linux resets VmHWM to the current RSS on "5". */
+static void reset_peak(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+}
+
+static long max_over_ranks(long mine)
+{
+    long most;
+    MPI_Allreduce(&mine, &most, 1, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+    return most;
+}
+
+static void bench(const workload *w, double scale, int reps, double bw_rw, double bw_ro, bool csv)
+{
+    int64_t B = (int64_t) llround((double) w->B * scale);
+    if (B < size)
+        B = size;
+    int64_t T = w->T, N = w->N, K = w->K;
+    int64_t nb = B / size + (rank < B % size), b0 = rank * (B / size) + (rank < B % size ? rank : B % size);
+    reset_peak();
+    long baseline = proc_status_kib("VmRSS");
+    crl_context *ctx;
+    run r = {0};
+    crl_context_create(MPI_COMM_WORLD, &ctx);
+    crl_loss_create(ctx, &r.loss);
+    for (int k = 0; k < 10 && w->terms[k][0]; k++)
+        if (crl_loss_add(r.loss, w->terms[k][0], w->terms[k][1], 1.0, w->terms[k][2]) != CRL_OK) {
+            if (rank == 0)
+                printf("%-16s skipped: %s\n", w->name, crl_context_error(ctx));
+            crl_loss_destroy(&r.loss);
+            crl_context_destroy(&ctx);
+            return;
+        }
+    float *s = rates(b0, nb, T, N, 1), *ds = calloc((size_t) (nb * T * N + 1), sizeof(float));
+    float *s1 = NULL, *ds1 = NULL, *pred = NULL, *label = NULL, *dpred = NULL;
+    float *w_in = NULL, *w_hid = NULL, *w_out = NULL, *dw_in = NULL, *dw_hid = NULL, *dw_out = NULL;
+    float *w_hebb = NULL, *dw_hebb = NULL;
+    double bytes_in = 4.0 * (double) (B * T * N), bytes_grad = bytes_in;
+    r.in.states = crl_array_batch_major(CRL_FLOAT32, s, nb, T, N);
+    r.grad.states = crl_array_batch_major(CRL_FLOAT32, ds, nb, T, N);
+    if (w->states1) {
+        s1 = rates(b0, nb, T, N, 2);
+        ds1 = calloc((size_t) (nb * T * N + 1), sizeof(float));
+        r.in.states1 = crl_array_batch_major(CRL_FLOAT32, s1, nb, T, N);
+        r.grad.states1 = crl_array_batch_major(CRL_FLOAT32, ds1, nb, T, N);
+        bytes_in *= 2;
+        bytes_grad *= 2;
+    }
+    if (K) {
+        pred = rates(b0, nb, T, K, 3);
+        label = rates(b0, nb, T, K, 4);
+        dpred = calloc((size_t) (nb * T * K + 1), sizeof(float));
+        r.in.pred = crl_array_batch_major(CRL_FLOAT32, pred, nb, T, K);
+        r.in.label = crl_array_batch_major(CRL_FLOAT32, label, nb, T, K);
+        r.grad.pred = crl_array_batch_major(CRL_FLOAT32, dpred, nb, T, K);
+        w_in = rates(0, 1, N, w->N_in, 5);
+        w_hid = rates(0, 1, N, N, 6);
+        w_out = rates(0, 1, K, N, 7);
+        dw_in = calloc((size_t) (N * w->N_in), sizeof(float));
+        dw_hid = calloc((size_t) (N * N), sizeof(float));
+        dw_out = calloc((size_t) (K * N), sizeof(float));
+        r.in.w_in = crl_matrix_dense(CRL_FLOAT32, w_in, N, w->N_in);
+        r.in.w_hid = crl_matrix_dense(CRL_FLOAT32, w_hid, N, N);
+        r.in.w_out = crl_matrix_dense(CRL_FLOAT32, w_out, K, N);
+        r.grad.w_in = crl_matrix_dense(CRL_FLOAT32, dw_in, N, w->N_in);
+        r.grad.w_hid = crl_matrix_dense(CRL_FLOAT32, dw_hid, N, N);
+        r.grad.w_out = crl_matrix_dense(CRL_FLOAT32, dw_out, K, N);
+        bytes_in += 2 * 4.0 * (double) (B * T * K);
+        bytes_grad += 4.0 * (double) (B * T * K);
+    }
+    if (w->hebb) {
+        w_hebb = rates(0, 1, N, N, 8);
+        for (int64_t k = 0; k < N * N; k++)
+            w_hebb[k] -= 0.5f;
+        dw_hebb = calloc((size_t) (N * N), sizeof(float));
+        r.in.w_hebb = crl_matrix_dense(CRL_FLOAT32, w_hebb, N, N);
+        r.grad.w_hebb = crl_matrix_dense(CRL_FLOAT32, dw_hebb, N, N);
+    }
+
+    double seconds = time_median(reps, evaluate, &r);
+    /* The bandwidth bound: forward must read the inputs (at the read-only
+     * probe's rate), backward must read them again and write the gradients
+     * (at the read+write probe's rate, which counts both). */
+    double bound = bytes_in / bw_ro + (bytes_in + bytes_grad) / bw_rw;
+    double states_gbs = 4.0 * (double) (B * T * N) / seconds / 1e9;
+    double blas_seconds = 0;
+    if (w->hebb) {
+        blas_run br = {s, malloc(sizeof(float) * (size_t) (N * N)), w_hebb,
+                       malloc(sizeof(float) * (size_t) (T * N)), nb, T, N};
+        blas_seconds = time_median(reps, blas_only, &br);
+        free(br.c);
+        free(br.out);
+    }
+    /* Peak memory of this workload beyond what the process held before it,
+     * next to what the inputs and gradients themselves take. */
+    long rss = max_over_ranks(proc_status_kib("VmHWM") - baseline);
+    double data_mib = (bytes_in + bytes_grad) / size / 1048576.0;
+    if (rank == 0) {
+        const char *limit = w->hebb ? "blas" : "bandwidth";
+        double limit_s = w->hebb ? blas_seconds : bound;
+        if (csv)
+            printf("%s,%d,%lld,%lld,%lld,%.6g,%.4g,%s,%.6g,%.4f,%ld,%.1f\n", w->name, size,
+                   (long long) B, (long long) T, (long long) N, seconds, states_gbs, limit,
+                   limit_s, limit_s / seconds, rss, data_mib);
+        else
+            printf("%-16s B=%-4lld T=%-5lld N=%-5lld %9.3f ms  states %6.2f GB/s  %s limit %8.3f ms"
+                   "  = %5.1f%%  memory %6.1f MiB/rank (inputs+grads %6.1f)\n",
+                   w->name, (long long) B, (long long) T, (long long) N, seconds * 1e3, states_gbs,
+                   limit, limit_s * 1e3, 100 * limit_s / seconds, rss / 1024.0, data_mib);
+        fflush(stdout);
+    }
+    crl_loss_destroy(&r.loss);
+    crl_context_destroy(&ctx);
+    free(s), free(ds), free(s1), free(ds1), free(pred), free(label), free(dpred);
+    free(w_in), free(w_hid), free(w_out), free(dw_in), free(dw_hid), free(dw_out);
+    free(w_hebb), free(dw_hebb);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int reps = 10;
+    double scale = 1.0;
+    bool csv = false;
+    const char *only[8];
+    int n_only = 0;
+    for (int k = 1; k < argc; k++) {
+        if (!strcmp(argv[k], "--reps") && k + 1 < argc)
+            reps = atoi(argv[++k]);
+        else if (!strcmp(argv[k], "--scale") && k + 1 < argc)
+            scale = atof(argv[++k]);
+        else if (!strcmp(argv[k], "--csv"))
+            csv = true;
+        else if (!strcmp(argv[k], "--help")) {
+            if (rank == 0)
+                printf("usage: mpirun -np P ctrnn-bench [--reps R] [--scale S] [--csv] "
+                       "[rnn_loss|all_state|population_kl|hebbian|all_state_large...]\n");
+            MPI_Finalize();
+            return 0;
+        } else if (n_only < 8)
+            only[n_only++] = argv[k];
+    }
+    if (reps < 10)
+        reps = 10;
+    double bw_rw, bw_ro;
+    bandwidth(reps, &bw_rw, &bw_ro);
+    if (rank == 0) {
+        if (csv)
+            printf("workload,ranks,B,T,N,seconds,states_GBps,limit,limit_seconds,fraction,"
+                   "peak_extra_rss_KiB,inputs_grads_MiB_per_rank\n");
+        else
+            printf("ctrnn-bench: %d rank(s), float32, forward+backward, median of %d; probe: "
+                   "read+write %.2f GB/s, read %.2f GB/s (all ranks)\n",
+                   size, reps, bw_rw / 1e9, bw_ro / 1e9);
+    }
+    for (size_t k = 0; k < sizeof workloads / sizeof workloads[0]; k++) {
+        bool want = n_only == 0;
+        for (int j = 0; j < n_only; j++)
+            want |= !strcmp(only[j], workloads[k].name);
+        if (want)
+            bench(&workloads[k], scale, reps, bw_rw, bw_ro, csv);
+    }
+    MPI_Finalize();
+    return 0;
+}
