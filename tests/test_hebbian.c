@@ -209,6 +209,17 @@ static void test_bitwise_identical_across_splits(void **state)
             }
 }
 
+/* Collectively asserts that part holds range r of whole, bit for bit. */
+static void assert_same_slice(const h_problem *p, const h_result *whole, const h_result *part,
+                              h_range r, const char *what)
+{
+    char why[256] = "";
+    bool same = h_result_equal_slice(p, whole, part, r, (h_range){0, 0}, why, sizeof why);
+    if (!same)
+        fprintf(stderr, "rank %d, %s: %s\n", h_rank, what, why);
+    h_assert_all(same);
+}
+
 static void test_layouts_give_identical_results(void **state)
 {
     (void) state;
@@ -219,12 +230,7 @@ static void test_layouts_give_identical_results(void **state)
         h_result ra, rb;
         h_eval_self(&a, terms, 1, GRAD_BOTH, &ra);
         h_eval_self(&b, terms, 1, GRAD_BOTH, &rb);
-        char why[256] = "";
-        h_range all = {0, a.B}, none = {0, 0};
-        bool same = h_result_equal_slice(&a, &ra, &rb, all, none, why, sizeof why);
-        if (!same)
-            fprintf(stderr, "%s\n", why);
-        h_assert_all(same);
+        assert_same_slice(&a, &ra, &rb, (h_range){0, a.B}, "time-major vs batch-major");
         h_result_free(&ra);
         h_result_free(&rb);
         h_problem_free(&a);
@@ -248,12 +254,9 @@ static void test_chunks_give_the_whole_result(void **state)
             h_range r = h_split((int) chunk, p.B, h_rank, h_size);
             h_result part;
             h_eval_chunked(&p, terms, 2, MPI_COMM_WORLD, r, chunk, GRAD_BOTH, &part);
-            char why[256] = "";
-            bool same = h_result_equal_slice(&p, &whole, &part, r, (h_range){0, 0}, why,
-                                             sizeof why);
-            if (!same)
-                fprintf(stderr, "rank %d, chunks of %lld: %s\n", h_rank, (long long) chunk, why);
-            h_assert_all(same);
+            char what[32];
+            snprintf(what, sizeof what, "chunks of %lld", (long long) chunk);
+            assert_same_slice(&p, &whole, &part, r, what);
             h_result_free(&part);
         }
         h_result_free(&whole);
