@@ -25,7 +25,6 @@
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* Rows per backward gemm: M large enough for the kernels to run at speed. */
 enum { BLOCK_ROWS = 64 };
