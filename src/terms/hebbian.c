@@ -1,0 +1,320 @@
+/*
+ * hebbian.c - HebbianLoss (SPEC "HebbianLoss", seed 001) on BLAS-3:
+ *
+ *     G_b = S_b^T S_b  (N x N),  h_b = 1/T sum_ij W_ij G_b,ij,  L = 1/B sum_b |h_b|
+ *     dL/ds_{b,t} = sign(h_b) / (B T) (W + W^T) s_{b,t}
+ *     dL/dW       = 1/(B T) sum_b sign(h_b) G_b
+ *
+ * Forward: one syrk per batch element (the upper triangle of G_b), then h_b
+ * in double in a fixed order.  Backward: one gemm per block of rows,
+ * S_rows (W + W^T), in the states' element type.
+ *
+ * Reads: states (B, T, N), w_hebb (N x N, any dtype).
+ * Slots: [0] sum_b |h_b|; with the gradient of w_hebb requested, then the
+ * upper triangle of sum_b sign(h_b) G_b row by row (N (N + 1) / 2 slots), so
+ * that dL/dW is the global sum, the same on every rank after the reduction.
+ *
+ * Exactness: G_b is computed by BLAS from the rows of one element only (the
+ * kernels pack their operands, so neither the element's address nor the
+ * stride between its rows changes the arithmetic), h_b and sign(h_b) G_b are
+ * formed in double in a fixed order, and elements are combined double-double.
+ */
+#include "../internal.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+
+/* Rows per backward gemm: M large enough for the kernels to run at speed. */
+enum { BLOCK_ROWS = 64 };
+
+typedef struct hebbian_state {
+    crl_dtype dtype;          /* the states' element type                     */
+    int64_t n;
+    bool want_weight_grad;
+    double *coef;             /* n x n, upper triangle: W_ii, W_ij + W_ji     */
+    double *gram;             /* n x n, upper triangle of G_b in double       */
+    double *column;           /* n: column sums of the weighted G_b           */
+    void *gram_typed;         /* n x n in dtype (float32 only): syrk output   */
+    void *wsym;               /* n x n in dtype: W + W^T (backward)           */
+    void *product;            /* BLOCK_ROWS x n in dtype: rows (W + W^T)      */
+    int64_t coef_cap, gram_cap, column_cap, gram_typed_cap, wsym_cap, product_cap;  /* bytes */
+    signed char *sign;        /* sign(h_b) by the element's running index     */
+    int64_t sign_cap;
+    double scale;             /* backward: weight / (B T), set by finalize    */
+} hebbian_state;
+
+static const crl_param_info params[] = {
+    {NULL, 0, 0, 0, 0, NULL, NULL},
+};
+
+static unsigned uses(const crl_term *t)
+{
+    (void) t;
+    return CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_W_HEBB);
+}
+
+/* Grows *ptr to at least bytes; false when out of memory. */
+static bool reserve_bytes(void *ptr_to_ptr, int64_t *cap, int64_t bytes)
+{
+    void **pp = ptr_to_ptr;
+    if (bytes <= *cap)
+        return true;
+    void *p = realloc(*pp, (size_t) bytes);
+    if (p == NULL)
+        return false;
+    *pp = p;
+    *cap = bytes;
+    return true;
+}
+
+/* Stride between the rows of a BLAS operand of count rows (any value >= n
+ * when there is one row: a (T = 1) array may have any time stride). */
+static int64_t rows_ld(const crl_array *a, int64_t count)
+{
+    return count > 1 ? a->time_stride : a->width;
+}
+
+/* coef: the upper triangle of W + W^T with W's own diagonal, so that
+ * sum_ij W_ij G_ij = sum_{i <= j} coef_ij G_ij for a symmetric G; wsym: the
+ * full W + W^T in the states' type, when the backward needs it. */
+static void build_from_weight(hebbian_state *s, const crl_matrix *w, bool backward)
+{
+    int64_t n = s->n;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++)
+            s->coef[i * n + j] = i == j ? crl_matrix_get(w, i, i)
+                                        : crl_matrix_get(w, i, j) + crl_matrix_get(w, j, i);
+    if (!backward)
+        return;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double v = crl_matrix_get(w, i, j) + crl_matrix_get(w, j, i);
+            if (s->dtype == CRL_FLOAT32)
+                ((float *) s->wsym)[i * n + j] = (float) v;
+            else
+                ((double *) s->wsym)[i * n + j] = v;
+        }
+}
+
+/* Checks W against N, takes the memory of the evaluation, and builds what
+ * forward and backward need from W. */
+static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err)
+{
+    const crl_array *a = &g->inputs->states;
+    const crl_matrix *w = &g->inputs->w_hebb;
+    int64_t n = a->width, square_bytes, tri;
+    if (w->rows != n || w->cols != n)
+        return crl_fail(err, CRL_ERR_INVALID, "w_hebb is %lld x %lld, expected N x N with N = %lld",
+                        (long long) w->rows, (long long) w->cols, (long long) n);
+    bool want_weight = g->grad_mask & CRL_USES(CRL_ROLE_W_HEBB);
+    bool want_states = g->grad_mask & CRL_USES(CRL_ROLE_STATES);
+    if (n > INT_MAX || !crl_mul_size(n, n, &square_bytes)
+        || !crl_mul_size(square_bytes, (int64_t) sizeof(double), &square_bytes)
+        || !crl_mul_size(n, n + 1, &tri) || (want_weight && tri / 2 >= INT_MAX / 2))
+        return crl_fail(err, CRL_ERR_INVALID,
+                        "N = %lld is too large for the Hebbian correlation%s", (long long) n,
+                        want_weight ? " and its gradient" : "");
+    if (t->state == NULL && (t->state = calloc(1, sizeof(hebbian_state))) == NULL)
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
+    hebbian_state *s = t->state;
+    size_t size = crl_dtype_size(a->dtype);
+    int64_t typed_bytes = square_bytes / (int64_t) sizeof(double) * (int64_t) size;
+    bool ok = reserve_bytes(&s->coef, &s->coef_cap, square_bytes)
+              && reserve_bytes(&s->gram, &s->gram_cap, square_bytes)
+              && reserve_bytes(&s->column, &s->column_cap, n * (int64_t) sizeof(double))
+              && (a->dtype != CRL_FLOAT32
+                  || reserve_bytes(&s->gram_typed, &s->gram_typed_cap, typed_bytes))
+              && (!want_states || (reserve_bytes(&s->wsym, &s->wsym_cap, typed_bytes)
+                                   && reserve_bytes(&s->product, &s->product_cap,
+                                                    BLOCK_ROWS * n * (int64_t) size)))
+              && reserve_bytes(&s->sign, &s->sign_cap, a->batch);
+    if (!ok)
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory for N = %lld", (long long) n);
+    s->dtype = a->dtype;
+    s->n = n;
+    s->want_weight_grad = want_weight;
+    build_from_weight(s, w, want_states);
+    *slots = 1 + (want_weight ? tri / 2 : 0);
+    return CRL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The upper triangle of G = S^T S into s->gram (double); S is (time, n) at
+ * rows with row stride ld, in s->dtype. */
+static void gram_upper(hebbian_state *s, const void *rows, int64_t ld, int64_t time)
+{
+    int n = (int) s->n;
+    if (s->dtype == CRL_FLOAT64) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0, rows, (int) ld,
+                    0.0, s->gram, n);
+        return;
+    }
+    float *typed = s->gram_typed;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0f, rows, (int) ld, 0.0f,
+                typed, n);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++)
+            s->gram[i * n + j] = (double) typed[i * n + j];
+}
+
+/* sum_{i <= j} coef_ij G_ij in a fixed order: column sums acc_j over the rows
+ * i <= j (element-wise, so it vectorizes without reassociation), then the
+ * sum of the column sums in index order. */
+CRL_HOT static double weighted_upper(const double *restrict coef, const double *restrict gram,
+                                     int64_t n, double *restrict acc)
+{
+    for (int64_t j = 0; j < n; j++)
+        acc[j] = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++)
+            acc[j] += coef[i * n + j] * gram[i * n + j];
+    double total = 0;
+    for (int64_t j = 0; j < n; j++)
+        total += acc[j];
+    return total;
+}
+
+/* sums[k] += sign G_ij over the upper triangle, k running row by row. */
+CRL_HOT static void add_signed_upper(crl_dd *restrict sums, const double *restrict gram,
+                                     int64_t n, double sign)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++, k++)
+            sums[k] = crl_dd_add(sums[k], crl_dd_make(sign * gram[i * n + j]));
+}
+
+/* One batch element: |h_b| into slot 0, sign(h_b) kept for the backward,
+ * sign(h_b) G_b into the weight-gradient slots. */
+static int forward_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+{
+    hebbian_state *s = t->state;
+    const crl_array *a = element->array;
+    int64_t n = s->n, time = element->count, e = element->element;
+    if (rows_ld(a, time) > INT_MAX || time > INT_MAX)
+        return crl_fail(err, CRL_ERR_INVALID,
+                        "states: time stride %lld or %lld time steps exceed BLAS's int",
+                        (long long) a->time_stride, (long long) time);
+    gram_upper(s, crl_array_row(a, element->b, 0), rows_ld(a, time), time);
+    double h = weighted_upper(s->coef, s->gram, n, s->column) / (double) time;
+    if (!isfinite(h))
+        return crl_fail(err, CRL_ERR_DOMAIN, "states[b=%lld]: S^T S overflows %s",
+                        (long long) element->b, s->dtype == CRL_FLOAT32 ? "float32" : "float64");
+    if (e >= s->sign_cap) {
+        int64_t want = 2 * s->sign_cap > e + 1 ? 2 * s->sign_cap : e + 1;
+        if (!reserve_bytes(&s->sign, &s->sign_cap, want))
+            return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the sign of element %lld",
+                            (long long) e);
+    }
+    double sign = crl_sign(h);
+    s->sign[e] = (signed char) sign;
+    slots[0] = crl_dd_add(slots[0], crl_dd_make(fabs(h)));
+    if (s->want_weight_grad && sign != 0)
+        add_signed_upper(slots + 1, s->gram, n, sign);
+    return CRL_OK;
+}
+
+static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_out *out,
+                    crl_error *err)
+{
+    (void) err;
+    hebbian_state *s = t->state;
+    const crl_population *pop = &g->pop[0];
+    int64_t n = s->n;
+    out->value = crl_dd_round(crl_dd_div_d(slots[0], (double) pop->batch));
+    s->scale = t->weight / pop->count;
+    double *d = g->dweight[CRL_ROLE_W_HEBB - CRL_FIRST_MATRIX_ROLE];
+    if (d != NULL) {
+        /* dL/dW = 1/(B T) sum_b sign(h_b) G_b, symmetric. */
+        const crl_dd *sum = slots + 1;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i; j < n; j++, sum++) {
+                double v = t->weight * (crl_dd_round(*sum) / pop->count);
+                d[i * n + j] += v;
+                if (j != i)
+                    d[j * n + i] += v;
+            }
+    }
+    return CRL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                   */
+/* ------------------------------------------------------------------------ */
+
+CRL_HOT static void add_scaled_f32(double *restrict grad, const float *restrict x, int64_t count,
+                                   double c)
+{
+    for (int64_t k = 0; k < count; k++)
+        grad[k] += c * (double) x[k];
+}
+
+CRL_HOT static void add_scaled_f64(double *restrict grad, const double *restrict x,
+                                   int64_t count, double c)
+{
+    for (int64_t k = 0; k < count; k++)
+        grad[k] += c * x[k];
+}
+
+/* grad (count x n) += weight sign(h_b) / (B T) S_rows (W + W^T), one gemm on
+ * the raw rows per block of BLOCK_ROWS rows. */
+static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows *rows,
+                          double *grad)
+{
+    (void) g;
+    const hebbian_state *s = t->state;
+    double c = s->scale * s->sign[rows->element];
+    if (c == 0)
+        return;
+    const crl_array *a = rows->array;
+    int n = (int) s->n;
+    for (int64_t r0 = 0; r0 < rows->count; r0 += BLOCK_ROWS) {
+        int m = (int) (rows->count - r0 < BLOCK_ROWS ? rows->count - r0 : BLOCK_ROWS);
+        const void *x = crl_array_row(a, rows->b, rows->t0 + r0);
+        int ld = (int) rows_ld(a, m);
+        if (s->dtype == CRL_FLOAT32) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, x, ld, s->wsym,
+                        n, 0.0f, s->product, n);
+            add_scaled_f32(grad + r0 * n, s->product, (int64_t) m * n, c);
+        } else {
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0, x, ld, s->wsym,
+                        n, 0.0, s->product, n);
+            add_scaled_f64(grad + r0 * n, s->product, (int64_t) m * n, c);
+        }
+    }
+}
+
+static void destroy(crl_term *t)
+{
+    hebbian_state *s = t->state;
+    if (s != NULL) {
+        free(s->coef);
+        free(s->gram);
+        free(s->column);
+        free(s->gram_typed);
+        free(s->wsym);
+        free(s->product);
+        free(s->sign);
+        free(s);
+    }
+    t->state = NULL;
+}
+
+const crl_term_class crl_term_hebbian = {
+    .type = "hebbian",
+    .summary = "HebbianLoss: mean over batch elements of |sum_ij W_ij C_ij|, C the time-averaged "
+               "correlation of the rates (seed 001)",
+    .params = params,
+    .tile_rows = BLOCK_ROWS,
+    .uses = uses,
+    .prepare = prepare,
+    .forward_element = forward_element,
+    .finalize = finalize,
+    .backward_rows = backward_rows,
+    .destroy = destroy,
+};
