@@ -462,6 +462,25 @@ void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsign
     h_result_free(&whole);
 }
 
+void h_check_layouts(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask)
+{
+    h_problem batch_major = *p, time_major = *p;
+    batch_major.time_major = false;
+    time_major.time_major = true;
+    h_result rb, rt;
+    h_eval_self(&batch_major, terms, n_terms, grad_mask, &rb);
+    h_eval_self(&time_major, terms, n_terms, grad_mask, &rt);
+    char why[256] = "";
+    h_range all = {0, p->B}, all1 = {0, p->B1};
+    bool same = rb.status == CRL_OK
+                && h_result_equal_slice(p, &rb, &rt, all, all1, why, sizeof why);
+    if (!same)
+        fprintf(stderr, "rank %d: batch-major vs time-major: %s %s\n", h_rank, why, rb.message);
+    h_assert_all(same);
+    h_result_free(&rb);
+    h_result_free(&rt);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static double total_of(const h_problem *p, const h_term *terms, int n_terms)

@@ -139,6 +139,11 @@ bool h_result_equal_slice(const h_problem *p, const h_result *whole, const h_res
  */
 void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
 
+/* Evaluates p (ignoring p->time_major) batch-major and time-major on
+ * MPI_COMM_SELF and asserts (collectively) that every output is bitwise
+ * identical and the status is OK. */
+void h_check_layouts(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
+
 /*
  * Central finite differences (float64 problems) of the total with respect to
  * every element of every input in grad_mask, on MPI_COMM_SELF, compared with
