@@ -8,9 +8,11 @@
 #include <string.h>
 
 extern const crl_term_class crl_term_rnn;
+extern const crl_term_class crl_term_fr;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
+    &crl_term_fr,
     NULL,
 };
 
