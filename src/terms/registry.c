@@ -9,10 +9,12 @@
 
 extern const crl_term_class crl_term_rnn;
 extern const crl_term_class crl_term_fr;
+extern const crl_term_class crl_term_fr_dist;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
     &crl_term_fr,
+    &crl_term_fr_dist,
     NULL,
 };
 
