@@ -11,12 +11,14 @@ extern const crl_term_class crl_term_rnn;
 extern const crl_term_class crl_term_fr;
 extern const crl_term_class crl_term_fr_dist;
 extern const crl_term_class crl_term_mse;
+extern const crl_term_class crl_term_population_kl;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
     &crl_term_fr,
     &crl_term_fr_dist,
     &crl_term_mse,
+    &crl_term_population_kl,
     NULL,
 };
 
