@@ -462,6 +462,40 @@ void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsign
     h_result_free(&whole);
 }
 
+void h_check_layouts(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask)
+{
+    h_problem batch_major = *p, time_major = *p;
+    batch_major.time_major = false;
+    time_major.time_major = true;
+    h_result rb, rt;
+    h_eval_self(&batch_major, terms, n_terms, grad_mask, &rb);
+    h_eval_self(&time_major, terms, n_terms, grad_mask, &rt);
+    char why[256] = "";
+    h_range all = {0, p->B}, all1 = {0, p->B1};
+    bool same = rb.status == CRL_OK
+                && h_result_equal_slice(p, &rb, &rt, all, all1, why, sizeof why);
+    if (!same)
+        fprintf(stderr, "rank %d: batch-major vs time-major: %s %s\n", h_rank, why, rb.message);
+    h_assert_all(same);
+    h_result_free(&rb);
+    h_result_free(&rt);
+}
+
+void h_check_exact(h_problem_maker make, uint64_t seed, const h_term *terms, int n_terms,
+                   unsigned grad_mask)
+{
+    for (int dt = 0; dt < 2; dt++) {
+        crl_dtype dtype = dt ? CRL_FLOAT64 : CRL_FLOAT32;
+        for (int tm = 0; tm < 2; tm++) {
+            h_problem p = make(dtype, tm, seed);
+            h_check_splits(&p, terms, n_terms, grad_mask);
+            if (tm == 0)
+                h_check_layouts(&p, terms, n_terms, grad_mask);
+            h_problem_free(&p);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 
 static double total_of(const h_problem *p, const h_term *terms, int n_terms)
@@ -556,4 +590,17 @@ void h_assert_error(const h_result *res, int code, const char *needle)
     int64_t h = (int64_t) text_hash(res->message), pair[2] = {-h, h}, all[2];
     MPI_Allreduce(pair, all, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
     h_assert_all(-all[0] == all[1]);
+}
+
+void h_check_error(const h_problem *p, const h_term *terms, int n_terms, h_range r, h_range r1,
+                   unsigned grad_mask, int code, const char *needle)
+{
+    double fill = h_grad_fill;
+    h_grad_fill = 1.5;
+    h_result res;
+    h_eval(p, terms, n_terms, MPI_COMM_WORLD, r, r1, grad_mask, &res);
+    h_assert_error(&res, code, needle);
+    h_assert_all(h_grads_untouched(p, &res));
+    h_grad_fill = fill;
+    h_result_free(&res);
 }

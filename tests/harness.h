@@ -139,6 +139,20 @@ bool h_result_equal_slice(const h_problem *p, const h_result *whole, const h_res
  */
 void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
 
+/* Evaluates p (ignoring p->time_major) batch-major and time-major on
+ * MPI_COMM_SELF and asserts (collectively) that every output is bitwise
+ * identical and the status is OK. */
+void h_check_layouts(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
+
+/* A problem of a test's shape, filled from seed. */
+typedef h_problem (*h_problem_maker)(crl_dtype dtype, bool time_major, uint64_t seed);
+
+/* Every exactness check of one loss: h_check_splits for float32 and float64,
+ * batch-major and time-major, and h_check_layouts for both dtypes, on
+ * problems made by make from seed. */
+void h_check_exact(h_problem_maker make, uint64_t seed, const h_term *terms, int n_terms,
+                   unsigned grad_mask);
+
 /*
  * Central finite differences (float64 problems) of the total with respect to
  * every element of every input in grad_mask, on MPI_COMM_SELF, compared with
@@ -154,5 +168,11 @@ double h_value(const h_result *res, const char *name);
 /* Asserts (collectively) that an evaluation fails with code on every rank
  * with a message containing `needle`. */
 void h_assert_error(const h_result *res, int code, const char *needle);
+
+/* Evaluates as h_eval with gradient buffers pre-filled with a non-zero
+ * value and asserts (collectively) that it fails with code and a message
+ * containing `needle` on every rank, and that no buffer was written. */
+void h_check_error(const h_problem *p, const h_term *terms, int n_terms, h_range r, h_range r1,
+                   unsigned grad_mask, int code, const char *needle);
 
 #endif

@@ -7,12 +7,21 @@
 
 #include <string.h>
 
+/* In the order of SPEC.md. */
 extern const crl_term_class crl_term_rnn;
+extern const crl_term_class crl_term_fr;
+extern const crl_term_class crl_term_fr_dist;
 extern const crl_term_class crl_term_hebbian;
+extern const crl_term_class crl_term_population_kl;
+extern const crl_term_class crl_term_mse;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
+    &crl_term_fr,
+    &crl_term_fr_dist,
     &crl_term_hebbian,
+    &crl_term_population_kl,
+    &crl_term_mse,
     NULL,
 };
 
