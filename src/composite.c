@@ -989,8 +989,15 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
 /* Finalize                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Means and variances from the reduced sums.  The double-double sums carry
+ * an error of about (additions) 2^-104 sum S^2 (a constant c gives n c^2,
+ * which no double-double holds exactly), so a variance below that floor, 16
+ * times over, is a constant neuron and is 0: population_kl's zero-variance
+ * check must not depend on the value of the constant.
+ */
 static int finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                               double batch, const char *what, crl_error *err)
+                               double batch, int ranks, const char *what, crl_error *err)
 {
     const crl_array *a = pop->array;
     pop->batch = (int64_t) batch;
@@ -1004,7 +1011,8 @@ static int finalize_population(crl_population *pop, const crl_dd *sum, const crl
         pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
         crl_dd centered = crl_dd_sub(sumsq[i], crl_dd_div_d(crl_dd_mul(sum[i], sum[i]), pop->count));
         double v = crl_dd_round(crl_dd_div_d(centered, pop->count));
-        pop->var[i] = v > 0 ? v : 0.0;
+        double floor = (batch + ranks + 8) * 0x1p-100 * crl_dd_round(sumsq[i]) / pop->count;
+        pop->var[i] = v > floor ? v : 0.0;
         total = crl_dd_add(total, sumsq[i]);
     }
     pop->sumsq = crl_dd_round(total);
@@ -1023,7 +1031,7 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         const crl_dd *sum = payload + loss->layout[REGION_POP0 + p];
         if ((uses & CRL_USES(pop_role(p)))
             && finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
-                                   crl_dd_round(payload[REGION_COUNTS + p]),
+                                   crl_dd_round(payload[REGION_COUNTS + p]), loss->ctx->size,
                                    crl_role_name(pop_role(p)), err) != CRL_OK)
             return err->code;
     }

@@ -175,24 +175,28 @@ static void test_bitwise_identical_across_splits_and_layouts(void **state)
     }
 }
 
-/* A constant neuron (index 4) in one population: zero variance.  The value
- * is dyadic: the shared statistics give a constant neuron of, say, 0.3 a
- * variance of about 1e-34 instead of 0 (double-double rounding of n c^2;
- * reported to the lead as a core issue). */
+/* A constant neuron (index 4) in one population: zero variance, for a
+ * dyadic constant and for ones (0.3, 1/3) whose n c^2 the double-double sums
+ * cannot hold exactly: the core treats a variance below the noise floor of
+ * its sums as 0. */
 static void test_zero_variance_is_a_domain_error(void **state)
 {
     (void) state;
-    for (int which = 0; which < 2; which++) {
-        h_problem p = random_problem(CRL_FLOAT64, which, 40);
-        double *s = which ? p.states1 : p.states;
-        int64_t count = which ? p.B1 * p.T1 : p.B * p.T;
+    const double constants[] = {0.5, 0.3, 1.0 / 3, 0.7};
+    for (int which = 0; which < 8; which++) {
+        h_problem p = random_problem(which % 2 ? CRL_FLOAT64 : CRL_FLOAT32, which % 2, 40);
+        double *s = which % 2 ? p.states1 : p.states;
+        int64_t count = which % 2 ? p.B1 * p.T1 : p.B * p.T;
+        double c = constants[which / 2];
+        if (p.dtype == CRL_FLOAT32)
+            c = (float) c;
         for (int64_t e = 0; e < count; e++)
-            s[e * p.N + 4] = 0.5;
+            s[e * p.N + 4] = c;
         h_term terms[] = {{"kl", "population_kl", 1.0, NULL}};
         char needle[128];
         snprintf(needle, sizeof needle,
                  "term 'kl' (population_kl): neuron 4 of %s has variance 0 (var_eps = 0",
-                 which ? "states1" : "states");
+                 which % 2 ? "states1" : "states");
         h_check_error(&p, terms, 1, h_split(2, p.B, h_rank, h_size),
                       h_split(4, p.B1, h_rank, h_size), H_GRAD_STATES | H_GRAD_STATES1,
                       CRL_ERR_DOMAIN, needle);
