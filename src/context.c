@@ -142,7 +142,9 @@ int crl_context_set(crl_context *ctx, int status, const char *message)
 int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
 {
     if (count > INT_MAX)
-        return CRL_ERR_INVALID;
+        return crl_context_set(ctx, CRL_ERR_INVALID,
+                               "the packed sums exceed one MPI_Allreduce (more than INT_MAX "
+                               "double-doubles)");
     int rc = MPI_Allreduce(MPI_IN_PLACE, buffer, (int) count, ctx->dd_type, ctx->dd_sum,
                            ctx->comm);
     if (rc != MPI_SUCCESS)

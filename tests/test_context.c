@@ -78,6 +78,17 @@ static void test_reduce_matches_serial_sum(void **state)
     crl_context_destroy(&ctx);
 }
 
+static void test_reduce_refuses_more_than_an_int_count(void **state)
+{
+    (void) state;
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    crl_dd one = {0, 0};
+    h_assert_all(crl_context_reduce(ctx, &one, (int64_t) INT_MAX + 1) == CRL_ERR_INVALID);
+    h_assert_all(strstr(crl_context_error(ctx), "more than INT_MAX") != NULL);
+    crl_context_destroy(&ctx);
+}
+
 static void test_error_agreement_names_the_first_failing_rank(void **state)
 {
     (void) state;
@@ -126,6 +137,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_create_duplicates_the_communicator),
         cmocka_unit_test(test_contexts_on_split_communicators),
         cmocka_unit_test(test_reduce_matches_serial_sum),
+        cmocka_unit_test(test_reduce_refuses_more_than_an_int_count),
         cmocka_unit_test(test_error_agreement_names_the_first_failing_rank),
         cmocka_unit_test(test_fail_keeps_the_first_error),
         cmocka_unit_test(test_strerror),
