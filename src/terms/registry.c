@@ -11,6 +11,7 @@
 extern const crl_term_class crl_term_rnn;
 extern const crl_term_class crl_term_fr;
 extern const crl_term_class crl_term_fr_dist;
+extern const crl_term_class crl_term_state_pred;
 extern const crl_term_class crl_term_hebbian;
 extern const crl_term_class crl_term_population_kl;
 extern const crl_term_class crl_term_mse;
@@ -19,6 +20,7 @@ const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
     &crl_term_fr,
     &crl_term_fr_dist,
+    &crl_term_state_pred,
     &crl_term_hebbian,
     &crl_term_population_kl,
     &crl_term_mse,
