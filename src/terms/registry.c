@@ -13,6 +13,7 @@ extern const crl_term_class crl_term_fr;
 extern const crl_term_class crl_term_fr_dist;
 extern const crl_term_class crl_term_state_pred;
 extern const crl_term_class crl_term_hebbian;
+extern const crl_term_class crl_term_entropy;
 extern const crl_term_class crl_term_population_kl;
 extern const crl_term_class crl_term_mse;
 
@@ -22,6 +23,7 @@ const crl_term_class *const crl_term_classes[] = {
     &crl_term_fr_dist,
     &crl_term_state_pred,
     &crl_term_hebbian,
+    &crl_term_entropy,
     &crl_term_population_kl,
     &crl_term_mse,
     NULL,
