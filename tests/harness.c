@@ -10,6 +10,7 @@
 
 int h_rank, h_size;
 double h_grad_fill = 0.0;
+int h_repeat = 1;
 
 int h_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count, const char *name)
 {
@@ -293,7 +294,8 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
         assert_int_equal(rc, CRL_OK);
     }
     if (chunk == 0) {
-        out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
+        for (int k = 0; k < h_repeat; k++)
+            out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
     } else {
         const crl_tensors *g = grad_mask ? &grad : NULL;
         int64_t b0 = 0;

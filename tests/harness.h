@@ -121,6 +121,10 @@ void h_eval_chunked(const h_problem *p, const h_term *terms, int n_terms, MPI_Co
 /* Gradient buffers are pre-filled with this value (0 by default); after a
  * failed call h_grads_untouched tells whether they still hold it. */
 extern double h_grad_fill;
+
+/* h_eval evaluates this many times on the same loss (default 1); gradients
+ * accumulate, values are those of the last evaluation. */
+extern int h_repeat;
 bool h_grads_untouched(const h_problem *p, const h_result *res);
 
 /* Whole-problem evaluation on MPI_COMM_SELF. */
