@@ -146,6 +146,10 @@ static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
 /* out[r, c] += values[r * cols + c], rounded to out's dtype. */
 void crl_matrix_store_add(const crl_matrix *out, const double *values);
 
+/* Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
+ * hold want elements, doubling; false when out of memory (*ptr unchanged). */
+bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size);
+
 /* Overflow-checked a * b for sizes; false on overflow or negative input. */
 bool crl_mul_size(int64_t a, int64_t b, int64_t *out);
 

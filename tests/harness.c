@@ -498,6 +498,28 @@ void h_check_exact(h_problem_maker make, uint64_t seed, const h_term *terms, int
     }
 }
 
+void h_check_chunks(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
+                    int64_t max_chunk)
+{
+    assert_null(p->states1);
+    h_result whole;
+    h_eval_self(p, terms, n_terms, grad_mask, &whole);
+    h_assert_all(whole.status == CRL_OK);
+    for (int64_t chunk = 1; chunk <= max_chunk; chunk++) {
+        h_range r = h_split((int) (chunk % h_split_count()), p->B, h_rank, h_size);
+        h_result part;
+        h_eval_chunked(p, terms, n_terms, MPI_COMM_WORLD, r, chunk, grad_mask, &part);
+        char why[256] = "";
+        bool same = h_result_equal_slice(p, &whole, &part, r, (h_range){0, 0}, why, sizeof why);
+        if (!same)
+            fprintf(stderr, "rank %d/%d, chunks of %lld (slice %lld+%lld): %s\n", h_rank, h_size,
+                    (long long) chunk, (long long) r.start, (long long) r.count, why);
+        h_assert_all(same);
+        h_result_free(&part);
+    }
+    h_result_free(&whole);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static double total_of(const h_problem *p, const h_term *terms, int n_terms)

@@ -143,6 +143,13 @@ bool h_result_equal_slice(const h_problem *p, const h_result *whole, const h_res
  */
 void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
 
+/* The chunked-evaluation check: the whole batch on MPI_COMM_SELF against
+ * MPI_COMM_WORLD with each rank's slice (split pattern k) passed in chunks of
+ * k = 1 .. max_chunk elements; every output must be bitwise identical.
+ * Problems without states1 (chunks cover states, pred and label). */
+void h_check_chunks(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
+                    int64_t max_chunk);
+
 /* Evaluates p (ignoring p->time_major) batch-major and time-major on
  * MPI_COMM_SELF and asserts (collectively) that every output is bitwise
  * identical and the status is OK. */

@@ -129,22 +129,7 @@ static void test_every_type_at_once_in_chunks(void **state)
         for (int j = 0; j < N_TERMS; j++)
             if (strcmp(every_type[j].type, "population_kl") != 0)
                 terms[n++] = every_type[j];
-        h_range r = h_split(2, q.B, h_rank, h_size);
-        h_result whole;
-        h_eval(&q, terms, n, MPI_COMM_WORLD, r, (h_range){0, 0}, H_GRAD_ALL, &whole);
-        h_assert_all(whole.status == CRL_OK);
-        for (int64_t chunk = 1; chunk <= 3; chunk++) {
-            h_result part;
-            h_eval_chunked(&q, terms, n, MPI_COMM_WORLD, r, chunk, H_GRAD_ALL, &part);
-            char why[256] = "";
-            bool same = h_result_equal_slice(&q, &whole, &part, (h_range){0, r.count},
-                                             (h_range){0, 0}, why, sizeof why);
-            if (!same)
-                fprintf(stderr, "rank %d, chunks of %lld: %s\n", h_rank, (long long) chunk, why);
-            h_assert_all(same);
-            h_result_free(&part);
-        }
-        h_result_free(&whole);
+        h_check_chunks(&q, terms, n, H_GRAD_ALL, 3);
         h_problem_free(&p);
     }
 }
