@@ -73,8 +73,9 @@ int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count);
 /*
  * Collective, called when the reduction reported that some rank failed:
  * every rank learns the error of the lowest failing rank (code and message,
- * prefixed with that rank), stores it in the context and returns its code.
- * local is this rank's error (code 0 if it did not fail).
+ * prefixed with that rank unless several ranks all failed with the very
+ * same message), stores it in the context and returns its code.  local is
+ * this rank's error (code 0 if it did not fail).
  */
 int crl_context_agree_error(crl_context *ctx, const crl_error *local);
 
