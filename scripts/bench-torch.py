@@ -5,30 +5,43 @@ global shapes and term parameters, float32, batch-major, forward and
 backward through autograd with the loss functions of scripts/reference.py
 (the tree's one PyTorch implementation of each loss), on P threads.
 
-    scripts/bench-torch.py [--threads P] [--reps R] [--scale S] [--csv] [WORKLOAD...]
+    scripts/bench-torch.py [--threads P] [--reps R] [--scale S] [--csv]
+                           [--plain-malloc] [WORKLOAD...]
 
-Prints the median of R (>= 10) timed evaluations after two warm-up ones, and
-the peak resident memory a workload adds to the process, next to what its
-inputs and gradients take.  --scale multiplies B as ctrnn-bench's does; B is
-at least P, as ctrnn-bench's is at least its number of ranks, so that
-`bench-torch.py --threads P` and `mpirun -np P ctrnn-bench` time the same
-problem.  Input validation (NaN scans, the sign check of entropy, the
-constant-neuron rule of population_kl) is skipped: this times what a PyTorch
-user's training step would run.
+Prints the median of R (>= 10) timed evaluations after two warm-up ones, the
+peak resident memory a workload adds, next to what its inputs and gradients
+take, and the page faults per evaluation.  --scale multiplies B as
+ctrnn-bench's does; B is at least P, as ctrnn-bench's is at least its number
+of ranks, so that `bench-torch.py --threads P` and `mpirun -np P ctrnn-bench`
+time the same problem.  Input validation (NaN scans, the sign check of
+entropy, the constant-neuron rule of population_kl) is skipped: this times
+what a PyTorch user's training step runs.
+
+Each workload runs in a process of its own (memory peaks do not mix), with
+glibc's malloc told to keep and reuse freed memory: eager PyTorch allocates
+every temporary afresh, and with the default settings each evaluation would
+fault in new pages, which costs more than the arithmetic on some virtual
+machines.  That is the usual tuning for PyTorch on CPUs (as jemalloc or
+tcmalloc would); --plain-malloc measures the default instead.
 
 Needs python3-torch and python3-numpy (Debian); run it with /usr/bin/python3.
 """
 
 import argparse
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
-torch = reference = None   # imported in main, once the thread count is known
+# Freed memory stays in the heap: no mmap'd chunks, no trimming.
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+CSV_HEADER = "workload,threads,B,T,N,seconds,peak_extra_rss_KiB,inputs_grads_MiB," \
+             "page_faults_per_eval,malloc"
 
 
 def proc_status_kib(key):
@@ -49,7 +62,7 @@ def reset_peak():
         pass
 
 
-def make_inputs(spec, B, generator):
+def make_inputs(torch, spec, B, generator):
     """The workload's inputs, float32, uniform in [0, 1) (Hebbian weights
     shifted by -1/2, as in bench.c); those with a gradient require it."""
     _, T, N = spec["shape"]
@@ -72,14 +85,17 @@ def make_inputs(spec, B, generator):
 
 
 def bench(name, scale, threads, reps):
-    """(B, T, N, median seconds, peak extra KiB, inputs+gradients MiB)."""
+    """Times one workload in this process; returns its CSV fields."""
+    import torch
+    import reference
+    torch.set_num_threads(threads)
     spec = benchlib.WORKLOADS[name]
     B = benchlib.batch_size(name, scale, threads)
     _, T, N = spec["shape"]
     terms = [reference.make_term(n, t, params, 1.0) for n, t, params in spec["terms"]]
     reset_peak()
     baseline = proc_status_kib("VmRSS")
-    inputs = make_inputs(spec, B, torch.Generator().manual_seed(1))
+    inputs = make_inputs(torch, spec, B, torch.Generator().manual_seed(1))
     leaves = [x for x in inputs.values() if x.requires_grad]
 
     def step():
@@ -91,14 +107,18 @@ def bench(name, scale, threads, reps):
     step()  # warm-up, as in bench.c
     step()
     seconds = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(reps):
         t0 = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - t0)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / reps
     peak = proc_status_kib("VmHWM") - baseline
     data = sum(x.numel() * x.element_size() for x in inputs.values())
     data += sum(x.numel() * x.element_size() for x in leaves)
-    return B, T, N, statistics.median(seconds), peak, data / 1048576
+    return [name, threads, B, T, N, "%.6g" % statistics.median(seconds), peak,
+            "%.1f" % (data / 1048576), "%.0f" % faults,
+            "reuse" if KEEP_FREED_MEMORY in os.environ.get("GLIBC_TUNABLES", "") else "plain"]
 
 
 def main():
@@ -110,6 +130,9 @@ def main():
     parser.add_argument("--scale", type=float, default=1.0, metavar="S",
                         help="multiplies each workload's B (default 1)")
     parser.add_argument("--csv", action="store_true", help="CSV instead of text")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="glibc malloc's default settings")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                         help="some of: " + ", ".join(benchlib.WORKLOADS))
     args = parser.parse_args()
@@ -117,26 +140,36 @@ def main():
     if unknown:
         parser.error("unknown workload %s" % ", ".join(unknown))
     reps = max(args.reps, 10)
-    # PyTorch's "generic" BLAS is Debian's libblas.so.3 (OpenBLAS): its own
-    # thread pool, sized when the library loads, must use the same P cores.
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    global torch, reference
-    import torch
-    import reference
-    torch.set_num_threads(args.threads)
+    if args.child:
+        print(",".join(map(str, bench(args.workloads[0], args.scale, args.threads, reps))))
+        return
+
+    # PyTorch's "generic" BLAS is Debian's libblas.so.3 (OpenBLAS), whose
+    # thread pool is sized when it loads: it must use the same P cores.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
+               OMP_NUM_THREADS=str(args.threads))
+    if not args.plain_malloc:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"),
+                                                       KEEP_FREED_MEMORY)))
     if args.csv:
-        print("workload,threads,B,T,N,seconds,peak_extra_rss_KiB,inputs_grads_MiB")
+        print(CSV_HEADER)
     else:
-        print("bench-torch: torch %s, %d thread(s), float32, forward+backward (autograd), "
-              "median of %d" % (torch.__version__, torch.get_num_threads(), reps))
+        print("bench-torch: %d thread(s), float32, forward+backward (autograd), median of %d, "
+              "malloc %s" % (args.threads, reps, "plain" if args.plain_malloc else "reusing"))
     for name in args.workloads or benchlib.WORKLOADS:
-        B, T, N, seconds, peak, data = bench(name, args.scale, args.threads, reps)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                              "--threads", str(args.threads), "--scale", repr(args.scale),
+                              "--reps", str(reps), name],
+                             env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
         if args.csv:
-            print("%s,%d,%d,%d,%d,%.6g,%d,%.1f" % (name, args.threads, B, T, N, seconds, peak, data))
+            print(out.strip())
         else:
+            f = out.strip().split(",")
+            B, T, N, seconds = int(f[2]), int(f[3]), int(f[4]), float(f[5])
             print("%-16s B=%-4d T=%-5d N=%-5d %9.3f ms  states %6.2f GB/s  memory %7.1f MiB "
-                  "(inputs+grads %6.1f)" % (name, B, T, N, seconds * 1e3,
-                                            4.0 * B * T * N / seconds / 1e9, peak / 1024, data))
+                  "(inputs+grads %6s)  %s page faults/evaluation"
+                  % (name, B, T, N, seconds * 1e3, 4.0 * B * T * N / seconds / 1e9,
+                     int(f[6]) / 1024, f[7], f[8]))
         sys.stdout.flush()
 
 
