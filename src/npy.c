@@ -374,49 +374,27 @@ static void mpi_message(int rc, char *out, int cap)
     snprintf(out, (size_t) cap, "%s", text);
 }
 
-/* Reads len bytes at offset; CRL_ERR_IO on failure or a short read. */
-static int read_bytes(const crl_npy_file *f, MPI_Offset offset, char *buf, int64_t len,
-                      crl_error *err)
+/* Reads (write false) or writes len bytes at offset, in pieces MPI's int
+ * counts can hold; CRL_ERR_IO on failure or a short transfer. */
+static int transfer_bytes(const crl_npy_file *f, bool write, MPI_Offset offset, char *buf,
+                          int64_t len, crl_error *err)
 {
     while (len > 0) {
-        int piece = (int) (len < IO_PIECE ? len : IO_PIECE), got = 0;
+        int piece = (int) (len < IO_PIECE ? len : IO_PIECE), done = 0;
         MPI_Status status;
-        int rc = MPI_File_read_at(f->handle, offset, buf, piece, MPI_BYTE, &status);
+        int rc = write ? MPI_File_write_at(f->handle, offset, buf, piece, MPI_BYTE, &status)
+                       : MPI_File_read_at(f->handle, offset, buf, piece, MPI_BYTE, &status);
         if (rc == MPI_SUCCESS)
-            MPI_Get_count(&status, MPI_BYTE, &got);
-        if (rc != MPI_SUCCESS || got != piece) {
+            MPI_Get_count(&status, MPI_BYTE, &done);
+        if (rc != MPI_SUCCESS || done != piece) {
             char why[MPI_MAX_ERROR_STRING];
             if (rc != MPI_SUCCESS)
                 mpi_message(rc, why, sizeof why);
             else
-                snprintf(why, sizeof why, "got %d of %d bytes", got, piece);
-            return crl_fail(err, CRL_ERR_IO, "%s: read failed at byte %lld: %s", f->label,
-                            (long long) offset, why);
-        }
-        offset += piece;
-        buf += piece;
-        len -= piece;
-    }
-    return CRL_OK;
-}
-
-static int write_bytes(const crl_npy_file *f, MPI_Offset offset, const char *buf, int64_t len,
-                       crl_error *err)
-{
-    while (len > 0) {
-        int piece = (int) (len < IO_PIECE ? len : IO_PIECE), put = 0;
-        MPI_Status status;
-        int rc = MPI_File_write_at(f->handle, offset, buf, piece, MPI_BYTE, &status);
-        if (rc == MPI_SUCCESS)
-            MPI_Get_count(&status, MPI_BYTE, &put);
-        if (rc != MPI_SUCCESS || put != piece) {
-            char why[MPI_MAX_ERROR_STRING];
-            if (rc != MPI_SUCCESS)
-                mpi_message(rc, why, sizeof why);
-            else
-                snprintf(why, sizeof why, "wrote %d of %d bytes", put, piece);
-            return crl_fail(err, CRL_ERR_IO, "%s: write failed at byte %lld: %s", f->label,
-                            (long long) offset, why);
+                snprintf(why, sizeof why, "%s %d of %d bytes", write ? "wrote" : "got", done,
+                         piece);
+            return crl_fail(err, CRL_ERR_IO, "%s: %s failed at byte %lld: %s", f->label,
+                            write ? "write" : "read", (long long) offset, why);
         }
         offset += piece;
         buf += piece;
@@ -435,7 +413,7 @@ static int read_header(crl_npy_file *f, crl_error *err)
     char first[12];
     int64_t have = file_size < 12 ? (int64_t) file_size : 12, size;
     crl_error e = {0};
-    if (read_bytes(f, 0, first, have, err) != CRL_OK)
+    if (transfer_bytes(f, false, 0, first, have, err) != CRL_OK)
         return err->code;
     if (crl_npy_header_size(first, (size_t) have, &size, &e) != CRL_OK)
         return crl_fail(err, e.code, "%s: %s", f->label, e.message);
@@ -445,7 +423,7 @@ static int read_header(crl_npy_file *f, crl_error *err)
     char *text = malloc((size_t) size);
     if (text == NULL)
         return crl_fail(err, CRL_ERR_NOMEM, "%s: out of memory for the header", f->label);
-    if (read_bytes(f, 0, text, size, err) == CRL_OK
+    if (transfer_bytes(f, false, 0, text, size, err) == CRL_OK
         && crl_npy_parse_header(text, (size_t) size, &f->header, &e) != CRL_OK)
         crl_fail(err, e.code, "%s: %s", f->label, e.message);
     free(text);
@@ -536,7 +514,7 @@ int crl_npy_create(crl_context *ctx, const char *path, const char *label, crl_dt
         return ctx->status;
     MPI_File_set_errhandler(f->handle, MPI_ERRORS_RETURN);
     if (ctx->rank == 0)
-        write_bytes(f, 0, header, (int64_t) len, &err);
+        transfer_bytes(f, true, 0, header, (int64_t) len, &err);
     if (crl_agree(ctx, &err) != CRL_OK) {
         int status = ctx->status;
         char message[CRL_MESSAGE_MAX];
@@ -562,15 +540,10 @@ int crl_npy_close(crl_context *ctx, crl_npy_file *f)
     return crl_agree(ctx, &err);
 }
 
-/* The runs of a slice: outer runs of run_bytes, the first at first_byte,
- * each stride_bytes after the previous. */
-typedef struct slice_runs {
-    int64_t outer, run_bytes, stride_bytes;
-    MPI_Offset first_byte;
-} slice_runs;
-
-static int slice_of(const crl_npy_file *f, int axis, int64_t start, int64_t count, slice_runs *s,
-                    crl_error *err)
+/* Reads or writes the slice [start, start + count) of dimension axis: outer
+ * runs of count * inner elements (see crl_npy_read_slice). */
+static int transfer_slice(const crl_npy_file *f, bool write, int axis, int64_t start,
+                          int64_t count, char *buf, crl_error *err)
 {
     const crl_npy_header *h = &f->header;
     if (axis < 0 || axis >= h->ndim || start < 0 || count < 0 || start > h->shape[axis]
@@ -584,35 +557,23 @@ static int slice_of(const crl_npy_file *f, int axis, int64_t start, int64_t coun
         outer *= h->shape[k];
     for (int k = axis + 1; k < h->ndim; k++)
         inner *= h->shape[k];
-    s->outer = count > 0 ? outer : 0;
-    s->run_bytes = count * inner;
-    s->stride_bytes = h->shape[axis] * inner;
-    s->first_byte = h->data_offset + start * inner;
+    int64_t run = count * inner, stride = h->shape[axis] * inner;
+    for (int64_t o = 0; o < outer && count > 0; o++)
+        if (transfer_bytes(f, write, h->data_offset + o * stride + start * inner, buf + o * run,
+                           run, err) != CRL_OK)
+            return err->code;
     return CRL_OK;
 }
 
 int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count, void *buf,
                        crl_error *err)
 {
-    slice_runs s;
-    if (slice_of(f, axis, start, count, &s, err) != CRL_OK)
-        return err->code;
-    for (int64_t o = 0; o < s.outer; o++)
-        if (read_bytes(f, s.first_byte + o * s.stride_bytes, (char *) buf + o * s.run_bytes,
-                       s.run_bytes, err) != CRL_OK)
-            return err->code;
-    return CRL_OK;
+    return transfer_slice(f, false, axis, start, count, buf, err);
 }
 
 int crl_npy_write_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count,
                         const void *buf, crl_error *err)
 {
-    slice_runs s;
-    if (slice_of(f, axis, start, count, &s, err) != CRL_OK)
-        return err->code;
-    for (int64_t o = 0; o < s.outer; o++)
-        if (write_bytes(f, s.first_byte + o * s.stride_bytes,
-                        (const char *) buf + o * s.run_bytes, s.run_bytes, err) != CRL_OK)
-            return err->code;
-    return CRL_OK;
+    /* Only read from: MPI_File_write_at takes the buffer as const. */
+    return transfer_slice(f, true, axis, start, count, (char *) buf, err);
 }

@@ -75,6 +75,25 @@ mpi_each() {
     return 0
 }
 
+# expect_failure STATUS NEEDLE NP ARGS...: the last mpi_each call (ctrnn-loss
+# ARGS on NP ranks) ended with STATUS on every rank and exactly one message
+# (from rank 0), containing NEEDLE.
+expect_failure() {
+    status=$1 needle=$2 np=$3
+    shift 3
+    what="[$np rank(s)] ctrnn-loss $*"
+    expected=$(i=0; while [ $i -lt "$np" ]; do echo "$status"; i=$((i + 1)); done)
+    if [ "$(cat "$WORK/exits")" = "$expected" ]; then pass; else
+        fail "$what: exit statuses per rank: $(tr '\n' ' ' <"$WORK/exits"), expected $status on each"
+    fi
+    messages=$(grep -c '^ctrnn-loss: error: ' "$WORK/err")
+    if [ "$messages" -eq 1 ]; then pass; else
+        fail "$what: $messages error messages (expected one, from rank 0)"
+        sed 's/^/    /' "$WORK/err" | head -n 10
+    fi
+    expect_contains "$WORK/err" "$needle" "$what"
+}
+
 # expect_ok WHAT: the last mpi call succeeded.
 expect_ok() {
     if [ "$rc" -ne 0 ]; then

@@ -33,6 +33,15 @@ void cli_print_types(FILE *out);
 /* Not collective.  Parses a whole number >= min from an option's text. */
 bool cli_parse_count(const char *text, int64_t min, int64_t *out);
 
+/* Not collective.  The index of text among the NULL-terminated choices, or
+ * -1. */
+int cli_choice(const char *text, const char *const *choices);
+
+/* Not collective.  Reports what getopt_long returned for a bad argument
+ * (':' a missing value, anything else an unknown option) of command;
+ * returns CLI_EXIT_USAGE. */
+int cli_option_failure(const crl_context *ctx, int c, char **argv, const char *command);
+
 /* ------------------------------------------------------------------------ */
 /* Reports (rank 0)                                                           */
 /* ------------------------------------------------------------------------ */

@@ -36,17 +36,6 @@ static bool trimmed(const char *begin, const char *end, char *out, size_t cap)
     return true;
 }
 
-static bool valid_name(const char *name)
-{
-    if (name[0] == '\0' || strlen(name) >= sizeof ((cli_term *) 0)->name)
-        return false;
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
-              || *c == '_' || *c == '-'))
-            return false;
-    return true;
-}
-
 static bool type_known(const char *type)
 {
     for (int k = 0; k < crl_term_type_count(); k++)
@@ -78,7 +67,7 @@ static void key_list(const char *type, char *out, size_t cap)
 static int begin_term(cli_terms *terms, const char *name, const char *type, const char *source,
                       draft *d, crl_error *err)
 {
-    if (!valid_name(name))
+    if (!crl_term_name_valid(name))
         return crl_fail(err, CRL_ERR_INVALID,
                         "%s: term name '%s' must be 1-63 letters, digits, '_' or '-'", source,
                         name);

@@ -186,23 +186,18 @@ static int parse_options(crl_context *ctx, int argc, char **argv, demo_options *
         case OPT_OUTPUTS: target = &o->outputs, name = "--outputs", max = 1 << 16; break;
         case OPT_REPEAT: target = &o->repeat, name = "--repeat", max = 1 << 20; break;
         case OPT_SEED: target = &o->seed, name = "--seed", min = 0; break;
-        case OPT_DTYPE:
-            if (strcmp(optarg, "float32") == 0)
-                o->dtype = CRL_FLOAT32;
-            else if (strcmp(optarg, "float64") == 0)
-                o->dtype = CRL_FLOAT64;
-            else {
+        case OPT_DTYPE: {
+            static const char *const names[] = {"float32", "float64", NULL};
+            int k = cli_choice(optarg, names);
+            if (k < 0) {
                 cli_error(ctx, "--dtype '%s' is not float32 or float64", optarg);
                 return CLI_EXIT_USAGE;
             }
+            o->dtype = k == 0 ? CRL_FLOAT32 : CRL_FLOAT64;
             continue;
+        }
         case 'h': return -1;
-        case ':':
-            cli_error(ctx, "%s needs a value", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            cli_error(ctx, "unknown option '%s'; see ctrnn-loss demo --help", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: return cli_option_failure(ctx, c, argv, "demo");
         }
         if (!cli_parse_count(optarg, min, target) || *target > max) {
             cli_error(ctx, "%s '%s' must be a whole number in [%lld, %lld]", name, optarg,

@@ -201,25 +201,17 @@ static int parse_options(crl_context *ctx, int argc, char **argv, eval_options *
                 return CLI_EXIT_USAGE;
             }
             break;
-        case OPT_PROGRESS:
-            if (strcmp(optarg, "auto") == 0)
-                o->progress = CLI_PROGRESS_AUTO;
-            else if (strcmp(optarg, "always") == 0)
-                o->progress = CLI_PROGRESS_ALWAYS;
-            else if (strcmp(optarg, "never") == 0)
-                o->progress = CLI_PROGRESS_NEVER;
-            else {
+        case OPT_PROGRESS: {
+            /* In the order of CLI_PROGRESS_AUTO, _ALWAYS, _NEVER. */
+            static const char *const when[] = {"auto", "always", "never", NULL};
+            if ((o->progress = cli_choice(optarg, when)) < 0) {
                 cli_error(ctx, "--progress '%s' is not auto, always or never", optarg);
                 return CLI_EXIT_USAGE;
             }
             break;
+        }
         case 'h': return -1;
-        case ':':
-            cli_error(ctx, "%s needs a value", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
-        default:
-            cli_error(ctx, "unknown option '%s'; see ctrnn-loss eval --help", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+        default: return cli_option_failure(ctx, c, argv, "eval");
         }
     }
     if (optind < argc) {

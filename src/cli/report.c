@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <getopt.h>
 #include <unistd.h>
 
 void cli_error(const crl_context *ctx, const char *fmt, ...)
@@ -34,6 +35,25 @@ bool cli_parse_count(const char *text, int64_t min, int64_t *out)
         return false;
     *out = v;
     return true;
+}
+
+int cli_choice(const char *text, const char *const *choices)
+{
+    for (int k = 0; choices[k] != NULL; k++)
+        if (strcmp(text, choices[k]) == 0)
+            return k;
+    return -1;
+}
+
+int cli_option_failure(const crl_context *ctx, int c, char **argv, const char *command)
+{
+    /* getopt_long has moved optind past the offending argument. */
+    if (c == ':')
+        cli_error(ctx, "%s needs a value", argv[optind - 1]);
+    else
+        cli_error(ctx, "unknown option '%s'; see ctrnn-loss %s --help", argv[optind - 1],
+                  command);
+    return CLI_EXIT_USAGE;
 }
 
 const char *cli_dtype_name(crl_dtype dtype)
