@@ -160,6 +160,25 @@ for np_k in $(for np in $RANKS; do echo "$np:1"; done) "$(max_ranks):3"; do
 done
 np=$(max_ranks)
 
+# A batch smaller than the rank count: some ranks hold no element of states
+# (B = 2) and most none of states1 (B1 = 1); they still take part.
+mkdir "$WORK/small" && "$TOOL" gen "$WORK/small" --B 2 --B1 1 || exit 99
+# shellcheck disable=SC2046
+"$TOOL" ref $(input_args "$WORK/small" $all_inputs) --config "$ini" --grad-dir "$WORK/small" \
+    >"$WORK/small.ref" || fail "reference for the small batch"
+normalize "$WORK/small.ref" "$WORK/small.norm"
+for np in $RANKS; do
+    # shellcheck disable=SC2046
+    mpi "$np" eval $(input_args "$WORK/small" $all_inputs) --config "$ini" --json \
+        --grad-dir "$WORK/small-$np"
+    expect_ok "batch of 2 on $np rank(s)"
+    normalize "$WORK/out" "$WORK/out.norm"
+    same "$WORK/small.norm" "$WORK/out.norm" "batch of 2 on $np rank(s): JSON"
+    for g in "$WORK"/small/d_*.npy; do
+        same "$g" "$WORK/small-$np/$(basename "$g")" "batch of 2 on $np rank(s): $(basename "$g")"
+    done
+done
+
 # --time-major on the same arrays stored (T, B, .): the same values, and the
 # gradients are the batch-major ones transposed.
 # shellcheck disable=SC2046

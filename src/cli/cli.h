@@ -70,7 +70,7 @@ enum { CLI_PROGRESS_AUTO, CLI_PROGRESS_ALWAYS, CLI_PROGRESS_NEVER };
 typedef struct cli_progress {
     bool enabled;      /* rank 0 and not "never"                           */
     bool always;       /* show from the start, even when not a terminal    */
-    bool terminal;     /* stderr is a terminal: redraw one line            */
+    bool terminal;     /* the user's terminal shows it: redraw one line    */
     bool shown;
     double start, last;
 } cli_progress;

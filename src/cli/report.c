@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -178,13 +179,31 @@ void cli_print_table(FILE *out, const crl_loss *loss)
 
 /* ------------------------------------------------------------------------ */
 
-/* A bar appears after this many seconds of work when stderr is a terminal. */
+/* In auto mode a bar appears after this many seconds of work. */
 #define PROGRESS_DELAY 1.0
+
+/*
+ * Whether the user sees this process's stderr on a terminal.  Under mpirun
+ * a rank's stderr is a pipe to mpirun even then, so the test is: stderr is
+ * a terminal, or the job has a controlling terminal (/dev/tty opens; it does
+ * not in batch jobs).  With stderr redirected to a file from an interactive
+ * shell this guesses wrong: --progress never.
+ */
+static bool user_terminal(void)
+{
+    if (isatty(STDERR_FILENO))
+        return true;
+    int fd = open("/dev/tty", O_WRONLY | O_NOCTTY);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
 
 void cli_progress_start(cli_progress *p, int mode, int rank)
 {
     *p = (cli_progress){0};
-    p->terminal = isatty(STDERR_FILENO);
+    p->terminal = rank == 0 && mode != CLI_PROGRESS_NEVER && user_terminal();
     p->enabled = rank == 0 && mode != CLI_PROGRESS_NEVER
                  && (mode == CLI_PROGRESS_ALWAYS || p->terminal);
     p->always = mode == CLI_PROGRESS_ALWAYS;
@@ -209,9 +228,9 @@ void cli_progress_update(cli_progress *p, const char *what, int64_t done, int64_
         bar[k] = k < filled ? '#' : '.';
     bar[width] = '\0';
     /* A terminal shows one line redrawn; a file gets a line per update. */
-    fprintf(stderr, "%sctrnn-loss: [%s] %3d%%  %s %lld/%lld  %.1f s%s", p->terminal ? "\r" : "", bar,
-            total > 0 ? (int) (100 * done / total) : 100, what, (long long) done,
-            (long long) total, now - p->start, p->terminal ? "" : "\n");
+    fprintf(stderr, "%sctrnn-loss: [%s] %3d%%  %s %lld/%lld  %.1f s%s",
+            p->terminal ? "\r" : "", bar, total > 0 ? (int) (100 * done / total) : 100, what,
+            (long long) done, (long long) total, now - p->start, p->terminal ? "" : "\n");
     fflush(stderr);
 }
 
