@@ -11,32 +11,30 @@ CRL_HOT_FMA void crl_log_array(const double *restrict x, double *restrict y, int
         y[i] = crl_log(x[i]);
 }
 
-/* Lane k mod 8 of the fixed order; the compiler keeps the lanes in vector
- * registers. */
-enum { LANES = 8 };
-
-static double combine_lanes(const double lane[LANES])
-{
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3]))
-           + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
-/* crl_sum_fixed and its float32 twin: the same order, each element widened
- * to double first. */
-#define SUM_FIXED_KERNEL(name, type)                                                            \
+/*
+ * The fixed orders: element k goes to lane k mod lanes, each lane adds its
+ * elements in index order, and the lanes are combined pairwise (neighbours,
+ * then neighbouring pairs, ...).  The compiler keeps the lanes in vector
+ * registers: 8 doubles for double input, 16 for float32 input (one vector
+ * of floats widens into two of doubles, two independent chains).
+ */
+#define SUM_FIXED_KERNEL(name, type, lanes)                                                     \
     CRL_HOT double name(const type *x, int64_t n)                                              \
     {                                                                                          \
-        double lane[LANES] = {0};                                                              \
+        double lane[lanes] = {0};                                                              \
         int64_t k = 0;                                                                         \
-        for (; k + LANES <= n; k += LANES)                                                     \
-            for (int j = 0; j < LANES; j++)                                                    \
+        for (; k + (lanes) <= n; k += (lanes))                                                 \
+            for (int j = 0; j < (lanes); j++)                                                  \
                 lane[j] += (double) x[k + j];                                                  \
         for (int j = 0; k + j < n; j++)                                                        \
             lane[j] += (double) x[k + j];                                                      \
-        return combine_lanes(lane);                                                            \
+        for (int width = (lanes) / 2; width >= 1; width /= 2)                                  \
+            for (int j = 0; j < width; j++)                                                    \
+                lane[j] = lane[2 * j] + lane[2 * j + 1];                                       \
+        return lane[0];                                                                        \
     }
-SUM_FIXED_KERNEL(crl_sum_fixed, double)
-SUM_FIXED_KERNEL(crl_sum_fixed_f32, float)
+SUM_FIXED_KERNEL(crl_sum_fixed, double, 8)
+SUM_FIXED_KERNEL(crl_sum_fixed_f32, float, 16)
 
 CRL_HOT void crl_sq_diff_rows(const double *restrict x, int64_t ldx, const double *restrict y,
                               int64_t ldy, int64_t count, int64_t n, double *restrict acc)

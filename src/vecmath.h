@@ -101,7 +101,8 @@ void crl_log_array(const double *restrict x, double *restrict y, int64_t n);
 /* Sum of x[0 .. n-1] in a fixed order: eight interleaved partial sums
  * (element k goes to lane k mod 8), combined pairwise. */
 double crl_sum_fixed(const double *x, int64_t n);
-/* The same of float32 elements, each widened to double. */
+/* Sum of float32 x[0 .. n-1], each widened to double, in the same kind of
+ * order with sixteen lanes (k mod 16). */
 double crl_sum_fixed_f32(const float *x, int64_t n);
 
 /* acc[i] += (x[r * ldx + i] - y[r * ldy + i])^2 for each row r < count in

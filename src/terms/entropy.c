@@ -7,15 +7,19 @@
  *   H_{b,t} = -sum_i p_{b,t,i} log(p_{b,t,i} + eps),
  *   L = 1/(B T) sum_{b,t} H_{b,t} + reg/(B T) sum_{b,t} |s_{b,t}|^2.
  *
- * One packed slot: sum H.  The penalty comes from the shared sum of S^2 and
- * its gradient is affine (alpha, beta).  The entropy's gradient,
+ * One packed slot: sum H, each element's as the fixed-order sum over
+ * neurons of per-neuron sums over t.  The penalty's value comes from the
+ * shared sum of S^2.  The gradient (SPEC),
  *
- *   dH/dS_j = (q_j - sum_i p_i q_i) / Z,  q_i = -log(p_i + eps) - p_i/(p_i + eps),
+ *   dL/dS_j = ((q_j - sum_i p_i q_i) / Z + 2 reg S_j) / (B T),
+ *   q_i = -log(p_i + eps) - p_i/(p_i + eps),
  *
  * needs two sums over the row before any element can be written; the
  * forward keeps them per row (1/Z and sum_i p_i q_i, by the element's running
  * index and t), so that the backward is one pass over each row with one
- * logarithm per element.
+ * logarithm per element.  The penalty's part is added in that pass too
+ * rather than through the engine's affine alpha/beta: the row is read there
+ * anyway, and the engine then need not form an affine tile first.
  *
  * The hooks read the raw rows (float32 or float64, widened element by
  * element).  Each row is summed in a fixed order (vecmath.h) and its
@@ -40,13 +44,15 @@ static const crl_param_info params[] = {
 };
 
 typedef struct entropy {
-    double *h, *a;                 /* N each: per-row terms of the two sums  */
+    double *h_sum;                 /* N: sum over t of p log(p + eps), per
+                                      neuron, of the current element        */
+    double *a;                     /* N: a row's terms of sum p a            */
     int64_t n;
     bool keep_rows;                /* the gradient is wanted: keep row_sums  */
     double *row_sums;              /* per row (element * T + t): 1/Z, sum p a */
     int64_t row_sums_cap;
-    double sum_h;                  /* sum over t of H of the current element */
     double coef;                   /* backward: weight / (B T)               */
+    double slope;                  /* backward: weight 2 reg / (B T)         */
 } entropy;
 
 static unsigned uses(const crl_term *t)
@@ -59,7 +65,7 @@ static void destroy(crl_term *t)
 {
     entropy *s = t->state;
     if (s != NULL) {
-        free(s->h);
+        free(s->h_sum);
         free(s->row_sums);
     }
     free(s);
@@ -73,11 +79,11 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     if (s == NULL && (s = t->state = calloc(1, sizeof *s)) == NULL)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
     if (s->n != n) {
-        free(s->h);
+        free(s->h_sum);
         s->n = 0;
-        if ((s->h = malloc(sizeof(double) * 2 * (size_t) (n > 0 ? n : 1))) == NULL)
+        if ((s->h_sum = malloc(sizeof(double) * 2 * (size_t) (n > 0 ? n : 1))) == NULL)
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
-        s->a = s->h + n;
+        s->a = s->h_sum + n;
         s->n = n;
     }
     s->keep_rows = g->grad_mask & CRL_USES(CRL_ROLE_STATES);
@@ -86,26 +92,26 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
 }
 
 /*
- * Forward of one row x (1/Z given): h_i = p_i log(p_i + eps) and, when a is
- * not NULL, a_i = p_i (log(p_i + eps) + p_i/(p_i + eps)) = -p_i q_i; returns
- * whether some x_i is negative.
+ * Forward of one row x (1/Z given): h_sum_i += p_i log(p_i + eps) and, when
+ * a is not NULL, a_i = p_i (log(p_i + eps) + p_i/(p_i + eps)) = -p_i q_i;
+ * returns whether some x_i is negative.
  */
 #define FORWARD_ROW_KERNEL(name, type)                                                          \
     CRL_HOT_FMA static bool name(const type *restrict x, int64_t n, double inv_z, double eps,  \
-                                 double *restrict h, double *restrict a)                       \
+                                 double *restrict h_sum, double *restrict a)                   \
     {                                                                                          \
         int negative = 0;                                                                      \
         if (a == NULL)                                                                         \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double v = (double) x[i], p = v * inv_z;                                       \
-                h[i] = p * crl_log(p + eps);                                                   \
+                h_sum[i] += p * crl_log(p + eps);                                              \
                 negative |= v < 0;                                                             \
             }                                                                                  \
         else                                                                                   \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double v = (double) x[i], p = v * inv_z, shifted = p + eps;                    \
                 double log_p = crl_log(shifted);                                               \
-                h[i] = p * log_p;                                                              \
+                h_sum[i] += p * log_p;                                                         \
                 a[i] = p * (log_p + p / shifted);                                              \
                 negative |= v < 0;                                                             \
             }                                                                                  \
@@ -115,17 +121,19 @@ FORWARD_ROW_KERNEL(forward_row_f32, float)
 FORWARD_ROW_KERNEL(forward_row_f64, double)
 
 /*
- * Backward of one row x: grad_j += k (q_j - sum_i p_i q_i)
- *                                = -k ((log(p_j + eps) + p_j/(p_j + eps)) - pa),
+ * Backward of one row x:
+ *   grad_j += k (q_j - sum_i p_i q_i) + slope x_j
+ *           = slope x_j - k ((log(p_j + eps) + p_j/(p_j + eps)) - pa),
  * pa = sum_i p_i a_i (from the forward), k = coef / Z.
  */
 #define BACKWARD_ROW_KERNEL(name, type)                                                         \
     CRL_HOT_FMA static void name(const type *restrict x, int64_t n, double inv_z, double eps,  \
-                                 double pa, double k, double *restrict grad)                   \
+                                 double pa, double k, double slope, double *restrict grad)     \
     {                                                                                          \
         for (int64_t i = 0; i < n; i++) {                                                      \
-            double p = (double) x[i] * inv_z, shifted = p + eps;                               \
-            grad[i] -= k * ((crl_log(shifted) + p / shifted) - pa);                            \
+            double v = (double) x[i], p = v * inv_z, shifted = p + eps;                        \
+            double centered = (crl_log(shifted) + p / shifted) - pa;                           \
+            grad[i] = fma(slope, v, fma(-k, centered, grad[i]));                               \
         }                                                                                      \
     }
 BACKWARD_ROW_KERNEL(backward_row_f32, float)
@@ -160,7 +168,8 @@ static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_er
     int64_t n = rows->n, time = a->time;
     double eps = t->param[EPS];
     if (rows->t0 == 0) {
-        s->sum_h = 0;
+        for (int64_t i = 0; i < n; i++)
+            s->h_sum[i] = 0;
         if (s->keep_rows
             && !crl_reserve(&s->row_sums, &s->row_sums_cap, 2 * (rows->element + 1) * time,
                             sizeof(double)))
@@ -172,11 +181,11 @@ static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_er
         const void *x = crl_array_row(a, rows->b, row);
         double inv_z = inverse_normalizer(a, x, eps);
         double *keep = s->keep_rows ? s->a : NULL;
-        bool negative = a->dtype == CRL_FLOAT32 ? forward_row_f32(x, n, inv_z, eps, s->h, keep)
-                                                : forward_row_f64(x, n, inv_z, eps, s->h, keep);
+        bool negative = a->dtype == CRL_FLOAT32
+                            ? forward_row_f32(x, n, inv_z, eps, s->h_sum, keep)
+                            : forward_row_f64(x, n, inv_z, eps, s->h_sum, keep);
         if (negative)
             return report_negative(rows, row, err);
-        s->sum_h -= crl_sum_fixed(s->h, n);
         if (keep != NULL) {
             double *kept = s->row_sums + 2 * (rows->element * time + row);
             kept[0] = inv_z;
@@ -186,12 +195,12 @@ static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_er
     return CRL_OK;
 }
 
+/* Sum over t of H_t = -(sum over neurons of h_sum), in a fixed order. */
 static int forward_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
 {
-    (void) element;
     (void) err;
     const entropy *s = t->state;
-    slots[0] = crl_dd_add(slots[0], crl_dd_make(s->sum_h));
+    slots[0] = crl_dd_add(slots[0], crl_dd_make(-crl_sum_fixed(s->h_sum, element->n)));
     return CRL_OK;
 }
 
@@ -200,25 +209,15 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 {
     (void) err;
     entropy *s = t->state;
-    crl_population *pop = &g->pop[0];
+    const crl_population *pop = &g->pop[0];
     double reg = t->param[REG];
     out->value = crl_dd_round(crl_dd_div_d(slots[0], pop->count)) + reg * pop->sumsq / pop->count;
     s->coef = t->weight / pop->count;
-    if ((g->grad_mask & CRL_USES(CRL_ROLE_STATES)) && reg != 0) {
-        /* d/dS of reg sum S^2 / (B T) is 2 reg S / (B T): alpha takes its
-         * value at the mean, beta the slope. */
-        double slope = t->weight * (2 * reg / pop->count);
-        for (int64_t i = 0; i < pop->n; i++) {
-            pop->alpha[i] += slope * pop->mean[i];
-            pop->beta[i] += slope;
-        }
-        pop->affine = true;
-    }
+    s->slope = t->weight * (2 * reg / pop->count);
     return CRL_OK;
 }
 
-/* dH/dS_j = (q_j - sum_i p_i q_i) / Z (SPEC), times weight / (B T), with
- * the row's 1/Z and sum from the forward. */
+/* weight dL/dS (SPEC), with the row's 1/Z and sum from the forward. */
 static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad)
 {
@@ -232,9 +231,9 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
         double k = s->coef * kept[0];
         if (a->dtype == CRL_FLOAT32)
-            backward_row_f32(x, n, kept[0], eps, kept[1], k, grad + r * n);
+            backward_row_f32(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);
         else
-            backward_row_f64(x, n, kept[0], eps, kept[1], k, grad + r * n);
+            backward_row_f64(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);
     }
 }
 
