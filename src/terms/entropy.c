@@ -93,7 +93,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
 
 /*
  * Forward of one row x (1/Z given): h_sum_i += p_i log(p_i + eps) and, when
- * a is not NULL, a_i = p_i (log(p_i + eps) + p_i/(p_i + eps)) = -p_i q_i;
+ * a is not NULL, a_i = p_i log(p_i + eps) + p_i p_i/(p_i + eps) = -p_i q_i;
  * returns whether some x_i is negative.
  */
 #define FORWARD_ROW_KERNEL(name, type)                                                          \
@@ -110,9 +110,9 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
         else                                                                                   \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double v = (double) x[i], p = v * inv_z, shifted = p + eps;                    \
-                double log_p = crl_log(shifted);                                               \
-                h_sum[i] += p * log_p;                                                         \
-                a[i] = p * (log_p + p / shifted);                                              \
+                double h = p * crl_log(shifted);                                               \
+                h_sum[i] += h;                                                                 \
+                a[i] = fma(p, p / shifted, h);                                                 \
                 negative |= v < 0;                                                             \
             }                                                                                  \
         return negative;                                                                       \
