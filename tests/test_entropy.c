@@ -1,10 +1,11 @@
 /*
  * test_entropy.c - EntropyLoss (src/terms/entropy.c, SPEC "EntropyLoss"):
- * hand-computed values and gradients, finite differences, bitwise identity
- * across splits and layouts; with two state_pred terms in the same loss,
- * the composite against its terms alone and chunked evaluation; and the
- * errors: a negative rate on one rank, and zero rates, which eps keeps
- * finite.
+ * hand-computed values and gradients, the SPEC formulas computed directly
+ * (float64 and float32), finite differences, bitwise identity across splits
+ * and layouts; with two state_pred terms in the same loss, the composite
+ * against its terms alone and chunked evaluation; the row sums the forward
+ * keeps for the backward across evaluations of one loss; and the errors: a
+ * negative rate on one rank, and zero rates, which eps keeps finite.
  */
 #include "harness.h"
 
@@ -88,6 +89,70 @@ static void test_gradients_match_finite_differences(void **state)
 
 
 
+/* The SPEC formulas with libm's log, in double: value and weight dL/dS. */
+static double reference(const h_problem *p, double weight, double reg, double eps, double *grad)
+{
+    int64_t B = p->B, T = p->T, N = p->N;
+    double count = (double) (B * T), sum_h = 0, sumsq = 0;
+    double *q = malloc(sizeof(double) * (size_t) N);
+    assert_non_null(q);
+    for (int64_t bt = 0; bt < B * T; bt++) {
+        const double *s = p->states + bt * N;
+        double z = eps, pq = 0;
+        for (int64_t i = 0; i < N; i++)
+            z += s[i];
+        for (int64_t i = 0; i < N; i++) {
+            double pi = s[i] / z;
+            sum_h -= pi * log(pi + eps);
+            q[i] = -log(pi + eps) - pi / (pi + eps);
+            pq += pi * q[i];
+            sumsq += s[i] * s[i];
+        }
+        for (int64_t i = 0; i < N; i++)
+            grad[bt * N + i] = weight * ((q[i] - pq) / z + 2 * reg * s[i]) / count;
+    }
+    free(q);
+    return weight * (sum_h / count + reg * sumsq / count);
+}
+
+/* Value and gradient against the formulas: within 1e-12 for float64 inputs
+ * and 1e-6 for float32 inputs (the problem holds float values, so only the
+ * gradient's rounding to float32 differs), relative to the largest gradient
+ * element.  N = 300: tiles of 27 rows, T = 40 spans two. */
+static void test_matches_the_spec_formulas(void **state)
+{
+    (void) state;
+    for (int variant = 0; variant < 4; variant++) {
+        crl_dtype dtype = variant < 2 ? CRL_FLOAT64 : CRL_FLOAT32;
+        h_problem p = {.dtype = dtype, .time_major = variant % 2, .B = 3, .T = 40, .N = 300};
+        h_problem_fill(&p, 30 + (uint64_t) variant, 0, 1);
+        for (int64_t e = 0; e < p.B * p.T * p.N; e += 7)
+            p.states[e] = 0; /* p + eps at eps: log's far end */
+        h_term terms[] = {{"ent", "entropy", 0.9, "reg=0.3,eps=1e-8"}};
+        int64_t size = p.B * p.T * p.N;
+        double *want = malloc(sizeof(double) * (size_t) size);
+        assert_non_null(want);
+        double value = reference(&p, 0.9, 0.3, 1e-8, want);
+        h_result r;
+        h_eval_self(&p, terms, 1, H_GRAD_STATES, &r);
+        assert_int_equal(r.status, CRL_OK);
+        double tol = dtype == CRL_FLOAT64 ? 1e-12 : 1e-6, scale = 0;
+        assert_close(r.total, value, 1e-13);
+        for (int64_t e = 0; e < size; e++)
+            scale = fmax(scale, fabs(want[e]));
+        for (int64_t e = 0; e < size; e++) {
+            double g = dtype == CRL_FLOAT64 ? ((const double *) r.grad[0])[e]
+                                            : ((const float *) r.grad[0])[e];
+            if (!(fabs(g - want[e]) <= tol * scale))
+                fail_msg("variant %d, gradient %lld: %.17g vs %.17g", variant, (long long) e, g,
+                         want[e]);
+        }
+        h_result_free(&r);
+        free(want);
+        h_problem_free(&p);
+    }
+}
+
 /* N = 37: vector bodies and scalar tails in every row. */
 static h_problem narrow_problem(crl_dtype dtype, bool time_major, uint64_t seed)
 {
@@ -166,21 +231,90 @@ static void test_chunked_evaluation_is_identical(void **state)
     }
 }
 
+/* One evaluation on a fresh loss: total and gradient (NULL: values only). */
+static double evaluate_fresh(const h_term *term, crl_tensors *in, crl_tensors *grads)
+{
+    crl_context *ctx;
+    crl_loss *loss;
+    assert_int_equal(crl_context_create(MPI_COMM_SELF, &ctx), CRL_OK);
+    assert_int_equal(crl_loss_create(ctx, &loss), CRL_OK);
+    assert_int_equal(crl_loss_add(loss, term->name, term->type, term->weight, term->params), CRL_OK);
+    assert_int_equal(crl_loss_evaluate(loss, in, grads), CRL_OK);
+    double total = crl_loss_total(loss);
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+    return total;
+}
+
+/* The row sums the forward keeps for the backward are sized and indexed per
+ * evaluation: one loss evaluated for values only, then with the gradient on
+ * a larger batch (the kept rows grow), then values only and a gradient on a
+ * smaller one, gives every time the bits of a fresh loss. */
+static void test_kept_row_sums_across_evaluations(void **state)
+{
+    (void) state;
+    h_problem p = {.dtype = CRL_FLOAT64, .B = 6, .T = 9, .N = 37};
+    h_problem_fill(&p, 40, 0, 1);
+    const h_term term = {"ent", "entropy", 0.6, "reg=0.2"};
+    const int64_t batches[] = {2, 6, 3, 1};
+    const bool with_grad[] = {false, true, false, true};
+    int64_t size = p.B * p.T * p.N;
+    double *got = calloc((size_t) size, sizeof(double)), *want = calloc((size_t) size, sizeof(double));
+    assert_non_null(got);
+    assert_non_null(want);
+    crl_context *ctx;
+    crl_loss *loss;
+    assert_int_equal(crl_context_create(MPI_COMM_SELF, &ctx), CRL_OK);
+    assert_int_equal(crl_loss_create(ctx, &loss), CRL_OK);
+    assert_int_equal(crl_loss_add(loss, term.name, term.type, term.weight, term.params), CRL_OK);
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        int64_t b = batches[k], part = b * p.T * p.N;
+        /* the last elements of the batch, so that each evaluation sees rows
+         * the previous one did not */
+        double *rates = p.states + size - part;
+        crl_tensors in = {0}, gin = {0}, gfresh = {0};
+        in.states = crl_array_batch_major(CRL_FLOAT64, rates, b, p.T, p.N);
+        memset(got, 0, sizeof(double) * (size_t) part);
+        memset(want, 0, sizeof(double) * (size_t) part);
+        gin.states = crl_array_batch_major(CRL_FLOAT64, got, b, p.T, p.N);
+        gfresh.states = crl_array_batch_major(CRL_FLOAT64, want, b, p.T, p.N);
+        assert_int_equal(crl_loss_evaluate(loss, &in, with_grad[k] ? &gin : NULL), CRL_OK);
+        double total = crl_loss_total(loss);
+        double fresh = evaluate_fresh(&term, &in, with_grad[k] ? &gfresh : NULL);
+        ok = ok && memcmp(&total, &fresh, sizeof total) == 0
+             && memcmp(got, want, sizeof(double) * (size_t) part) == 0;
+    }
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+    free(got);
+    free(want);
+    h_problem_free(&p);
+    h_assert_all(ok);
+}
+
+/* The first negative rate in row order is named, in the first tile (N = 37)
+ * or a later one (N = 1024: 8-row tiles, t = 13), float32 and float64. */
 static void test_negative_rate_in_one_ranks_slice(void **state)
 {
     (void) state;
-    for (int dt = 0; dt < 2; dt++) {
-        h_problem p = narrow_problem(dt ? CRL_FLOAT64 : CRL_FLOAT32, dt, 24);
+    for (int variant = 0; variant < 4; variant++) {
+        crl_dtype dtype = variant % 2 ? CRL_FLOAT64 : CRL_FLOAT32;
+        bool tiled = variant >= 2;
+        h_problem p = tiled ? tiled_problem(dtype, variant % 2, 24)
+                            : narrow_problem(dtype, variant % 2, 24);
+        int64_t t = tiled ? 13 : 3, i = tiled ? 700 : 4;
         int last = h_size - 1;
         h_range theirs = h_split(0, p.B, last, h_size);
         int64_t b = theirs.count - 1;
-        p.states[((theirs.start + b) * p.T + 3) * p.N + 4] = -0.25;
-        p.states[((theirs.start + b) * p.T + 4) * p.N + 0] = -1; /* a later one */
+        p.states[((theirs.start + b) * p.T + t) * p.N + i] = -0.25;
+        p.states[((theirs.start + b) * p.T + t) * p.N + i + 1] = -2;  /* later ones */
+        p.states[((theirs.start + b) * p.T + t + 1) * p.N + 0] = -1;
         h_term terms[] = {{"ent", "entropy", 1.0, NULL}};
         char needle[128];
         snprintf(needle, sizeof needle,
-                 "rank %d: term 'ent' (entropy): states[b=%lld, t=3, i=4] = -0.25 is negative",
-                 last, (long long) b);
+                 "rank %d: term 'ent' (entropy): states[b=%lld, t=%lld, i=%lld] = -0.25 is negative",
+                 last, (long long) b, (long long) t, (long long) i);
         h_check_error(&p, terms, 1, h_split(0, p.B, h_rank, h_size), (h_range){0, 0},
                       H_GRAD_STATES, CRL_ERR_DOMAIN, needle);
         h_problem_free(&p);
@@ -253,10 +387,12 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_computed_with_negligible_eps),
         cmocka_unit_test(test_hand_computed_with_default_eps),
+        cmocka_unit_test(test_matches_the_spec_formulas),
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),
         cmocka_unit_test(test_composite_is_the_sum_of_its_terms),
         cmocka_unit_test(test_chunked_evaluation_is_identical),
+        cmocka_unit_test(test_kept_row_sums_across_evaluations),
         cmocka_unit_test(test_negative_rate_in_one_ranks_slice),
         cmocka_unit_test(test_zero_rates_stay_finite),
         cmocka_unit_test(test_eps_must_be_positive),

@@ -2,7 +2,8 @@
  * test_vecmath.c - the vectorized kernels (src/vecmath.c): crl_log_array
  * within 2 ulp of glibc's log over the whole positive normal range and at
  * its edges, the same bits for an element whether a vector body or a scalar
- * tail computes it, and the fixed order of crl_sum_fixed / crl_dot_fixed.
+ * tail computes it, or crl_log inlined here (built without SIMD clones), and
+ * the fixed order of crl_sum_fixed and crl_sum_fixed_f32.
  */
 #include "harness.h"
 
@@ -142,32 +143,62 @@ static void test_log_vector_and_tail_agree(void **state)
     }
 }
 
-/* The order of crl_sum_fixed, spelled out: lane k mod 8, combined pairwise. */
-static double sum_reference(const double *x, const double *y, int64_t n)
+/* crl_log inlined into this file, which is built for the baseline target
+ * (its fma() a libm call where the machine lacks FMA), gives the bits of the
+ * library's vectorized clone: the terms may call either. */
+static void test_log_inline_matches_the_array(void **state)
 {
-    double lane[8] = {0};
+    (void) state;
+    enum { COUNT = 1 << 16 };
+    double *x = malloc(sizeof *x * COUNT), *y = malloc(sizeof *y * COUNT);
+    assert_non_null(x);
+    assert_non_null(y);
+    uint64_t s = 17;
+    for (int k = 0; k < COUNT; k++)
+        x[k] = k % 2 ? random_normal(&s) : h_uniform(&s, 1e-9, 2.0);
+    crl_log_array(x, y, COUNT);
+    for (int k = 0; k < COUNT; k++)
+        if (bits_of(crl_log(x[k])) != bits_of(y[k]))
+            fail_msg("log(%a): inline %a, array %a", x[k], crl_log(x[k]), y[k]);
+    free(x);
+    free(y);
+}
+
+/* The orders of crl_sum_fixed (8 lanes) and crl_sum_fixed_f32 (16), spelled
+ * out: lane k mod lanes, combined pairwise. */
+static double sum_reference(const double *x, int64_t n, int lanes)
+{
+    double lane[16] = {0};
     for (int64_t k = 0; k < n; k++)
-        lane[k % 8] += y ? x[k] * y[k] : x[k];
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3]))
-           + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        lane[k % lanes] += x[k];
+    double pair[8];
+    for (int j = 0; j < 8; j++)
+        pair[j] = lane[2 * j] + lane[2 * j + 1];
+    if (lanes == 16)
+        for (int j = 0; j < 4; j++)
+            pair[j] = pair[2 * j] + pair[2 * j + 1];
+    return (pair[0] + pair[1]) + (pair[2] + pair[3]);
 }
 
 static void test_fixed_order_sums(void **state)
 {
     (void) state;
     enum { LEN = 100 };
-    double buf[LEN + 3], other[LEN + 3];
+    double buf[LEN + 3], widened[LEN + 3];
+    float narrow[LEN + 3];
     uint64_t s = 13;
     for (int k = 0; k < LEN + 3; k++) {
         /* wide magnitudes, so that a different order gives different bits */
         buf[k] = ldexp(h_uniform(&s, -1, 1), (int) (h_rand(&s) % 60));
-        other[k] = h_uniform(&s, -1, 1);
+        narrow[k] = (float) buf[k];
+        widened[k] = (double) narrow[k];
     }
     for (int64_t n = 0; n <= LEN; n++)
         for (int start = 0; start < 3; start++) {
-            const double *x = buf + start, *y = other + start;
-            assert_true(bits_of(crl_sum_fixed(x, n)) == bits_of(sum_reference(x, NULL, n)));
-            assert_true(bits_of(crl_dot_fixed(x, y, n)) == bits_of(sum_reference(x, y, n)));
+            const double *x = buf + start;
+            assert_true(bits_of(crl_sum_fixed(x, n)) == bits_of(sum_reference(x, n, 8)));
+            assert_true(bits_of(crl_sum_fixed_f32(narrow + start, n))
+                        == bits_of(sum_reference(widened + start, n, 16)));
         }
 }
 
@@ -177,6 +208,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_log_random_over_the_exponent_range),
         cmocka_unit_test(test_log_edge_values),
         cmocka_unit_test(test_log_vector_and_tail_agree),
+        cmocka_unit_test(test_log_inline_matches_the_array),
         cmocka_unit_test(test_fixed_order_sums),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "vecmath");

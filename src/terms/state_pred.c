@@ -7,11 +7,15 @@
  *   D_{b,t,i} = S_{b,t,i} - S_{b,t+tau,i}.
  *
  * Time is never split across ranks, so each batch element is whole on one
- * rank; rows t + tau (and t - tau in backward) that lie outside the tile the
- * engine passes are loaded from the raw array into this term's scratch.
- * One packed slot: sum D^2.
+ * rank, and the rows t + tau and t - tau a tile needs are read straight from
+ * the raw array (float32 or float64, widened element by element), wherever
+ * the engine's tiles end.  One packed slot: sum D^2.
  *
- * Reads: states.
+ * Exactness: each neuron's sum of D^2 adds its rows in time order, and the
+ * gradient of row t is one expression of rows t - tau, t, t + tau chosen by
+ * t alone, so no tile or chunk boundary changes a bit.
+ *
+ * Reads: states (raw rows).
  */
 #include "../internal.h"
 #include "../vecmath.h"
@@ -25,13 +29,9 @@ static const crl_param_info params[] = {
     {NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
-/* Rows loaded at a time from outside the engine's tile: about 64 KiB. */
-enum { LAG_TILE_DOUBLES = 8192 };
-
 typedef struct state_pred {
     double *sq_sum;      /* per neuron: sum over t of D^2 of the current element */
-    double *lag_tile;    /* lag_rows x N: rows loaded from outside a tile        */
-    int64_t n, lag_rows;
+    int64_t n;
     double coef;         /* backward: weight * 2 / (B (T - tau) N)               */
 } state_pred;
 
@@ -49,11 +49,9 @@ static unsigned uses(const crl_term *t)
 static void destroy(crl_term *t)
 {
     state_pred *s = t->state;
-    if (s != NULL) {
+    if (s != NULL)
         free(s->sq_sum);
-        free(s->lag_tile);
-        free(s);
-    }
+    free(s);
     t->state = NULL;
 }
 
@@ -64,59 +62,88 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     if (a->time <= tau)
         return crl_fail(err, CRL_ERR_INVALID, "T = %lld time steps, but tau = %lld needs T > tau",
                         (long long) a->time, (long long) tau);
-    int64_t lag_rows = LAG_TILE_DOUBLES / n;
-    if (lag_rows < 1)
-        lag_rows = 1;
-    if (lag_rows > a->time)
-        lag_rows = a->time;
     state_pred *s = t->state;
     if (s == NULL && (s = t->state = calloc(1, sizeof *s)) == NULL)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
-    if (s->n != n || s->lag_rows != lag_rows) {
+    if (s->n != n) {
         free(s->sq_sum);
-        free(s->lag_tile);
-        s->sq_sum = malloc(sizeof(double) * (size_t) n);
-        s->lag_tile = malloc(sizeof(double) * (size_t) (lag_rows * n));
-        s->n = s->lag_rows = 0;
-        if (s->sq_sum == NULL || s->lag_tile == NULL)
+        s->n = 0;
+        if ((s->sq_sum = malloc(sizeof(double) * (size_t) (n > 0 ? n : 1))) == NULL)
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
         s->n = n;
-        s->lag_rows = lag_rows;
     }
     *slots = 1;
     return CRL_OK;
 }
 
 /*
- * Rows t .. t + want - 1 of the element of `rows` as doubles: in place when
- * row t lies in the engine's tile, else loaded into the term's lag tile.
- * Returns the first row and sets *ld and *got (1 <= *got <= want).
+ * acc[i] += (x[r, i] - x[r + tau, i])^2 for rows r < count in turn, x's rows
+ * ld apart and row r + tau at lag = tau * ld.  Four rows per sweep over the
+ * neurons keep acc in registers; each acc[i] still adds its rows in time
+ * order.
  */
-static const double *rows_at(const state_pred *s, const crl_rows *rows, int64_t t, int64_t want,
-                             int64_t *ld, int64_t *got)
-{
-    int64_t end = rows->t0 + rows->count;
-    if (t >= rows->t0 && t < end) {
-        *got = want < end - t ? want : end - t;
-        *ld = rows->ld;
-        return rows->x + (t - rows->t0) * rows->ld;
+#define SQ_LAG_KERNEL(name, type)                                                               \
+    CRL_HOT_FMA static void name(const type *restrict x, int64_t ld, int64_t lag, int64_t count,   \
+                             int64_t n, double *restrict acc)                                  \
+    {                                                                                          \
+        int64_t r = 0;                                                                         \
+        for (; r + 4 <= count; r += 4) {                                                       \
+            const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
+            const type *y0 = x0 + lag, *y1 = x1 + lag, *y2 = x2 + lag, *y3 = x3 + lag;         \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d0 = (double) x0[i] - (double) y0[i];                                   \
+                double d1 = (double) x1[i] - (double) y1[i];                                   \
+                double d2 = (double) x2[i] - (double) y2[i];                                   \
+                double d3 = (double) x3[i] - (double) y3[i];                                   \
+                acc[i] = fma(d3, d3, fma(d2, d2, fma(d1, d1, fma(d0, d0, acc[i]))));          \
+            }                                                                                  \
+        }                                                                                      \
+        for (; r < count; r++) {                                                               \
+            const type *x0 = x + r * ld, *y0 = x0 + lag;                                       \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d = (double) x0[i] - (double) y0[i];                                    \
+                acc[i] = fma(d, d, acc[i]);                                                    \
+            }                                                                                  \
+        }                                                                                      \
     }
-    int64_t n = want < s->lag_rows ? want : s->lag_rows;
-    if (t < rows->t0 && rows->t0 - t < n)
-        n = rows->t0 - t; /* the rest is in the tile */
-    *got = n;
-    return crl_rows_load(rows->array, rows->b, t, n, s->lag_tile, ld);
-}
+SQ_LAG_KERNEL(sq_lag_f32, float)
+SQ_LAG_KERNEL(sq_lag_f64, double)
 
-/* grad[r, i] += c (x[r, i] - y[r, i]). */
-CRL_HOT static void add_scaled_diff_rows(const double *restrict x, int64_t ldx,
-                                         const double *restrict y, int64_t ldy, int64_t count,
-                                         int64_t n, double c, double *restrict grad)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++)
-            grad[r * n + i] += c * (x[r * ldx + i] - y[r * ldy + i]);
-}
+/*
+ * grad[r, i] += c (D_t [t < T - tau] - D_{t-tau} [t >= tau]) for the rows
+ * t = t0 + r of x (rows ld apart, lag = tau * ld): rows that have both
+ * neighbours take c ((x_t - x_{t+tau}) - (x_{t-tau} - x_t)), the others the
+ * one difference they have, in one pass.
+ */
+#define LAG_GRAD_KERNEL(name, type)                                                             \
+    CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t lag, int64_t t0,      \
+                             int64_t count, int64_t time, int64_t tau, int64_t n, double c,    \
+                             double *restrict grad)                                            \
+    {                                                                                          \
+        for (int64_t r = 0; r < count; r++) {                                                  \
+            int64_t t = t0 + r;                                                                \
+            bool ahead = t + tau < time, behind = t >= tau;                                    \
+            const type *xt = x + r * ld;                                                       \
+            double *g = grad + r * n;                                                          \
+            if (ahead && behind) {                                                             \
+                const type *xa = xt + lag, *xb = xt - lag;                                     \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double v = (double) xt[i];                                                 \
+                    g[i] += c * ((v - (double) xa[i]) - ((double) xb[i] - v));                 \
+                }                                                                              \
+            } else if (ahead) {                                                                \
+                const type *xa = xt + lag;                                                     \
+                for (int64_t i = 0; i < n; i++)                                                \
+                    g[i] += c * ((double) xt[i] - (double) xa[i]);                             \
+            } else if (behind) {                                                               \
+                const type *xb = xt - lag;                                                     \
+                for (int64_t i = 0; i < n; i++)                                                \
+                    g[i] += c * ((double) xt[i] - (double) xb[i]);                             \
+            }                                                                                  \
+        }                                                                                      \
+    }
+LAG_GRAD_KERNEL(lag_grad_f32, float)
+LAG_GRAD_KERNEL(lag_grad_f64, double)
 
 /* Rows t < T - tau of the tile add D_t^2 to the element's per-neuron sums,
  * in time order whatever the tiles. */
@@ -125,17 +152,21 @@ static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_er
     (void) slots;
     (void) err;
     state_pred *s = t->state;
-    int64_t tau = lag_of(t), n = rows->n, time = rows->array->time;
+    const crl_array *a = rows->array;
+    int64_t tau = lag_of(t), n = rows->n, ld = a->time_stride;
     if (rows->t0 == 0)
         for (int64_t i = 0; i < n; i++)
             s->sq_sum[i] = 0;
-    int64_t ahead = time - tau - rows->t0; /* rows with t < T - tau */
+    int64_t ahead = a->time - tau - rows->t0; /* rows with t < T - tau */
     if (ahead > rows->count)
         ahead = rows->count;
-    for (int64_t r = 0, got, ld; r < ahead; r += got) {
-        const double *later = rows_at(s, rows, rows->t0 + r + tau, ahead - r, &ld, &got);
-        crl_sq_diff_rows(rows->x + r * rows->ld, rows->ld, later, ld, got, n, s->sq_sum);
-    }
+    if (ahead <= 0)
+        return CRL_OK;
+    const void *x = crl_array_row(a, rows->b, rows->t0);
+    if (a->dtype == CRL_FLOAT32)
+        sq_lag_f32(x, ld, tau * ld, ahead, n, s->sq_sum);
+    else
+        sq_lag_f64(x, ld, tau * ld, ahead, n, s->sq_sum);
     return CRL_OK;
 }
 
@@ -164,31 +195,22 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
     return CRL_OK;
 }
 
-/*
- * dL/dS_t = 2/(B (T - tau) N) (D_t [t < T - tau] - D_{t-tau} [t >= tau])
- * (SPEC), as two passes over the tile: + coef (S_t - S_{t+tau}), then
- * - coef (S_{t-tau} - S_t).
- */
+/* dL/dS_t = 2/(B (T - tau) N) (D_t [t < T - tau] - D_{t-tau} [t >= tau])
+ * (SPEC), one pass over the tile reading rows t - tau, t, t + tau. */
 static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad)
 {
     (void) g;
     const state_pred *s = t->state;
-    int64_t tau = lag_of(t), n = rows->n, time = rows->array->time, got, ld;
-    int64_t ahead = time - tau - rows->t0; /* rows with t < T - tau */
-    if (ahead > rows->count)
-        ahead = rows->count;
-    for (int64_t r = 0; r < ahead; r += got) {
-        const double *later = rows_at(s, rows, rows->t0 + r + tau, ahead - r, &ld, &got);
-        add_scaled_diff_rows(rows->x + r * rows->ld, rows->ld, later, ld, got, n, s->coef,
-                             grad + r * n);
-    }
-    int64_t first = tau - rows->t0; /* the first row with t >= tau */
-    for (int64_t r = first > 0 ? first : 0; r < rows->count; r += got) {
-        const double *earlier = rows_at(s, rows, rows->t0 + r - tau, rows->count - r, &ld, &got);
-        add_scaled_diff_rows(earlier, ld, rows->x + r * rows->ld, rows->ld, got, n, -s->coef,
-                             grad + r * n);
-    }
+    const crl_array *a = rows->array;
+    int64_t tau = lag_of(t), ld = a->time_stride;
+    const void *x = crl_array_row(a, rows->b, rows->t0);
+    if (a->dtype == CRL_FLOAT32)
+        lag_grad_f32(x, ld, tau * ld, rows->t0, rows->count, a->time, tau, rows->n, s->coef,
+                     grad);
+    else
+        lag_grad_f64(x, ld, tau * ld, rows->t0, rows->count, a->time, tau, rows->n, s->coef,
+                     grad);
 }
 
 const crl_term_class crl_term_state_pred = {
@@ -196,6 +218,7 @@ const crl_term_class crl_term_state_pred = {
     .summary = "StatePredictionLoss: mean squared change of the rates over tau time steps "
                "(seed 001)",
     .params = params,
+    .raw_rows = true,
     .uses = uses,
     .prepare = prepare,
     .forward_rows = forward_rows,
