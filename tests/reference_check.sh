@@ -5,6 +5,9 @@
 # gradients within 1e-12 (float64) or 1e-5 (float32) relative, every rank
 # count bitwise identical; see tests/reference_check.py.  Skipped (77)
 # without torch and numpy.  CRL_XCHECK_SEED changes the cases' seed.
+# cli-lib.sh pins OpenBLAS to one thread per rank: with OPENBLAS_NUM_THREADS=2
+# hebbian's gradient bits change with the thread count, which Open MPI's
+# binding (bound for np <= cores, unbound when oversubscribed) also changes.
 . "$(dirname "$0")/cli-lib.sh"
 . "$(dirname "$0")/python-lib.sh"
 
