@@ -11,7 +11,9 @@
 extern const crl_term_class crl_term_rnn;
 extern const crl_term_class crl_term_fr;
 extern const crl_term_class crl_term_fr_dist;
+extern const crl_term_class crl_term_state_pred;
 extern const crl_term_class crl_term_hebbian;
+extern const crl_term_class crl_term_entropy;
 extern const crl_term_class crl_term_population_kl;
 extern const crl_term_class crl_term_mse;
 
@@ -19,7 +21,9 @@ const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
     &crl_term_fr,
     &crl_term_fr_dist,
+    &crl_term_state_pred,
     &crl_term_hebbian,
+    &crl_term_entropy,
     &crl_term_population_kl,
     &crl_term_mse,
     NULL,

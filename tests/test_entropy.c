@@ -1,0 +1,280 @@
+/*
+ * test_entropy.c - EntropyLoss (src/terms/entropy.c, SPEC "EntropyLoss"):
+ * hand-computed values and gradients, finite differences, bitwise identity
+ * across splits and layouts; with two state_pred terms in the same loss,
+ * the composite against its terms alone and chunked evaluation; and the
+ * errors: a negative rate on one rank, and zero rates, which eps keeps
+ * finite.
+ */
+#include "harness.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void assert_close(double got, double want, double tol)
+{
+    if (!(fabs(got - want) <= tol * fmax(1, fabs(want))))
+        fail_msg("got %.17g, want %.17g", got, want);
+}
+
+/* B=1, T=2, N=2: s_0 = (1, 1), s_1 = (3, 0). */
+static h_problem hand_problem(double *states)
+{
+    static const double s[4] = {1, 1, 3, 0};
+    memcpy(states, s, sizeof s);
+    return (h_problem){.dtype = CRL_FLOAT64, .B = 1, .T = 2, .N = 2, .states = states};
+}
+
+static void test_hand_computed_with_negligible_eps(void **state)
+{
+    (void) state;
+    double s[4];
+    h_problem p = hand_problem(s);
+    /* eps = 1e-300 vanishes next to the rates: Z = (2, 3), p_0 = (1/2, 1/2),
+     * p_1 = (1, 0).  H_0 = log 2, H_1 = -(1 log 1 + 0) = 0.  Sum S^2 = 11.
+     * L = (log 2 + 0)/2 + reg 11/2, reg = 0.5. */
+    h_term terms[] = {{"ent", "entropy", 1.0, "reg=0.5,eps=1e-300"}};
+    h_result r;
+    h_eval_self(&p, terms, 1, H_GRAD_STATES, &r);
+    assert_int_equal(r.status, CRL_OK);
+    assert_close(r.total, log(2.0) / 2 + 0.5 * 11 / 2, 1e-15);
+    /* q = -log p - p/(p + eps), dH/dS_j = (q_j - sum p q)/Z:
+     * t=0: q = (log 2 - 1) twice, sum p q = log 2 - 1: dH/dS = 0.
+     * t=1: q = (-1, -log eps), sum p q = -1: dH/dS = (0, 1 - log eps)/3.
+     * dL/dS = (dH/dS + 2 reg S)/(B T) = (dH/dS + S)/2. */
+    const double want[4] = {0.5, 0.5, 1.5, (1 - log(1e-300)) / 3 / 2};
+    const double *g = r.grad[0];
+    for (int k = 0; k < 4; k++)
+        assert_close(g[k], want[k], 1e-15);
+    h_result_free(&r);
+}
+
+static void test_hand_computed_with_default_eps(void **state)
+{
+    (void) state;
+    double s[4];
+    h_problem p = hand_problem(s);
+    /* Defaults reg = 10, eps = 1e-8:
+     * H_0 = -2 a log(a + eps), a = 1/(2 + eps);
+     * H_1 = -(b log(b + eps) + 0), b = 3/(3 + eps). */
+    const double eps = 1e-8, a = 1 / (2 + eps), b = 3 / (3 + eps);
+    double h0 = -2 * a * log(a + eps), h1 = -b * log(b + eps);
+    h_term terms[] = {{"ent", "entropy", 3.0, NULL}};
+    h_result r;
+    h_eval_self(&p, terms, 1, 0, &r);
+    assert_int_equal(r.status, CRL_OK);
+    assert_close(h_value(&r, "ent"), 3 * ((h0 + h1) / 2 + 10 * 11.0 / 2), 1e-15);
+    h_result_free(&r);
+}
+
+static void test_gradients_match_finite_differences(void **state)
+{
+    (void) state;
+    const char *params[] = {NULL, "reg=0", "reg=0.3,eps=1e-3", "reg=-1,eps=0.5"};
+    for (int k = 0; k < 4; k++) {
+        h_problem p = {.dtype = CRL_FLOAT64, .time_major = k % 2, .B = 3, .T = 4, .N = 5 + k};
+        /* rates bounded away from 0: p + eps stays far from log's pole */
+        h_problem_fill(&p, 10 + (uint64_t) k, 0.1, 1.0);
+        h_term terms[] = {{"ent", "entropy", 0.8, params[k]}};
+        h_check_gradients(&p, terms, 1, H_GRAD_STATES, 1e-6, 1e-7, 60);
+        h_problem_free(&p);
+    }
+}
+
+
+
+
+
+/* N = 37: vector bodies and scalar tails in every row. */
+static h_problem narrow_problem(crl_dtype dtype, bool time_major, uint64_t seed)
+{
+    h_problem p = {.dtype = dtype, .time_major = time_major, .B = 7, .T = 9, .N = 37};
+    h_problem_fill(&p, seed, 0, 1);
+    return p;
+}
+
+/* N = 1024: several tiles per element. */
+static h_problem tiled_problem(crl_dtype dtype, bool time_major, uint64_t seed)
+{
+    h_problem p = {.dtype = dtype, .time_major = time_major, .B = 7, .T = 20, .N = 1024};
+    h_problem_fill(&p, seed, 0, 1);
+    return p;
+}
+
+static void test_bitwise_identical_across_splits_and_layouts(void **state)
+{
+    (void) state;
+    h_term terms[] = {{"ent", "entropy", 0.7, "reg=0.1"}};
+    h_check_exact(narrow_problem, 20, terms, 1, H_GRAD_STATES);
+    h_check_exact(tiled_problem, 21, terms, 1, H_GRAD_STATES);
+}
+
+/* Two lags and an entropy term in one loss, as in a training script. */
+static const h_term mixed_terms[] = {{"sp2", "state_pred", 0.5, "tau=2"},
+                                     {"sp9", "state_pred", 2.0, "tau=9"},
+                                     {"ent", "entropy", 0.3, "reg=0.7"}};
+
+/* Each term's value in the composite is its value alone, and the gradient
+ * is the sum of theirs. */
+static void test_composite_is_the_sum_of_its_terms(void **state)
+{
+    (void) state;
+    h_problem p = tiled_problem(CRL_FLOAT64, false, 22);
+    h_range mine = h_split(0, p.B, h_rank, h_size);
+    h_result all, alone[3];
+    h_eval(&p, mixed_terms, 3, MPI_COMM_WORLD, mine, (h_range){0, 0}, H_GRAD_STATES, &all);
+    h_assert_all(all.status == CRL_OK);
+    double total = 0;
+    for (int k = 0; k < 3; k++) {
+        h_eval(&p, &mixed_terms[k], 1, MPI_COMM_WORLD, mine, (h_range){0, 0}, H_GRAD_STATES,
+               &alone[k]);
+        h_assert_all(alone[k].status == CRL_OK);
+        h_assert_all(h_value(&all, mixed_terms[k].name) == alone[k].total);
+        total += alone[k].total;
+    }
+    h_assert_all(all.total == total);
+    bool ok = true;
+    const double *g = all.grad[0];
+    for (int64_t e = 0; e < mine.count * p.T * p.N; e++) {
+        double sum = 0, scale = 0;
+        for (int k = 0; k < 3; k++) {
+            sum += ((const double *) alone[k].grad[0])[e];
+            scale += fabs(((const double *) alone[k].grad[0])[e]);
+        }
+        ok = ok && fabs(g[e] - sum) <= 1e-14 * scale;
+    }
+    h_assert_all(ok);
+    h_result_free(&all);
+    for (int k = 0; k < 3; k++)
+        h_result_free(&alone[k]);
+    h_problem_free(&p);
+}
+
+/* Chunks of 1, 2 and 3 elements of each rank's slice give the whole-batch
+ * bits: nothing of one element (state_pred's per-neuron sums and lagged
+ * rows, entropy's sum over time) leaks into the next. */
+static void test_chunked_evaluation_is_identical(void **state)
+{
+    (void) state;
+    for (int dt = 0; dt < 2; dt++) {
+        h_problem p = tiled_problem(dt ? CRL_FLOAT64 : CRL_FLOAT32, !dt, 23);
+        h_result whole;
+        h_eval_self(&p, mixed_terms, 3, H_GRAD_STATES, &whole);
+        h_assert_all(whole.status == CRL_OK);
+        for (int64_t chunk = 1; chunk <= 3; chunk++) {
+            h_range r = h_split((int) chunk, p.B, h_rank, h_size);
+            h_result part;
+            h_eval_chunked(&p, mixed_terms, 3, MPI_COMM_WORLD, r, chunk, H_GRAD_STATES, &part);
+            char why[256] = "";
+            bool same =
+                h_result_equal_slice(&p, &whole, &part, r, (h_range){0, 0}, why, sizeof why);
+            if (!same)
+                fprintf(stderr, "rank %d, chunk %lld: %s\n", h_rank, (long long) chunk, why);
+            h_assert_all(same);
+            h_result_free(&part);
+        }
+        h_result_free(&whole);
+        h_problem_free(&p);
+    }
+}
+
+static void test_negative_rate_in_one_ranks_slice(void **state)
+{
+    (void) state;
+    for (int dt = 0; dt < 2; dt++) {
+        h_problem p = narrow_problem(dt ? CRL_FLOAT64 : CRL_FLOAT32, dt, 24);
+        int last = h_size - 1;
+        h_range theirs = h_split(0, p.B, last, h_size);
+        int64_t b = theirs.count - 1;
+        p.states[((theirs.start + b) * p.T + 3) * p.N + 4] = -0.25;
+        p.states[((theirs.start + b) * p.T + 4) * p.N + 0] = -1; /* a later one */
+        h_term terms[] = {{"ent", "entropy", 1.0, NULL}};
+        char needle[128];
+        snprintf(needle, sizeof needle,
+                 "rank %d: term 'ent' (entropy): states[b=%lld, t=3, i=4] = -0.25 is negative",
+                 last, (long long) b);
+        h_check_error(&p, terms, 1, h_split(0, p.B, h_rank, h_size), (h_range){0, 0},
+                      H_GRAD_STATES, CRL_ERR_DOMAIN, needle);
+        h_problem_free(&p);
+    }
+}
+
+/* Zero rates: whole rows of zeros give Z = eps, p = 0, H = 0, and a large
+ * but finite gradient -log(eps)/eps / (B T). */
+static void test_zero_rates_stay_finite(void **state)
+{
+    (void) state;
+    for (int dt = 0; dt < 2; dt++) {
+        h_problem p = {.dtype = dt ? CRL_FLOAT64 : CRL_FLOAT32, .B = 4, .T = 3, .N = 5};
+        h_problem_fill(&p, 60, 0, 0);
+        h_term terms[] = {{"ent", "entropy", 1.0, NULL}};
+        h_result r;
+        h_eval(&p, terms, 1, MPI_COMM_WORLD, h_split(2, p.B, h_rank, h_size), (h_range){0, 0},
+               H_GRAD_STATES, &r);
+        h_assert_all(r.status == CRL_OK && r.total == 0);
+        bool finite = true, positive = true;
+        for (size_t e = 0; e < r.grad_bytes[0] / (dt ? 8 : 4); e++) {
+            double g = dt ? ((const double *) r.grad[0])[e] : ((const float *) r.grad[0])[e];
+            finite = finite && isfinite(g);
+            positive = positive && g > 0;
+        }
+        h_assert_all(finite && positive);
+        bool near = true;
+        if (r.grad_bytes[0] > 0) {
+            double g0 = dt ? ((const double *) r.grad[0])[0] : ((const float *) r.grad[0])[0];
+            double want = -log(1e-8) / 1e-8 / (double) (p.B * p.T);
+            near = fabs(g0 - want) <= (dt ? 1e-14 : 1e-7) * want;
+        }
+        h_assert_all(near);
+        h_result_free(&r);
+        h_problem_free(&p);
+    }
+    /* Some zeros among positive rates: finite as well. */
+    h_problem q = {.dtype = CRL_FLOAT64, .B = 3, .T = 4, .N = 6};
+    h_problem_fill(&q, 61, 0, 1);
+    for (int64_t e = 0; e < q.B * q.T * q.N; e += 2)
+        q.states[e] = 0;
+    h_term terms[] = {{"ent", "entropy", 1.0, "eps=1e-12"}};
+    h_result r;
+    h_eval_self(&q, terms, 1, H_GRAD_STATES, &r);
+    assert_int_equal(r.status, CRL_OK);
+    assert_true(isfinite(r.total));
+    for (int64_t e = 0; e < q.B * q.T * q.N; e++)
+        assert_true(isfinite(((const double *) r.grad[0])[e]));
+    h_result_free(&r);
+    h_problem_free(&q);
+}
+
+static void test_eps_must_be_positive(void **state)
+{
+    (void) state;
+    crl_context *ctx;
+    crl_loss *loss;
+    assert_int_equal(crl_context_create(MPI_COMM_SELF, &ctx), CRL_OK);
+    assert_int_equal(crl_loss_create(ctx, &loss), CRL_OK);
+    assert_int_equal(crl_loss_add(loss, "a", "entropy", 1, "eps=0"), CRL_ERR_INVALID);
+    assert_non_null(strstr(crl_context_error(ctx), "parameter eps: 0 is outside"));
+    assert_int_equal(crl_loss_add(loss, "b", "entropy", 1, "eps=-1e-8"), CRL_ERR_INVALID);
+    assert_int_equal(crl_loss_add(loss, "c", "entropy", 1, "eps=1e-300"), CRL_OK);
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hand_computed_with_negligible_eps),
+        cmocka_unit_test(test_hand_computed_with_default_eps),
+        cmocka_unit_test(test_gradients_match_finite_differences),
+        cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),
+        cmocka_unit_test(test_composite_is_the_sum_of_its_terms),
+        cmocka_unit_test(test_chunked_evaluation_is_identical),
+        cmocka_unit_test(test_negative_rate_in_one_ranks_slice),
+        cmocka_unit_test(test_zero_rates_stay_finite),
+        cmocka_unit_test(test_eps_must_be_positive),
+    };
+    return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "entropy");
+}
