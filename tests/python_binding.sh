@@ -37,12 +37,16 @@ if [ ! -e "$lib" ]; then
     exit 99
 fi
 export CTRNNLOSS_LIBRARY=$lib
-# A sanitizer build's library needs the ASan runtime loaded first; Python
-# and PyTorch leak by design, so leaks are not reported here.
+# A sanitizer build's library needs the ASan runtime loaded first.  Python
+# and PyTorch leak by design, so leaks are not looked for here, nor is the
+# slow full unwinding on every allocation (scripts/check's setting for them)
+# needed.
 preload=
 if ldd "$lib" | grep -q libasan; then
+    fast=detect_leaks=0:fast_unwind_on_malloc=1
     preload="-x LD_PRELOAD=$(gcc -print-file-name=libasan.so)"
-    preload="$preload -x ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+    preload="$preload -x ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}$fast"
+    preload="$preload -x LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}$fast"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ctrnn-loss-python.XXXXXX") || exit 99
