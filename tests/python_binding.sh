@@ -36,7 +36,7 @@ if [ ! -e "$lib" ]; then
     echo "missing $lib (build first; set CRL_BUILDDIR)"
     exit 99
 fi
-export CTRNNLOSS_LIBRARY=$lib
+export CTRNNLOSS_LIBRARY="$lib"
 # A sanitizer build's library needs the ASan runtime loaded first.  Python
 # and PyTorch leak by design, so leaks are not looked for here, nor is the
 # slow full unwinding on every allocation (scripts/check's setting for them)

@@ -13,13 +13,16 @@ This module holds what both front ends share:
   term_types()           the catalogue {type: (summary, [ParamSpec])}
   Error and subclasses   the library's errors (the same on every rank)
 """
-from mpi4py import MPI  # noqa: F401  (initializes MPI before the library is used)
 
 from ._lib import path as library_path
 from . import _core
-from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,  # noqa: F401
+from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
                     FileError, OutOfMemoryError, MPIError, Loss, ParamSpec, term_types,
                     term_params)
 
 library_version = _core.lib.crl_version().decode()
 __version__ = library_version
+
+__all__ = ["Error", "InvalidArgumentError", "DomainError", "NonFiniteError", "FileError",
+           "OutOfMemoryError", "MPIError", "Loss", "ParamSpec", "term_types", "term_params",
+           "library_path", "library_version"]

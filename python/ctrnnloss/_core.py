@@ -91,7 +91,6 @@ class _Context:
                                         ctypes.byref(self.handle))
         if status != _lib.OK:
             raise _error(status, "creating a context: %s" % _strerror(status))
-        self.rank = self.comm.Get_rank()
 
     def message(self):
         return lib.crl_context_error(self.handle).decode(errors="replace")
@@ -170,7 +169,11 @@ def _format_value(spec, key, value):
             raise ValueError("ctrnnloss: parameter %s: %r may not contain ',' or '='"
                              % (key, value))
         return value
-    return repr(float(value))
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        raise TypeError("ctrnnloss: parameter %s: %r is not a number, boolean or choice name"
+                        % (key, value)) from None
 
 
 def format_params(term_type, params):
@@ -262,17 +265,10 @@ class Loss:
         self.forward_only = any(_is_forward_only(t.type, t.params) for t in self.terms)
         self.vector_names = {t.name for t in self.terms if _is_forward_only(t.type, t.params)}
 
-    def __del__(self):
+    def __del__(self, destroy=lib.crl_loss_destroy):
+        # Not collective; the context (never freed) outlives the loss.
         if getattr(self, "handle", None):
-            lib.crl_loss_destroy(ctypes.byref(self.handle))
-
-    @property
-    def rank(self):
-        return self.context.rank
-
-    @property
-    def size(self):
-        return self.context.comm.Get_size()
+            destroy(ctypes.byref(self.handle))
 
     def evaluate(self, inputs, grads):
         """Collective.  inputs: {role: crl_array/crl_matrix or Problem};

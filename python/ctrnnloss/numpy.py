@@ -17,8 +17,13 @@ from collections import namedtuple
 import numpy as np
 
 from . import _core, _lib
-from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,  # noqa: F401
+from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
                     MPIError, OutOfMemoryError, FileError)
+
+__all__ = ["RNNLoss", "FiringRateLoss", "FiringRateDistLoss", "StatePredictionLoss",
+           "HebbianLoss", "EntropyLoss", "PopulationKL", "MSELoss", "CompositeLoss", "Result", 
+           "Error", "InvalidArgumentError", "DomainError", "NonFiniteError", "MPIError",
+           "OutOfMemoryError", "FileError"]
 
 _DTYPES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float64): _lib.FLOAT64}
 

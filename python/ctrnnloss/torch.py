@@ -26,8 +26,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _core, _lib
-from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,  # noqa: F401
+from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
                     MPIError, OutOfMemoryError, FileError)
+
+__all__ = ["RNNLoss", "FiringRateLoss", "FiringRateDistLoss", "StatePredictionLoss",
+           "HebbianLoss", "EntropyLoss", "PopulationKL", "MSELoss", "CompositeLoss", 
+           "Error", "InvalidArgumentError", "DomainError", "NonFiniteError", "MPIError",
+           "OutOfMemoryError", "FileError"]
 
 _DTYPES = {torch.float32: _lib.FLOAT32, torch.float64: _lib.FLOAT64}
 # The role whose dtype the returned loss takes, first found.
