@@ -5,8 +5,8 @@
 #
 # Environment (set by `make check`): CRL_BUILDDIR (the build tree whose
 # libctrnnloss and ctrnn-loss are tested), MPIRUN, CRL_TEST_TIMEOUT (seconds
-# per mpirun, 300), CRL_PYTHON (a python3 with torch, numpy and mpi4py; by
-# default Debian's /usr/bin/python3, else python3 on PATH).
+# per mpirun, 300), CRL_PYTHON (the python3 to use; by default Debian's
+# /usr/bin/python3, else python3 on PATH, whichever has torch, numpy, mpi4py).
 # Exit status 77 (skipped) where no python3 has torch, numpy and mpi4py.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +20,7 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 export PYTHONDONTWRITEBYTECODE=1
 
 python=
-for p in ${CRL_PYTHON:-} /usr/bin/python3 python3; do
+for p in ${CRL_PYTHON:-/usr/bin/python3 python3}; do
     if "$p" -c 'import torch, numpy, mpi4py' 2>/dev/null; then
         python=$p
         break
