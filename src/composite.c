@@ -19,6 +19,7 @@
  * byte c iff P * sum c^2 == (sum c)^2.
  */
 #include "internal.h"
+#include "vecmath.h"
 
 #include <limits.h>
 #include <math.h>
@@ -119,30 +120,6 @@ struct crl_loss {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                              */
 /* ------------------------------------------------------------------------ */
-
-static void *grow(void *ptr, int64_t *cap, int64_t want, size_t size)
-{
-    if (want <= *cap)
-        return ptr;
-    int64_t n = *cap > 0 ? *cap : 16;
-    while (n < want)
-        n *= 2;
-    void *p = realloc(ptr, (size_t) n * size);
-    if (p != NULL)
-        *cap = n;
-    return p;
-}
-
-/* Grows *ptr to hold want elements of size bytes; false when out of memory. */
-static bool reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size)
-{
-    void **pp = ptr_to_ptr;
-    void *p = grow(*pp, cap, want, size);
-    if (p == NULL)
-        return false;
-    *pp = p;
-    return true;
-}
 
 static bool term_active(const crl_term *t)
 {
@@ -384,7 +361,7 @@ static bool agree_add(crl_loss *loss, int64_t value, const char *what, int term,
                       bool real)
 {
     int64_t cap = loss->cap_agree;
-    if (!reserve(&loss->agree, &cap, loss->n_agree + 1, sizeof *loss->agree))
+    if (!crl_reserve(&loss->agree, &cap, loss->n_agree + 1, sizeof *loss->agree))
         return false;
     loss->cap_agree = (int) cap;
     loss->agree[loss->n_agree++] = (agree_item){value, what, term, role, real};
@@ -744,7 +721,7 @@ static bool reserve_all(double **buffers[], int k, int64_t *cap, int64_t want)
 {
     for (int j = 0; j < k; j++) {
         int64_t c = *cap;
-        if (!reserve(buffers[j], &c, want, sizeof(double)))
+        if (!crl_reserve(buffers[j], &c, want, sizeof(double)))
             return false;
         if (j == k - 1)
             *cap = c;
@@ -838,16 +815,6 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
     return CRL_OK;
 }
 
-CRL_HOT static void sqerr_rows(const double *restrict x, int64_t ldx, const double *restrict y,
-                               int64_t ldy, int64_t count, int64_t k, double *restrict acc)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t j = 0; j < k; j++) {
-            double d = x[r * ldx + j] - y[r * ldy + j];
-            acc[j] += d * d;
-        }
-}
-
 /* One pass over pred and label: sum (pred - label)^2, per batch element in a
  * fixed order, then into the double-double slot. */
 static int outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload,
@@ -863,11 +830,9 @@ static int outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payloa
             int64_t count = time - t0 < rows ? time - t0 : rows, ldx, ldy;
             const double *xr = crl_rows_load(x, b, t0, count, w->tile, &ldx);
             const double *yr = crl_rows_load(y, b, t0, count, w->tile2, &ldy);
-            sqerr_rows(xr, ldx, yr, ldy, count, k, w->s1);
+            crl_sq_diff_rows(xr, ldx, yr, ldy, count, k, w->s1);
         }
-        double s = 0;
-        for (int64_t j = 0; j < k; j++)
-            s += w->s1[j];
+        double s = crl_sum_fixed(w->s1, k);
         if (!isfinite(s)) {
             if (report_nonfinite(x, "pred", b, err) == CRL_OK
                 && report_nonfinite(y, "label", b, err) == CRL_OK)
@@ -955,7 +920,7 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
             continue;
         int64_t n = g->pop[p].array->width;
         ok = scratch_rows(w, tile_rows(loss, n, g->pop[p].array->time), n)
-             && reserve(&w->pop_data[p], &w->pop_cap[p], 4 * n, sizeof(double));
+             && crl_reserve(&w->pop_data[p], &w->pop_cap[p], 4 * n, sizeof(double));
         if (ok) {
             g->pop[p].mean = w->pop_data[p];
             g->pop[p].var = w->pop_data[p] + n;
@@ -969,7 +934,7 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
         int s = role - CRL_FIRST_MATRIX_ROLE;
         const crl_matrix *m = crl_tensors_matrix(in, role);
         if (g->grad_mask & CRL_USES(role)) {
-            ok = reserve(&w->dweight[s], &w->dweight_cap[s], m->rows * m->cols, sizeof(double));
+            ok = crl_reserve(&w->dweight[s], &w->dweight_cap[s], m->rows * m->cols, sizeof(double));
             g->dweight[s] = w->dweight[s];
         }
     }
@@ -977,8 +942,8 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
      * N), and its parts. */
     int64_t n_max = 1 + (uses & CRL_USES(CRL_ROLE_STATES) ? in->states.width : 0);
     int64_t entries = (int64_t) loss->n_terms * (1 + CRL_MAX_PARTS);
-    ok = ok && reserve(&loss->values, &loss->cap_values, entries, sizeof *loss->values)
-         && reserve(&loss->value_data, &loss->value_data_cap,
+    ok = ok && crl_reserve(&loss->values, &loss->cap_values, entries, sizeof *loss->values)
+         && crl_reserve(&loss->value_data, &loss->value_data_cap,
                     (int64_t) loss->n_terms * (n_max + CRL_MAX_PARTS), sizeof(double));
     if (!ok)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the evaluation's work space");
@@ -1264,7 +1229,7 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
     loss->relayout = !same_layout(loss, layout, len);
     int64_t count = HEADER_SLOTS + layout[len - 1];
     if (loss->relayout) {
-        if (!reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_dd))) {
+        if (!crl_reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_dd))) {
             crl_fail(err, CRL_ERR_NOMEM, "out of memory for the packed sums");
             return;
         }

@@ -152,6 +152,14 @@ int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
     return CRL_OK;
 }
 
+static uint64_t text_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+    return h;
+}
+
 int crl_context_agree_error(crl_context *ctx, const crl_error *local)
 {
     int mine = local->code != CRL_OK ? ctx->rank : INT_MAX, first = INT_MAX;
@@ -159,13 +167,24 @@ int crl_context_agree_error(crl_context *ctx, const crl_error *local)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
     if (first == INT_MAX)
         return crl_context_set(ctx, CRL_ERR_MPI, "error agreement found no failing rank");
+    /* An error every rank found alike (a shape all ranks share, a NaN in a
+     * replicated weight) has no rank to name: compare the messages. */
+    int64_t h = local->code != CRL_OK ? (int64_t) (text_hash(local->message) >> 1) : -1;
+    int64_t pair[2] = {-h, h}, range[2];
+    if (MPI_Allreduce(pair, range, 2, MPI_INT64_T, MPI_MAX, ctx->comm) != MPI_SUCCESS)
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
+    bool everywhere = ctx->size > 1 && -range[0] == range[1] && range[1] >= 0;
     struct {
         int code;
         char message[CRL_MESSAGE_MAX];
     } record = {0};
     if (ctx->rank == first) {
         record.code = local->code;
-        snprintf(record.message, sizeof record.message, "rank %d: %.480s", first, local->message);
+        if (everywhere)
+            snprintf(record.message, sizeof record.message, "%s", local->message);
+        else
+            snprintf(record.message, sizeof record.message, "rank %d: %.480s", first,
+                     local->message);
     }
     if (MPI_Bcast(&record, (int) sizeof record, MPI_BYTE, first, ctx->comm) != MPI_SUCCESS)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Bcast of the error message failed");

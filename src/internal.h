@@ -73,8 +73,9 @@ int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count);
 /*
  * Collective, called when the reduction reported that some rank failed:
  * every rank learns the error of the lowest failing rank (code and message,
- * prefixed with that rank), stores it in the context and returns its code.
- * local is this rank's error (code 0 if it did not fail).
+ * prefixed with that rank unless several ranks all failed with the very
+ * same message), stores it in the context and returns its code.  local is
+ * this rank's error (code 0 if it did not fail).
  */
 int crl_context_agree_error(crl_context *ctx, const crl_error *local);
 
@@ -145,6 +146,10 @@ static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
 
 /* out[r, c] += values[r * cols + c], rounded to out's dtype. */
 void crl_matrix_store_add(const crl_matrix *out, const double *values);
+
+/* Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
+ * hold want elements, doubling; false when out of memory (*ptr unchanged). */
+bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size);
 
 /* Overflow-checked a * b for sizes; false on overflow or negative input. */
 bool crl_mul_size(int64_t a, int64_t b, int64_t *out);

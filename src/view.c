@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 size_t crl_dtype_size(crl_dtype dtype)
@@ -63,6 +64,22 @@ const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role)
     case CRL_ROLE_W_HEBB: return &t->w_hebb;
     default: return NULL;
     }
+}
+
+bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size)
+{
+    if (want <= *cap)
+        return true;
+    int64_t n = *cap > 0 ? *cap : 16, bytes;
+    while (n < want)
+        n *= 2;
+    void **pp = ptr_to_ptr;
+    void *p = crl_mul_size(n, (int64_t) size, &bytes) ? realloc(*pp, (size_t) bytes) : NULL;
+    if (p == NULL)
+        return false;
+    *pp = p;
+    *cap = n;
+    return true;
 }
 
 bool crl_mul_size(int64_t a, int64_t b, int64_t *out)

@@ -10,6 +10,7 @@
 
 int h_rank, h_size;
 double h_grad_fill = 0.0;
+int h_repeat = 1;
 
 int h_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count, const char *name)
 {
@@ -293,7 +294,8 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
         assert_int_equal(rc, CRL_OK);
     }
     if (chunk == 0) {
-        out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
+        for (int k = 0; k < h_repeat; k++)
+            out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
     } else {
         const crl_tensors *g = grad_mask ? &grad : NULL;
         int64_t b0 = 0;
@@ -494,6 +496,28 @@ void h_check_exact(h_problem_maker make, uint64_t seed, const h_term *terms, int
             h_problem_free(&p);
         }
     }
+}
+
+void h_check_chunks(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
+                    int64_t max_chunk)
+{
+    assert_null(p->states1);
+    h_result whole;
+    h_eval_self(p, terms, n_terms, grad_mask, &whole);
+    h_assert_all(whole.status == CRL_OK);
+    for (int64_t chunk = 1; chunk <= max_chunk; chunk++) {
+        h_range r = h_split((int) (chunk % h_split_count()), p->B, h_rank, h_size);
+        h_result part;
+        h_eval_chunked(p, terms, n_terms, MPI_COMM_WORLD, r, chunk, grad_mask, &part);
+        char why[256] = "";
+        bool same = h_result_equal_slice(p, &whole, &part, r, (h_range){0, 0}, why, sizeof why);
+        if (!same)
+            fprintf(stderr, "rank %d/%d, chunks of %lld (slice %lld+%lld): %s\n", h_rank, h_size,
+                    (long long) chunk, (long long) r.start, (long long) r.count, why);
+        h_assert_all(same);
+        h_result_free(&part);
+    }
+    h_result_free(&whole);
 }
 
 /* ------------------------------------------------------------------------ */

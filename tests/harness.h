@@ -121,6 +121,10 @@ void h_eval_chunked(const h_problem *p, const h_term *terms, int n_terms, MPI_Co
 /* Gradient buffers are pre-filled with this value (0 by default); after a
  * failed call h_grads_untouched tells whether they still hold it. */
 extern double h_grad_fill;
+
+/* h_eval evaluates this many times on the same loss (default 1); gradients
+ * accumulate, values are those of the last evaluation. */
+extern int h_repeat;
 bool h_grads_untouched(const h_problem *p, const h_result *res);
 
 /* Whole-problem evaluation on MPI_COMM_SELF. */
@@ -138,6 +142,13 @@ bool h_result_equal_slice(const h_problem *p, const h_result *whole, const h_res
  * all outputs are bitwise identical.  Also checks that the status is OK.
  */
 void h_check_splits(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask);
+
+/* The chunked-evaluation check: the whole batch on MPI_COMM_SELF against
+ * MPI_COMM_WORLD with each rank's slice (split pattern k) passed in chunks of
+ * k = 1 .. max_chunk elements; every output must be bitwise identical.
+ * Problems without states1 (chunks cover states, pred and label). */
+void h_check_chunks(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
+                    int64_t max_chunk);
 
 /* Evaluates p (ignoring p->time_major) batch-major and time-major on
  * MPI_COMM_SELF and asserts (collectively) that every output is bitwise

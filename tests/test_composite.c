@@ -347,22 +347,7 @@ static void test_chunked_evaluation_is_identical(void **state)
         h_problem_fill(&p, 50 + (uint64_t) dt, 0.1, 1);
         h_term terms[] = {{"a", "rnn", 1.0, "lambda_in=0.1,lambda_hid=0.2,lambda_out=0.3,"
                                             "lambda_fr=1,lambda_fr_sd=0.5,lambda_fr_cv=0.25"}};
-        h_range r = h_split(2, p.B, h_rank, h_size);
-        h_result whole;
-        h_eval(&p, terms, 1, MPI_COMM_WORLD, r, (h_range){0, 0}, H_GRAD_ALL, &whole);
-        h_assert_all(whole.status == CRL_OK);
-        for (int64_t chunk = 1; chunk <= 4; chunk++) {
-            h_result part;
-            h_eval_chunked(&p, terms, 1, MPI_COMM_WORLD, r, chunk, H_GRAD_ALL, &part);
-            char why[256] = "";
-            bool same = h_result_equal_slice(&p, &whole, &part, (h_range){0, r.count},
-                                             (h_range){0, 0}, why, sizeof why);
-            if (!same)
-                fprintf(stderr, "rank %d, chunks of %lld: %s\n", h_rank, (long long) chunk, why);
-            h_assert_all(same);
-            h_result_free(&part);
-        }
-        h_result_free(&whole);
+        h_check_chunks(&p, terms, 1, H_GRAD_ALL, 4);
         h_problem_free(&p);
     }
 }

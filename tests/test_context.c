@@ -108,6 +108,22 @@ static void test_error_agreement_names_the_first_failing_rank(void **state)
     crl_context_destroy(&ctx);
 }
 
+/* The same error on every rank names no rank; different ones name the
+ * first failing rank. */
+static void test_an_error_found_everywhere_names_no_rank(void **state)
+{
+    (void) state;
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    crl_error err = {0};
+    crl_fail(&err, CRL_ERR_INVALID, "T = 3 time steps, but tau = 3 needs T > tau");
+    h_assert_all(crl_context_agree_error(ctx, &err) == CRL_ERR_INVALID);
+    const char *want = h_size > 1 ? "T = 3 time steps, but tau = 3 needs T > tau"
+                                  : "rank 0: T = 3 time steps, but tau = 3 needs T > tau";
+    h_assert_all(strcmp(crl_context_error(ctx), want) == 0);
+    crl_context_destroy(&ctx);
+}
+
 static void test_fail_keeps_the_first_error(void **state)
 {
     (void) state;
@@ -139,6 +155,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reduce_matches_serial_sum),
         cmocka_unit_test(test_reduce_refuses_more_than_an_int_count),
         cmocka_unit_test(test_error_agreement_names_the_first_failing_rank),
+        cmocka_unit_test(test_an_error_found_everywhere_names_no_rank),
         cmocka_unit_test(test_fail_keeps_the_first_error),
         cmocka_unit_test(test_strerror),
     };

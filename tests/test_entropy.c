@@ -161,22 +161,7 @@ static void test_chunked_evaluation_is_identical(void **state)
     (void) state;
     for (int dt = 0; dt < 2; dt++) {
         h_problem p = tiled_problem(dt ? CRL_FLOAT64 : CRL_FLOAT32, !dt, 23);
-        h_result whole;
-        h_eval_self(&p, mixed_terms, 3, H_GRAD_STATES, &whole);
-        h_assert_all(whole.status == CRL_OK);
-        for (int64_t chunk = 1; chunk <= 3; chunk++) {
-            h_range r = h_split((int) chunk, p.B, h_rank, h_size);
-            h_result part;
-            h_eval_chunked(&p, mixed_terms, 3, MPI_COMM_WORLD, r, chunk, H_GRAD_STATES, &part);
-            char why[256] = "";
-            bool same =
-                h_result_equal_slice(&p, &whole, &part, r, (h_range){0, 0}, why, sizeof why);
-            if (!same)
-                fprintf(stderr, "rank %d, chunk %lld: %s\n", h_rank, (long long) chunk, why);
-            h_assert_all(same);
-            h_result_free(&part);
-        }
-        h_result_free(&whole);
+        h_check_chunks(&p, mixed_terms, 3, H_GRAD_STATES, 3);
         h_problem_free(&p);
     }
 }

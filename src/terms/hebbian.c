@@ -55,20 +55,6 @@ static unsigned uses(const crl_term *t)
     return CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_W_HEBB);
 }
 
-/* Grows *ptr to at least bytes; false when out of memory. */
-static bool reserve_bytes(void *ptr_to_ptr, int64_t *cap, int64_t bytes)
-{
-    void **pp = ptr_to_ptr;
-    if (bytes <= *cap)
-        return true;
-    void *p = realloc(*pp, (size_t) bytes);
-    if (p == NULL)
-        return false;
-    *pp = p;
-    *cap = bytes;
-    return true;
-}
-
 /* Stride between the rows of a BLAS operand of count rows (any value >= n
  * when there is one row: a (T = 1) array may have any time stride). */
 static int64_t rows_ld(const crl_array *a, int64_t count)
@@ -121,15 +107,15 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     hebbian_state *s = t->state;
     size_t size = crl_dtype_size(a->dtype);
     int64_t typed_bytes = square_bytes / (int64_t) sizeof(double) * (int64_t) size;
-    bool ok = reserve_bytes(&s->coef, &s->coef_cap, square_bytes)
-              && reserve_bytes(&s->gram, &s->gram_cap, square_bytes)
-              && reserve_bytes(&s->column, &s->column_cap, n * (int64_t) sizeof(double))
+    bool ok = crl_reserve(&s->coef, &s->coef_cap, square_bytes, 1)
+              && crl_reserve(&s->gram, &s->gram_cap, square_bytes, 1)
+              && crl_reserve(&s->column, &s->column_cap, n * (int64_t) sizeof(double), 1)
               && (a->dtype != CRL_FLOAT32
-                  || reserve_bytes(&s->gram_typed, &s->gram_typed_cap, typed_bytes))
-              && (!want_states || (reserve_bytes(&s->wsym, &s->wsym_cap, typed_bytes)
-                                   && reserve_bytes(&s->product, &s->product_cap,
-                                                    BLOCK_ROWS * n * (int64_t) size)))
-              && reserve_bytes(&s->sign, &s->sign_cap, a->batch);
+                  || crl_reserve(&s->gram_typed, &s->gram_typed_cap, typed_bytes, 1))
+              && (!want_states || (crl_reserve(&s->wsym, &s->wsym_cap, typed_bytes, 1)
+                                   && crl_reserve(&s->product, &s->product_cap,
+                                                 BLOCK_ROWS * n * (int64_t) size, 1)))
+              && crl_reserve(&s->sign, &s->sign_cap, a->batch, 1);
     if (!ok)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for N = %lld", (long long) n);
     s->dtype = a->dtype;
@@ -205,12 +191,9 @@ static int forward_element(crl_term *t, const crl_rows *element, crl_dd *slots, 
     if (!isfinite(h))
         return crl_fail(err, CRL_ERR_DOMAIN, "states[b=%lld]: S^T S overflows %s",
                         (long long) element->b, s->dtype == CRL_FLOAT32 ? "float32" : "float64");
-    if (e >= s->sign_cap) {
-        int64_t want = 2 * s->sign_cap > e + 1 ? 2 * s->sign_cap : e + 1;
-        if (!reserve_bytes(&s->sign, &s->sign_cap, want))
-            return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the sign of element %lld",
-                            (long long) e);
-    }
+    if (!crl_reserve(&s->sign, &s->sign_cap, e + 1, 1))
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the sign of element %lld",
+                        (long long) e);
     double sign = crl_sign(h);
     s->sign[e] = (signed char) sign;
     slots[0] = crl_dd_add(slots[0], crl_dd_make(fabs(h)));

@@ -70,14 +70,8 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     kl_state *s = t->state;
     if (s == NULL && (s = t->state = calloc(1, sizeof *s)) == NULL)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
-    if (n > s->cap) {
-        double *d = realloc(s->divergence, sizeof *d * (size_t) n);
-        if (d == NULL)
-            return crl_fail(err, CRL_ERR_NOMEM, "out of memory for %lld divergences",
-                            (long long) n);
-        s->divergence = d;
-        s->cap = n;
-    }
+    if (!crl_reserve(&s->divergence, &s->cap, n, sizeof(double)))
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory for %lld divergences", (long long) n);
     return CRL_OK;
 }
 

@@ -1,0 +1,204 @@
+/*
+ * test_all_terms.c - a composite of every term type at once (SPEC "MSE and
+ * CompositeLoss"): each reported value is bitwise the term's value alone,
+ * the gradients are the sum of the terms' gradients, everything is exact
+ * across splits, layouts and chunks, and one evaluation is one reduction.
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int allreduce_calls;
+
+int MPI_Allreduce(const void *send, void *recv, int count, MPI_Datatype type, MPI_Op op,
+                  MPI_Comm comm)
+{
+    allreduce_calls++;
+    return PMPI_Allreduce(send, recv, count, type, op, comm);
+}
+
+static const h_term every_type[] = {
+    {"rnn", "rnn", 0.5,
+     "lambda_in=0.1,lambda_hid=0.2,lambda_out=0.3,lambda_fr=0.4,lambda_fr_sd=0.5,lambda_fr_cv=0.6"},
+    {"fr1", "fr", 0.7, "metric=l1"},
+    {"fr2", "fr", 0.3, "metric=l2"},
+    {"sd", "fr_dist", 1.1, "metric=sd,correction=1"},
+    {"cv", "fr_dist", 0.9, "metric=cv"},
+    {"mad", "fr_dist", 0.2, "metric=mean_ad"},
+    {"xad", "fr_dist", 0.4, "metric=max_ad"},
+    {"lag1", "state_pred", 1.3, "tau=1"},
+    {"lag3", "state_pred", 0.6, "tau=3"},
+    {"hebb", "hebbian", 0.8, ""},
+    {"ent", "entropy", 0.05, "reg=0.5"},
+    {"kl", "population_kl", 1.2, "symmetric=false,reg=0.01,reduction=sum"},
+    {"mse", "mse", 2.0, ""},
+};
+enum { N_TERMS = sizeof every_type / sizeof every_type[0] };
+
+static h_problem make(crl_dtype dtype, bool time_major, uint64_t seed)
+{
+    h_problem p = {.dtype = dtype, .time_major = time_major, .B = 6, .T = 5, .N = 7, .K = 2,
+                   .B1 = 4, .T1 = 3, .N_in = 3, .N_out = 2, .hebb = true};
+    h_problem_fill(&p, seed, 0.1, 1.0);
+    return p;
+}
+
+static int n_inputs_of(const h_problem *p, int k)
+{
+    int64_t n[8] = {p->B * p->T * p->N, p->B1 * p->T1 * p->N, p->B * p->T * p->K,
+                    p->B * p->T * p->K, p->N * p->N_in,       p->N * p->N,
+                    p->N_out * p->N,    p->N * p->N};
+    return (int) n[k];
+}
+
+/* Every value of the composite is bitwise the value of its term alone; the
+ * total is their sum in term order; the gradient is the sum of the terms'
+ * gradients (one rounding instead of thirteen: 1e-13 relative). */
+static void test_composite_is_the_sum_of_its_terms(void **state)
+{
+    (void) state;
+    h_problem p = make(CRL_FLOAT64, false, 1);
+    h_result all;
+    h_eval_self(&p, every_type, N_TERMS, H_GRAD_ALL, &all);
+    h_assert_all(all.status == CRL_OK);
+    double total = 0;
+    double *sum[8] = {0};
+    for (int k = 0; k < 8; k++)
+        sum[k] = calloc((size_t) n_inputs_of(&p, k) + 1, sizeof(double));
+    bool same = true;
+    for (int j = 0; j < N_TERMS; j++) {
+        h_result one;
+        h_eval_self(&p, &every_type[j], 1, H_GRAD_ALL, &one);
+        h_assert_all(one.status == CRL_OK);
+        for (int64_t v = 0; v < one.n_values; v++) {
+            double a = h_value(&all, one.names[v]), b = h_value(&one, one.names[v]);
+            if (memcmp(&a, &b, sizeof a) != 0) {
+                fprintf(stderr, "%s: %.17g in the composite, %.17g alone\n", one.names[v], a, b);
+                same = false;
+            }
+        }
+        total += one.total;
+        for (int k = 0; k < 8; k++)
+            for (int e = 0; one.grad[k] && e < n_inputs_of(&p, k); e++)
+                sum[k][e] += ((const double *) one.grad[k])[e];
+        h_result_free(&one);
+    }
+    h_assert_all(same);
+    h_assert_all(memcmp(&total, &all.total, sizeof total) == 0);
+    bool close = true;
+    for (int k = 0; k < 8; k++) {
+        double scale = 0, worst = 0;
+        for (int e = 0; e < n_inputs_of(&p, k); e++) {
+            scale = fmax(scale, fabs(sum[k][e]));
+            worst = fmax(worst, fabs(sum[k][e] - ((const double *) all.grad[k])[e]));
+        }
+        if (worst > 1e-13 * scale) {
+            fprintf(stderr, "gradient %d: composite differs from the sum by %g (scale %g)\n", k,
+                    worst, scale);
+            close = false;
+        }
+        /* every input gets a gradient from some term */
+        close &= scale > 0;
+        free(sum[k]);
+    }
+    h_assert_all(close);
+    h_result_free(&all);
+    h_problem_free(&p);
+}
+
+static void test_every_type_at_once_is_exact(void **state)
+{
+    (void) state;
+    h_check_exact(make, 2, every_type, N_TERMS, H_GRAD_ALL);
+}
+
+static void test_every_type_at_once_in_chunks(void **state)
+{
+    (void) state;
+    for (int dt = 0; dt < 2; dt++) {
+        /* Chunks cover states, pred and label; states1 stays whole. */
+        h_problem p = make(dt ? CRL_FLOAT64 : CRL_FLOAT32, dt == 1, 3);
+        h_problem q = p;
+        q.B1 = 0;
+        q.states1 = NULL;
+        h_term terms[N_TERMS - 1];
+        int n = 0;
+        for (int j = 0; j < N_TERMS; j++)
+            if (strcmp(every_type[j].type, "population_kl") != 0)
+                terms[n++] = every_type[j];
+        h_check_chunks(&q, terms, n, H_GRAD_ALL, 3);
+        h_problem_free(&p);
+    }
+}
+
+static void test_every_gradient_of_the_composite(void **state)
+{
+    (void) state;
+    h_problem p = make(CRL_FLOAT64, true, 4);
+    h_check_gradients(&p, every_type, N_TERMS, H_GRAD_ALL, 1e-6, 1e-6, 40);
+    h_problem_free(&p);
+}
+
+/* An analysis term (population_kl, reduction=none) rides along: its vector
+ * is reported, the total is the other terms' alone. */
+static void test_analysis_term_stays_out_of_the_total(void **state)
+{
+    (void) state;
+    h_problem p = make(CRL_FLOAT64, false, 5);
+    h_term terms[N_TERMS + 1];
+    memcpy(terms, every_type, sizeof every_type);
+    terms[N_TERMS] = (h_term){"map", "population_kl", 3.0, "reduction=none"};
+    h_result with, without;
+    h_eval_self(&p, terms, N_TERMS + 1, 0, &with);
+    h_eval_self(&p, every_type, N_TERMS, 0, &without);
+    h_assert_all(with.status == CRL_OK && without.status == CRL_OK);
+    h_assert_all(memcmp(&with.total, &without.total, sizeof(double)) == 0);
+    int64_t at = 0, length = 0;
+    for (int64_t v = 0; v < with.n_values; v++) {
+        if (strcmp(with.names[v], "map") == 0)
+            length = with.lengths[v];
+        at += with.lengths[v];
+    }
+    h_assert_all(length == p.N && at == with.n_numbers);
+    h_result_free(&with);
+    h_result_free(&without);
+    h_problem_free(&p);
+}
+
+/* Thirteen terms, one reduction per evaluation once the ranks agreed on
+ * the layout: three evaluations cost two reductions more than one. */
+static void test_one_reduction_for_every_type(void **state)
+{
+    (void) state;
+    h_problem p = make(CRL_FLOAT32, false, 6);
+    h_range r = h_split(0, p.B, h_rank, h_size), r1 = h_split(0, p.B1, h_rank, h_size);
+    int calls[2];
+    for (int k = 0; k < 2; k++) {
+        h_result res;
+        h_repeat = k == 0 ? 1 : 3;
+        allreduce_calls = 0;
+        h_eval(&p, every_type, N_TERMS, MPI_COMM_WORLD, r, r1, H_GRAD_ALL, &res);
+        calls[k] = allreduce_calls;
+        h_repeat = 1;
+        h_assert_all(res.status == CRL_OK);
+        h_result_free(&res);
+    }
+    h_assert_all(calls[1] - calls[0] == 2);
+    h_problem_free(&p);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_composite_is_the_sum_of_its_terms),
+        cmocka_unit_test(test_every_type_at_once_is_exact),
+        cmocka_unit_test(test_every_type_at_once_in_chunks),
+        cmocka_unit_test(test_every_gradient_of_the_composite),
+        cmocka_unit_test(test_analysis_term_stays_out_of_the_total),
+        cmocka_unit_test(test_one_reduction_for_every_type),
+    };
+    return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "all_terms");
+}
