@@ -392,8 +392,14 @@ def check_errors():
                  "last dimension has stride 2",
                  lambda: hebb(on_last(wide[:, :, ::2]), weights))
     expect_error("non-contiguous weights", ctrnnloss.InvalidArgumentError,
-                 "rows are not contiguous",
+                 "passed w_hebb as a matrix whose rows are not contiguous",
                  lambda: hebb(states, torch.zeros(N, 2 * N, dtype=torch.float64)[:, ::2]))
+    if SIZE > 1:
+        expect_error("weights bad in different ways", ctrnnloss.InvalidArgumentError,
+                     "w_hebb: unknown dtype 0 (rank 0 passed w_hebb as a torch.int64 tensor; "
+                     "ctrnnloss takes float32 or float64; rank 1 passed w_hebb as a "
+                     "torch.float16 tensor",
+                     lambda: hebb(states, weights.long() if RANK == 0 else weights.half()))
     # CUDA tensors take the same path as any other device: the meta device
     # stands in where there is no GPU.
     device = "cuda" if torch.cuda.is_available() else "meta"

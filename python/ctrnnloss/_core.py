@@ -302,6 +302,12 @@ class Loss:
             for role, reason in found.items():
                 if message.startswith("rank %d: %s: unknown dtype 0" % (rank, role)):
                     detail = "rank %d passed %s as %s" % (rank, role, reason)
+                elif message.startswith("%s: unknown dtype 0" % role):  # on every rank
+                    reasons = [f[role] for f in every]
+                    detail = "; ".join("rank %d passed %s as %s" % (r, role, why)
+                                       for r, why in enumerate(reasons))
+                    if len(set(reasons)) == 1:
+                        detail = "every rank passed %s as %s" % (role, reason)
         raise _error(status, message, detail)
 
     def _values(self):
