@@ -11,6 +11,7 @@ input on one rank never leaves the others blocked in the reduction; the
 reason the front end found is added to the message on every rank.
 """
 import ctypes
+import inspect
 from collections import namedtuple
 
 import numpy as np
@@ -325,24 +326,55 @@ class Loss:
 
 # -------------------------------------------------- the SPEC's criteria ---
 
-# Each criterion: its term type and the names of its call's arguments, in
-# order (nn4n's names), each with the input role it fills.
+Criterion = namedtuple("Criterion", "type arguments doc")
+
+# Each criterion: its term type, the names of its call's arguments in order
+# (nn4n's names) with the input role each fills, and what to say about it.
 CRITERIA = {
-    "RNNLoss": ("rnn", (("pred", "pred"), ("label", "label"), ("states", "states"),
-                        ("w_in", "w_in"), ("w_hid", "w_hid"), ("w_out", "w_out"))),
-    "FiringRateLoss": ("fr", (("states", "states"),)),
-    "FiringRateDistLoss": ("fr_dist", (("states", "states"),)),
-    "StatePredictionLoss": ("state_pred", (("states", "states"),)),
-    "HebbianLoss": ("hebbian", (("states", "states"), ("weights", "w_hebb"))),
-    "EntropyLoss": ("entropy", (("states", "states"),)),
-    "PopulationKL": ("population_kl", (("states_0", "states"), ("states_1", "states1"))),
-    "MSELoss": ("mse", (("input", "pred"), ("target", "label"))),
+    "RNNLoss": Criterion("rnn", (("pred", "pred"), ("label", "label"), ("states", "states"),
+                                 ("w_in", "w_in"), ("w_hid", "w_hid"), ("w_out", "w_out")), """
+        SPEC RNNLoss: (pred, label, states=None, w_in=None, w_hid=None, w_out=None).
+        Parameters lambda_mse (1), lambda_in, lambda_hid, lambda_out, lambda_fr,
+        lambda_fr_sd, lambda_fr_cv (0), correction (0; 1 gives torch.std's SD).
+        An input no non-zero lambda needs may be left out.  Values: 'rnn' and
+        its weighted components 'rnn.mse', 'rnn.in', ... 'rnn.fr_cv'.  The
+        weights' gradients are global (the same on every rank)."""),
+    "FiringRateLoss": Criterion("fr", (("states", "states"),), """
+        SPEC FiringRateLoss: (states).  metric 'l2' (default) or 'l1'."""),
+    "FiringRateDistLoss": Criterion("fr_dist", (("states", "states"),), """
+        SPEC FiringRateDistLoss: (states).  metric 'sd' (default), 'cv',
+        'mean_ad' or 'max_ad'; correction (0; 1 gives torch.std's SD)."""),
+    "StatePredictionLoss": Criterion("state_pred", (("states", "states"),), """
+        SPEC StatePredictionLoss: (states).  tau (1): the lag along time."""),
+    "HebbianLoss": Criterion("hebbian", (("states", "states"), ("weights", "w_hebb")), """
+        SPEC HebbianLoss: (states, weights), weights (N, N) replicated: its
+        gradient is global (the same on every rank)."""),
+    "EntropyLoss": Criterion("entropy", (("states", "states"),), """
+        SPEC EntropyLoss: (states), every rate >= 0.  reg (10), eps (1e-8)."""),
+    "PopulationKL": Criterion("population_kl", (("states_0", "states"),
+                                                ("states_1", "states1")), """
+        SPEC PopulationKL: (states_0, states_1), each batch-sharded with its own
+        B and T.  symmetric (True), reg (1e-3), reduction 'mean' (default),
+        'sum' or 'none', var_eps (0).  With reduction='none' the result is the
+        (N,) vector of weighted divergences and the regularizer
+        (values 'population_kl' and 'population_kl.reg'), with no gradient."""),
+    "MSELoss": Criterion("mse", (("input", "pred"), ("target", "label")), """
+        SPEC MSE: (input, target), both (B, T, K) and batch-sharded."""),
 }
+
+
+def criterion_classes(base, module):
+    """{name: class} of the SPEC's criteria for a front end: subclasses of base
+    with term_type, arguments and the criterion's documentation."""
+    return {name: type(name, (base,), {"term_type": c.type, "arguments": c.arguments,
+                                       "__doc__": inspect.cleandoc(c.doc), "__module__": module})
+            for name, c in CRITERIA.items()}
+
 
 # The argument names a CompositeLoss accepts for a role: the roles
 # themselves and the criteria's (nn4n's) names.
 ARGUMENT_ROLES = dict({role: role for role in _lib.ROLES},
-                      **{arg: role for _, args in CRITERIA.values() for arg, role in args})
+                      **{arg: role for c in CRITERIA.values() for arg, role in c.arguments})
 
 
 def bind_arguments(criterion, arguments, args, kwargs):

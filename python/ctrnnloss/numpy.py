@@ -20,10 +20,9 @@ from . import _core, _lib
 from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
                     MPIError, OutOfMemoryError, FileError)
 
-__all__ = ["RNNLoss", "FiringRateLoss", "FiringRateDistLoss", "StatePredictionLoss",
-           "HebbianLoss", "EntropyLoss", "PopulationKL", "MSELoss", "CompositeLoss", "Result", 
-           "Error", "InvalidArgumentError", "DomainError", "NonFiniteError", "MPIError",
-           "OutOfMemoryError", "FileError"]
+__all__ = list(_core.CRITERIA) + ["CompositeLoss", "Result", "Error", "InvalidArgumentError",
+                                  "DomainError", "NonFiniteError", "MPIError",
+                                  "OutOfMemoryError", "FileError"]
 
 _DTYPES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float64): _lib.FLOAT64}
 
@@ -76,7 +75,9 @@ class _Evaluator:
 
 
 class _Criterion(_Evaluator):
-    """One SPEC criterion: a loss of one term (named after its type, lambda 1)."""
+    """One SPEC criterion, a loss of one term (named after its type, lambda
+    1): Criterion(comm=None, batch_first=True, **parameters), called with its
+    inputs (and grad=...), returns a Result."""
     term_type = None
     arguments = ()   # (argument name, role), in call order
 
@@ -85,9 +86,8 @@ class _Criterion(_Evaluator):
         self.params = params
 
     def __call__(self, *args, grad=False, **kwargs):
-        """Collective.  The criterion's inputs (as the torch criterion's
-        forward), grad=True for the gradients of all of them, or a list of
-        input names.  Returns a Result."""
+        """Collective.  The criterion's inputs; grad=True for the gradients of
+        all of them, or a list of input names.  Returns a Result."""
         bound = _core.bind_arguments(type(self).__name__, self.arguments, args, kwargs)
         roles = dict(self.arguments)
         return self._evaluate({a: (roles[a], x) for a, x in bound.items()}, grad)
@@ -97,46 +97,9 @@ class _Criterion(_Evaluator):
                            ", ".join("%s=%r" % kv for kv in self.params.items()))
 
 
-class RNNLoss(_Criterion):
-    """SPEC RNNLoss: (pred, label, states=None, w_in=None, w_hid=None, w_out=None)."""
-    term_type, arguments = _core.CRITERIA["RNNLoss"]
-
-
-class FiringRateLoss(_Criterion):
-    """SPEC FiringRateLoss: (states); metric 'l2' (default) or 'l1'."""
-    term_type, arguments = _core.CRITERIA["FiringRateLoss"]
-
-
-class FiringRateDistLoss(_Criterion):
-    """SPEC FiringRateDistLoss: (states); metric 'sd', 'cv', 'mean_ad', 'max_ad'; correction."""
-    term_type, arguments = _core.CRITERIA["FiringRateDistLoss"]
-
-
-class StatePredictionLoss(_Criterion):
-    """SPEC StatePredictionLoss: (states); tau."""
-    term_type, arguments = _core.CRITERIA["StatePredictionLoss"]
-
-
-class HebbianLoss(_Criterion):
-    """SPEC HebbianLoss: (states, weights)."""
-    term_type, arguments = _core.CRITERIA["HebbianLoss"]
-
-
-class EntropyLoss(_Criterion):
-    """SPEC EntropyLoss: (states); reg, eps."""
-    term_type, arguments = _core.CRITERIA["EntropyLoss"]
-
-
-class MSELoss(_Criterion):
-    """SPEC MSE: (input, target)."""
-    term_type, arguments = _core.CRITERIA["MSELoss"]
-
-
-class PopulationKL(_Criterion):
-    """SPEC PopulationKL: (states_0, states_1); symmetric, reg, reduction, var_eps.
-    With reduction='none', values['population_kl'] is the (N,) vector of
-    divergences and values['population_kl.reg'] the regularizer."""
-    term_type, arguments = _core.CRITERIA["PopulationKL"]
+# RNNLoss, FiringRateLoss, FiringRateDistLoss, StatePredictionLoss,
+# HebbianLoss, EntropyLoss, PopulationKL, MSELoss.
+globals().update(_core.criterion_classes(_Criterion, __name__))
 
 
 class CompositeLoss(_Evaluator):

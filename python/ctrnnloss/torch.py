@@ -29,10 +29,9 @@ from . import _core, _lib
 from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
                     MPIError, OutOfMemoryError, FileError)
 
-__all__ = ["RNNLoss", "FiringRateLoss", "FiringRateDistLoss", "StatePredictionLoss",
-           "HebbianLoss", "EntropyLoss", "PopulationKL", "MSELoss", "CompositeLoss", 
-           "Error", "InvalidArgumentError", "DomainError", "NonFiniteError", "MPIError",
-           "OutOfMemoryError", "FileError"]
+__all__ = list(_core.CRITERIA) + ["CompositeLoss", "Error", "InvalidArgumentError",
+                                  "DomainError", "NonFiniteError", "MPIError",
+                                  "OutOfMemoryError", "FileError"]
 
 _DTYPES = {torch.float32: _lib.FLOAT32, torch.float64: _lib.FLOAT64}
 # The role whose dtype the returned loss takes, first found.
@@ -127,7 +126,10 @@ class _Module(torch.nn.Module):
 
 
 class _Criterion(_Module):
-    """One SPEC criterion: a loss of one term (named after its type, lambda 1)."""
+    """One SPEC criterion, a loss of one term (named after its type, lambda
+    1): Criterion(comm=None, batch_first=True, **parameters), called with its
+    inputs, returns the global loss as a 0-d tensor (for PopulationKL with
+    reduction='none', the pair (divergences, regularizer))."""
     term_type = None
     arguments = ()   # (argument name, role), in call order
 
@@ -137,67 +139,20 @@ class _Criterion(_Module):
 
     def forward(self, *args, **kwargs):
         bound = _core.bind_arguments(type(self).__name__, self.arguments, args, kwargs)
-        return self._evaluate({role: bound[a] for a, role in self.arguments if a in bound})[0]
-
-    def extra_repr(self):
-        return ", ".join("%s=%r" % kv for kv in self.params.items())
-
-
-class RNNLoss(_Criterion):
-    """SPEC RNNLoss: forward(pred, label, states=None, w_in=None, w_hid=None,
-    w_out=None).  Parameters lambda_mse (1), lambda_in, lambda_hid,
-    lambda_out, lambda_fr, lambda_fr_sd, lambda_fr_cv (0), correction (0);
-    inputs a zero lambda does not need may be left out.  .values holds the
-    weighted components 'rnn.mse', 'rnn.in', ... 'rnn.fr_cv'."""
-    term_type, arguments = _core.CRITERIA["RNNLoss"]
-
-
-class FiringRateLoss(_Criterion):
-    """SPEC FiringRateLoss: forward(states); metric 'l2' (default) or 'l1'."""
-    term_type, arguments = _core.CRITERIA["FiringRateLoss"]
-
-
-class FiringRateDistLoss(_Criterion):
-    """SPEC FiringRateDistLoss: forward(states); metric 'sd' (default), 'cv',
-    'mean_ad' or 'max_ad'; correction (0; 1 gives torch.std's SD)."""
-    term_type, arguments = _core.CRITERIA["FiringRateDistLoss"]
-
-
-class StatePredictionLoss(_Criterion):
-    """SPEC StatePredictionLoss: forward(states); tau (1), the lag along time."""
-    term_type, arguments = _core.CRITERIA["StatePredictionLoss"]
-
-
-class HebbianLoss(_Criterion):
-    """SPEC HebbianLoss: forward(states, weights), weights (N, N) replicated:
-    its gradient is global (the same on every rank)."""
-    term_type, arguments = _core.CRITERIA["HebbianLoss"]
-
-
-class EntropyLoss(_Criterion):
-    """SPEC EntropyLoss: forward(states); reg (10), eps (1e-8)."""
-    term_type, arguments = _core.CRITERIA["EntropyLoss"]
-
-
-class MSELoss(_Criterion):
-    """SPEC MSE: forward(input, target), both (B, T, K) and batch-sharded."""
-    term_type, arguments = _core.CRITERIA["MSELoss"]
-
-
-class PopulationKL(_Criterion):
-    """SPEC PopulationKL: forward(states_0, states_1), each batch-sharded with
-    its own B and T; symmetric (True), reg (1e-3), reduction 'mean'
-    (default), 'sum' or 'none', var_eps (0).  With reduction='none' it
-    returns (divergences (N,), regularizer), not differentiable."""
-    term_type, arguments = _core.CRITERIA["PopulationKL"]
-
-    def forward(self, *args, **kwargs):
-        total = super().forward(*args, **kwargs)
+        total = self._evaluate({role: bound[a] for a, role in self.arguments if a in bound})[0]
         if not self.loss.forward_only:
             return total
         name = self.term_type
         return (torch.tensor(self.values[name], dtype=total.dtype),
                 torch.tensor(self.values[name + ".reg"], dtype=total.dtype))
+
+    def extra_repr(self):
+        return ", ".join("%s=%r" % kv for kv in self.params.items())
+
+
+# RNNLoss, FiringRateLoss, FiringRateDistLoss, StatePredictionLoss,
+# HebbianLoss, EntropyLoss, PopulationKL, MSELoss.
+globals().update(_core.criterion_classes(_Criterion, __name__))
 
 
 class CompositeLoss(_Module):
