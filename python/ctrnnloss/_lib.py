@@ -101,9 +101,7 @@ def _candidates():
     out = [("the build tree", path) for path in found if os.path.exists(path)]
     if not out:
         out.append(("the build tree", os.path.join(build, "libctrnnloss.so")))
-    name = ctypes.util.find_library("ctrnnloss")
-    if name:
-        out.append(("find_library", name))
+    out.append(("find_library('ctrnnloss')", ctypes.util.find_library("ctrnnloss")))
     for d in ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
         out.append(("installed", os.path.join(d, "libctrnnloss.so.0")))
     return out
@@ -112,6 +110,9 @@ def _candidates():
 def _load():
     tried = []
     for where, path in _candidates():
+        if path is None:
+            tried.append("%s: not found" % where)
+            continue
         if os.path.isabs(path) and not os.path.exists(path):
             tried.append("%s: %s (no such file)" % (where, path))
             continue
