@@ -251,14 +251,13 @@ def check_reference(case, dtype, total, values, grads):
     if reference is None:
         return
     kind, params, roles = CASES[case]
+    # The reference takes the parameters as Python values, not the binding's text.
     if kind == "CompositeLoss":
-        terms = [reference.make_term(name, cfg["type"], ctrnnloss._core.format_params(
-            cfg["type"], cfg.get("params", {})), cfg.get("lambda", 1.0))
-            for name, cfg in params.items()]
+        terms = [reference.Term(name, cfg["type"], cfg.get("lambda", 1.0), cfg.get("params"))
+                 for name, cfg in params.items()]
     else:
         type_ = ctrnnloss._core.CRITERIA[kind][0]
-        terms = [reference.make_term(type_, type_,
-                                     ctrnnloss._core.format_params(type_, params))]
+        terms = [reference.Term(type_, type_, 1.0, params)]
     inputs = {r: torch.tensor(x, dtype=torch.float64, requires_grad=True)
               for r, x in case_inputs(case, dtype).items()}
     ref_total, ref_values = reference.evaluate(terms, inputs)
@@ -273,6 +272,21 @@ def check_reference(case, dtype, total, values, grads):
     for role in roles:
         check(close(grads[role], inputs[role].grad.numpy(), 10 * rtol),
               "%s: gradient of %s differs from the reference" % (what, role))
+
+
+def check_parameter_text():
+    """Parameters reach the library as text it reads back exactly."""
+    text = ctrnnloss._core.format_params
+    cases = [("population_kl", dict(symmetric=False, reg=0.1, reduction="none", var_eps=1e-300),
+              "symmetric=false,reg=0.1,reduction=none,var_eps=1e-300"),
+             ("population_kl", dict(symmetric=np.bool_(True), reduction=1),
+              "symmetric=true,reduction=sum"),
+             ("fr_dist", dict(metric="cv", correction=True), "metric=cv,correction=1"),
+             ("state_pred", dict(tau=np.int64(3)), "tau=3"),
+             ("rnn", dict(lambda_fr=1 / 3), "lambda_fr=%r" % (1 / 3))]
+    for type_, params, want in cases:
+        check(text(type_, params) == want, "parameters %s: %r, expected %r"
+              % (params, text(type_, params), want))
 
 
 def check_autograd():
@@ -571,6 +585,8 @@ def compare_cli(directory, saved):
     if not os.path.isdir(root):
         note("SKIP: command-line comparison (no ctrnn-loss in this build)")
         return
+    if RANK != 0:
+        return
     runs = 0
     for entry in sorted(os.listdir(root)):
         case, dtype = entry.rsplit("-", 1)
@@ -622,6 +638,7 @@ def main():
         np.savez(saved_path, **saved)
         write_cli_inputs(directory, saved)
         check_autograd()
+        check_parameter_text()
     else:
         with np.load(saved_path) as f:
             saved = dict(f)

@@ -158,21 +158,23 @@ def term_types():
 
 def _format_value(spec, key, value):
     """One parameter value as the library's text: booleans true/false, choices
-    by name, numbers with repr() (which reads back exactly)."""
+    by name, numbers with repr() (which reads back exactly), integers as such."""
     kind = spec.kind if spec else None
-    if isinstance(value, (bool, np.bool_)) or (kind == "bool" and value in (0, 1)):
-        return "true" if value else "false"
-    if kind == "choice" and isinstance(value, (int, np.integer)) \
-            and 0 <= value < len(spec.choices):
-        return spec.choices[value]
     if isinstance(value, str):
         if "," in value or "=" in value:
             raise ValueError("ctrnnloss: parameter %s: %r may not contain ',' or '='"
                              % (key, value))
         return value
+    is_bool = isinstance(value, (bool, np.bool_))
+    if (is_bool and kind in ("bool", None)) or (kind == "bool" and value in (0, 1)):
+        return "true" if value else "false"
+    if kind == "choice" and isinstance(value, (int, np.integer)) \
+            and 0 <= value < len(spec.choices):
+        return spec.choices[value]
     try:
-        return repr(float(value))
-    except (TypeError, ValueError):
+        number = float(value)
+        return repr(int(number)) if kind == "int" and number.is_integer() else repr(number)
+    except (TypeError, ValueError, OverflowError):
         raise TypeError("ctrnnloss: parameter %s: %r is not a number, boolean or choice name"
                         % (key, value)) from None
 
