@@ -338,6 +338,11 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+#if defined(HAVE_OPENBLAS_SET_NUM_THREADS)
+    /* The ranks are the parallelism (as in tests/mpi-run): OpenBLAS threads
+     * in every rank would oversubscribe the cores in hebbian. */
+    openblas_set_num_threads(1);
+#endif
     int reps = 10;
     double scale = 1.0;
     bool csv = false;
