@@ -676,30 +676,36 @@ static int64_t tile_rows(const crl_loss *loss, int64_t n, int64_t time)
     return rows < time ? rows : time;
 }
 
-/* Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2. */
-CRL_HOT static void moments_f64(const double *restrict x, int64_t ld, int64_t count, int64_t n,
-                                const double *restrict c, double *restrict s1,
-                                double *restrict s2)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++) {
-            double d = x[r * ld + i] - c[i];
-            s1[i] += d;
-            s2[i] += d * d;
-        }
-}
-
-CRL_HOT static void moments_f32(const float *restrict x, int64_t ld, int64_t count, int64_t n,
-                                const double *restrict c, double *restrict s1,
-                                double *restrict s2)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++) {
-            double d = (double) x[r * ld + i] - c[i];
-            s1[i] += d;
-            s2[i] += d * d;
-        }
-}
+/*
+ * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2, row after
+ * row.  Four rows per sweep over the neurons keep s1 and s2 in registers
+ * four times longer; each s1[i] still adds its rows in time order, so the
+ * bits are those of one row at a time.
+ */
+#define MOMENTS_KERNEL(name, type)                                                              \
+    CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
+                             const double *restrict c, double *restrict s1,                    \
+                             double *restrict s2)                                              \
+    {                                                                                          \
+        int64_t r = 0;                                                                         \
+        for (; r + 4 <= count; r += 4) {                                                       \
+            const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];                 \
+                double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];                 \
+                s1[i] = (((s1[i] + d0) + d1) + d2) + d3;                                       \
+                s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;                   \
+            }                                                                                  \
+        }                                                                                      \
+        for (; r < count; r++)                                                                 \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d = (double) x[r * ld + i] - c[i];                                      \
+                s1[i] += d;                                                                    \
+                s2[i] += d * d;                                                                \
+            }                                                                                  \
+    }
+MOMENTS_KERNEL(moments_f64, double)
+MOMENTS_KERNEL(moments_f32, float)
 
 /* Adds one batch element's shifted moments to the global sums exactly:
  * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2. */
@@ -750,6 +756,23 @@ static int report_nonfinite(const crl_array *a, const char *what, int64_t b, crl
     return CRL_OK;
 }
 
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b ahead
+ * of use: the tile passes touch memory in bursts between passes in cache,
+ * which the hardware prefetchers alone do not overlap. */
+static void prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write)
+{
+    size_t bytes = (size_t) a->width * crl_dtype_size(a->dtype);
+    for (int64_t t = t0; t < t0 + count && t < a->time; t++) {
+        const char *row = crl_array_row(a, b, t);
+        for (size_t k = 0; k < bytes; k += 64) {
+            if (write)
+                __builtin_prefetch(row + k, 1, 3);
+            else
+                __builtin_prefetch(row + k, 0, 3);
+        }
+    }
+}
+
 static bool term_uses_pop(const crl_term *t, int p)
 {
     int role = p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
@@ -786,6 +809,7 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
                 moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
                 continue;
             }
+            prefetch_rows(a, b, t0 + rows, rows, false);
             const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
             moments_f64(x, ld, count, n, c, w->s1, w->s2);
             crl_rows view = {p, a, b, element, t0, count, n, x, ld};
@@ -1041,6 +1065,24 @@ CRL_HOT static void affine_rows(const double *restrict x, int64_t ld, int64_t co
             grad[r * n + i] = alpha[i] + beta[i] * (x[r * ld + i] - mean[i]);
 }
 
+/* The affine gradient added straight into the output, one pass over each
+ * row: the same operations, in the same order, as affine_rows followed by
+ * crl_rows_store_add, so the same bits. */
+#define AFFINE_ADD_KERNEL(name, type)                                                           \
+    CRL_HOT static void name(const type *restrict x, int64_t ldx, type *restrict out,          \
+                             int64_t ldo, int64_t count, int64_t n,                            \
+                             const double *restrict mean, const double *restrict alpha,        \
+                             const double *restrict beta)                                      \
+    {                                                                                          \
+        for (int64_t r = 0; r < count; r++)                                                    \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);           \
+                out[r * ldo + i] = (type) ((double) out[r * ldo + i] + g);                     \
+            }                                                                                  \
+    }
+AFFINE_ADD_KERNEL(affine_add_f32, float)
+AFFINE_ADD_KERNEL(affine_add_f64, double)
+
 static void states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out)
 {
     const crl_population *pop = &g->pop[p];
@@ -1052,9 +1094,24 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
     if (!pop->affine && !hooks)
         return;
     int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
+    if (!hooks) {
+        for (int64_t b = 0; b < a->batch; b++) {
+            const void *x = crl_array_row(a, b, 0);
+            void *o = (void *) crl_array_row(out, b, 0);
+            if (a->dtype == CRL_FLOAT32)
+                affine_add_f32(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
+                               pop->alpha, pop->beta);
+            else
+                affine_add_f64(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
+                               pop->alpha, pop->beta);
+        }
+        return;
+    }
     for (int64_t b = 0; b < a->batch; b++)
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows, ld;
+            prefetch_rows(a, b, t0 + rows, rows, false);
+            prefetch_rows(out, b, t0 + rows, rows, true);
             const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
             if (pop->affine)
                 affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 
 #if defined(CRL_HAVE_TARGET_CLONES)
-#define CRL_HOT __attribute__((target_clones("avx2", "default")))
+#define CRL_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CRL_HOT
 #endif
