@@ -779,6 +779,22 @@ static bool term_uses_pop(const crl_term *t, int p)
     return term_active(t) && (t->cls->uses(t) & CRL_USES(role));
 }
 
+/* Whether some term reading population p has row hooks, and whether one of
+ * them needs the rows as doubles. */
+static void row_hook_needs(const crl_loss *loss, int p, bool backward, bool *hooks,
+                           bool *doubles)
+{
+    *hooks = *doubles = false;
+    for (int k = 0; k < loss->n_terms; k++) {
+        const crl_term_class *cls = loss->terms[k].cls;
+        bool has = backward ? cls->backward_rows != NULL : cls->forward_rows != NULL;
+        if (term_uses_pop(&loss->terms[k], p) && has) {
+            *hooks = true;
+            *doubles |= !cls->raw_rows;
+        }
+    }
+}
+
 static int pop_role(int p)
 {
     return p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1;
@@ -794,9 +810,9 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
     scratch *w = &loss->work;
     int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
     crl_dd *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
-    bool row_hooks = false;
-    for (int k = 0; k < loss->n_terms; k++)
-        row_hooks |= term_uses_pop(&loss->terms[k], p) && loss->terms[k].cls->forward_rows;
+    bool row_hooks, doubles;
+    row_hook_needs(loss, p, false, &row_hooks, &doubles);
+    doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
 
     for (int64_t b = 0; b < a->batch; b++) {
         int64_t ld, element = loss->seen[p] + b;
@@ -805,13 +821,16 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
         memset(w->s2, 0, sizeof(double) * (size_t) n);
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows;
-            if (a->dtype == CRL_FLOAT32 && !row_hooks) {
+            const double *x = NULL;
+            ld = 0;
+            if (row_hooks)
+                prefetch_rows(a, b, t0 + rows, rows, false);
+            if (doubles) {
+                x = crl_rows_load(a, b, t0, count, w->tile, &ld);
+                moments_f64(x, ld, count, n, c, w->s1, w->s2);
+            } else {
                 moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
-                continue;
             }
-            prefetch_rows(a, b, t0 + rows, rows, false);
-            const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
-            moments_f64(x, ld, count, n, c, w->s1, w->s2);
             crl_rows view = {p, a, b, element, t0, count, n, x, ld};
             for (int k = 0; k < loss->n_terms && row_hooks; k++) {
                 crl_term *t = &loss->terms[k];
@@ -1055,15 +1074,18 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
 
 /* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
  * depends on S through per-neuron sums (SPEC: dL/dS = g_i / (B T) and the
- * variance and sum-of-squares terms). */
-CRL_HOT static void affine_rows(const double *restrict x, int64_t ld, int64_t count, int64_t n,
-                                const double *restrict mean, const double *restrict alpha,
-                                const double *restrict beta, double *restrict grad)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++)
-            grad[r * n + i] = alpha[i] + beta[i] * (x[r * ld + i] - mean[i]);
-}
+ * variance and sum-of-squares terms), from double or raw float32 rows. */
+#define AFFINE_ROWS_KERNEL(name, type)                                                          \
+    CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
+                             const double *restrict mean, const double *restrict alpha,        \
+                             const double *restrict beta, double *restrict grad)               \
+    {                                                                                          \
+        for (int64_t r = 0; r < count; r++)                                                    \
+            for (int64_t i = 0; i < n; i++)                                                    \
+                grad[r * n + i] = alpha[i] + beta[i] * ((double) x[r * ld + i] - mean[i]);     \
+    }
+AFFINE_ROWS_KERNEL(affine_rows, double)
+AFFINE_ROWS_KERNEL(affine_rows_f32, float)
 
 /* The affine gradient added straight into the output, one pass over each
  * row: the same operations, in the same order, as affine_rows followed by
@@ -1088,9 +1110,9 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
     const crl_population *pop = &g->pop[p];
     const crl_array *a = pop->array;
     scratch *w = &loss->work;
-    bool hooks = false;
-    for (int k = 0; k < loss->n_terms; k++)
-        hooks |= term_uses_pop(&loss->terms[k], p) && loss->terms[k].cls->backward_rows;
+    bool hooks, doubles;
+    row_hook_needs(loss, p, true, &hooks, &doubles);
+    doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
     if (!pop->affine && !hooks)
         return;
     int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
@@ -1112,9 +1134,14 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
             int64_t count = time - t0 < rows ? time - t0 : rows, ld;
             prefetch_rows(a, b, t0 + rows, rows, false);
             prefetch_rows(out, b, t0 + rows, rows, true);
-            const double *x = crl_rows_load(a, b, t0, count, w->tile, &ld);
-            if (pop->affine)
+            const double *x = doubles ? crl_rows_load(a, b, t0, count, w->tile, &ld) : NULL;
+            if (!doubles)
+                ld = 0;
+            if (pop->affine && x)
                 affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
+            else if (pop->affine)
+                affine_rows_f32(crl_array_row(a, b, t0), a->time_stride, count, n, pop->mean,
+                                pop->alpha, pop->beta, w->grad_tile);
             else
                 memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
             crl_rows view = {p, a, b, loss->done[p] + b, t0, count, n, x, ld};

@@ -212,7 +212,8 @@ typedef struct crl_rows {
                                  the same index in forward and backward      */
     int64_t t0, count;        /* rows t0 .. t0 + count - 1                  */
     int64_t n;                /* neurons                                    */
-    const double *x;          /* row r at x + r * ld (NULL for a whole element) */
+    const double *x;          /* row r at x + r * ld (NULL for a whole element,
+                                 and for raw_rows terms when no term needs it) */
     int64_t ld;
 } crl_rows;
 
@@ -245,6 +246,10 @@ struct crl_term_class {
     const crl_param_info *params;   /* terminated by an entry with key NULL  */
     const char *const *parts;       /* names of the parts, NULL-terminated, or NULL */
     int64_t tile_rows;              /* rows per tile the backward hook wants (0: any) */
+    /* The row hooks read the raw typed rows (rows->array from rows->t0): the
+     * engine then need not widen float32 rows into doubles for them, and
+     * rows->x is NULL unless another term asked for doubles. */
+    bool raw_rows;
 
     /* Roles (CRL_USES bits) the term reads with its current parameters. */
     unsigned (*uses)(const crl_term *t);

@@ -294,6 +294,7 @@ const crl_term_class crl_term_hebbian = {
                "correlation of the rates (seed 001)",
     .params = params,
     .tile_rows = BLOCK_ROWS,
+    .raw_rows = true,
     .uses = uses,
     .prepare = prepare,
     .forward_element = forward_element,
