@@ -210,7 +210,7 @@ void crl_loss_destroy(crl_loss **loss)
     *loss = NULL;
 }
 
-static bool valid_name(const char *name)
+bool crl_term_name_valid(const char *name)
 {
     size_t len = strlen(name);
     if (len == 0 || len >= sizeof ((crl_term *) 0)->name)
@@ -264,7 +264,7 @@ int crl_loss_add(crl_loss *loss, const char *name, const char *type, double weig
         return CRL_ERR_INVALID;
     crl_context *ctx = loss->ctx;
     crl_error err = {0};
-    if (name == NULL || !valid_name(name)) {
+    if (name == NULL || !crl_term_name_valid(name)) {
         crl_fail(&err, CRL_ERR_INVALID,
                  "term name '%s' must be 1-63 letters, digits, '_' or '-'", name ? name : "(null)");
         return crl_context_set(ctx, err.code, err.message);

@@ -281,6 +281,9 @@ struct crl_term_class {
 extern const crl_term_class *const crl_term_classes[];
 const crl_term_class *crl_term_class_find(const char *type);
 
+/* A term name: 1-63 letters, digits, '_' or '-'. */
+bool crl_term_name_valid(const char *name);
+
 /* Index of a parameter of t's class by key (a programming error if absent). */
 int crl_term_param_index(const crl_term_class *cls, const char *key);
 

@@ -1,0 +1,83 @@
+/*
+ * cli.h - what the files of the ctrnn-loss command share: the commands, exit
+ * statuses, messages on rank 0, the reports (JSON, table, catalogue of term
+ * types) and the progress bar.
+ */
+#ifndef CRL_CLI_H
+#define CRL_CLI_H
+
+#include "cli/config.h" /* the terms; not autoconf's config.h */
+#include "internal.h"
+#include "npy.h"
+
+#include <stdio.h>
+
+/* Exit statuses, the same on every rank. */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAILED = 1,   /* an input file, the I/O or the evaluation failed */
+    CLI_EXIT_USAGE = 2     /* the command line, a term or a config file is wrong */
+};
+
+/* Collective.  The commands: every rank runs them with the same arguments
+ * (argv[0] is the command's name) and returns the same exit status. */
+int cli_eval(crl_context *ctx, int argc, char **argv);
+int cli_demo(crl_context *ctx, int argc, char **argv);
+
+/* Not collective.  Prints "ctrnn-loss: error: ..." to stderr on rank 0 only. */
+void cli_error(const crl_context *ctx, const char *fmt, ...) CRL_PRINTF(2, 3);
+
+/* Not collective.  The catalogue of term types with their parameters. */
+void cli_print_types(FILE *out);
+
+/* Not collective.  Parses a whole number >= min from an option's text. */
+bool cli_parse_count(const char *text, int64_t min, int64_t *out);
+
+/* Not collective.  The index of text among the NULL-terminated choices, or
+ * -1. */
+int cli_choice(const char *text, const char *const *choices);
+
+/* Not collective.  Reports what getopt_long returned for a bad argument
+ * (':' a missing value, anything else an unknown option) of command;
+ * returns CLI_EXIT_USAGE. */
+int cli_option_failure(const crl_context *ctx, int c, char **argv, const char *command);
+
+/* ------------------------------------------------------------------------ */
+/* Reports (rank 0)                                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cli_meta {
+    int ranks;
+    int64_t batch, time, neurons;
+    crl_dtype dtype;
+} cli_meta;
+
+const char *cli_dtype_name(crl_dtype dtype);
+
+/* One line of JSON: {"total": x, "terms": {...}, "meta": {...}}, numbers with
+ * 17 significant digits (null if not finite). */
+void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta);
+
+/* The values of the last evaluation as a table, then the total. */
+void cli_print_table(FILE *out, const crl_loss *loss);
+
+/* ------------------------------------------------------------------------ */
+/* Progress bar (rank 0, stderr)                                              */
+/* ------------------------------------------------------------------------ */
+
+enum { CLI_PROGRESS_AUTO, CLI_PROGRESS_ALWAYS, CLI_PROGRESS_NEVER };
+
+typedef struct cli_progress {
+    bool enabled;      /* rank 0 and not "never"                           */
+    bool always;       /* show from the start, even when not a terminal    */
+    bool terminal;     /* the user's terminal shows it: redraw one line    */
+    bool shown;
+    double start, last;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, int mode, int rank);
+/* Step done of total in the phase called what. */
+void cli_progress_update(cli_progress *p, const char *what, int64_t done, int64_t total);
+void cli_progress_end(cli_progress *p);
+
+#endif /* CRL_CLI_H */

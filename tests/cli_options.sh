@@ -1,0 +1,175 @@
+#!/bin/sh
+# cli_options.sh - every option of ctrnn-loss: --help, --version, the types
+# command, each eval option (inputs, --time-major, --term, --config, --json,
+# the table, --grad-dir, --chunk-batch, --progress) and its misuse, and the
+# demo with its options (identical numbers on every rank count).  The round
+# trip and the bad-input cases are in cli_roundtrip.sh and cli_errors.sh.
+. "$(dirname "$0")/cli-lib.sh"
+
+mkdir "$WORK/f8" && "$TOOL" gen "$WORK/f8" || exit 99
+F8=$WORK/f8
+FR="--term r=rnn:lambda_mse=0,lambda_fr=1"
+types=$(registered_types)
+
+# usage STATUS NEEDLE ARGS...: ctrnn-loss ARGS on 2 ranks exits with STATUS
+# on every rank and prints one message containing NEEDLE.
+usage() {
+    status=$1 needle=$2
+    shift 2
+    mpi_each 2 "$@"
+    expect_failure "$status" "$needle" 2 "$@"
+}
+
+echo "== help, version, types"
+for h in --help -h help; do
+    mpi 2 $h
+    expect_ok "ctrnn-loss $h"
+    expect_contains "$WORK/out" "usage: mpirun -np P ctrnn-loss COMMAND" "ctrnn-loss $h"
+    [ "$(grep -c '^usage:' "$WORK/out")" -eq 1 ] && pass || fail "ctrnn-loss $h: printed more than once"
+done
+for v in --version -V; do
+    mpi 1 $v
+    expect_ok "ctrnn-loss $v"
+    expect_contains "$WORK/out" "ctrnn-loss 0.1.0 (library 0.1.0)" "ctrnn-loss $v"
+done
+mpi 1 types
+expect_ok "ctrnn-loss types"
+for t in $types; do expect_contains "$WORK/out" "$t " "types lists $t"; done
+expect_contains "$WORK/out" "    lambda        real" "types shows the weight lambda"
+expect_contains "$WORK/out" "    lambda_fr_sd  real" "types shows the parameters"
+mpi 1 eval --help
+expect_ok "eval --help"
+for o in --states --states1 --pred --label --w-in --w-hid --w-out --w-hebb --time-major \
+    --term --config --json --grad-dir --chunk-batch --progress "exit status"; do
+    expect_contains "$WORK/out" "$o" "eval --help mentions $o"
+done
+for t in $types; do expect_contains "$WORK/out" "$t " "eval --help lists type $t"; done
+mpi 1 demo --help
+expect_ok "demo --help"
+for o in --batch --time --neurons --inputs --outputs --dtype --repeat --seed; do
+    expect_contains "$WORK/out" "$o" "demo --help mentions $o"
+done
+usage 2 "no command given"
+usage 2 "unknown command 'evaluate'" evaluate
+usage 2 "types takes no arguments" types rnn
+
+echo "== eval: command-line mistakes"
+usage 2 "unknown option '--bogus'" eval --states "$F8/states.npy" $FR --bogus
+usage 2 "--states needs a value" eval $FR --states
+usage 2 "--states is given twice" eval --states "$F8/states.npy" --states "$F8/states.npy" $FR
+usage 2 "unexpected argument 'extra'" eval --states "$F8/states.npy" $FR extra
+usage 2 "no terms: give --term" eval --states "$F8/states.npy"
+usage 2 "no input files" eval $FR
+usage 2 "--chunk-batch 'x' is not a whole number >= 1" eval --states "$F8/states.npy" $FR --chunk-batch x
+usage 2 "--chunk-batch '0'" eval --states "$F8/states.npy" $FR --chunk-batch 0
+usage 2 "--progress 'sometimes' is not auto, always or never" eval --states "$F8/states.npy" $FR --progress sometimes
+usage 2 "--grad-dir needs a directory name" eval --states "$F8/states.npy" $FR --grad-dir ""
+usage 2 "--term 'r=rnn:lambda_mse': 'lambda_mse' is not key=value" eval --states "$F8/states.npy" --term r=rnn:lambda_mse
+
+echo "== eval: every input, --term, --json, the table"
+ALL="--states $F8/states.npy --states1 $F8/states1.npy --pred $F8/pred.npy --label $F8/label.npy
+     --w-in $F8/w_in.npy --w-hid $F8/w_hid.npy --w-out $F8/w_out.npy --w-hebb $F8/w_hebb.npy"
+RNN="--term r=rnn:lambda_in=0.1,lambda_hid=0.1,lambda_out=0.1,lambda_fr=0.5"
+# shellcheck disable=SC2086
+mpi 3 eval $ALL $RNN --json
+expect_ok "eval with every input"
+cp "$WORK/out" "$WORK/all.json"
+expect_contains "$WORK/out" '{"total": ' "JSON starts with the total"
+expect_contains "$WORK/out" '"terms": {"r": ' "JSON terms"
+for part in mse in hid out fr fr_sd fr_cv; do
+    expect_contains "$WORK/out" "\"r.$part\": " "JSON reports r.$part"
+done
+expect_contains "$WORK/out" '"meta": {"ranks": 3, "batch": 7, "time": 6, "neurons": 5, "dtype": "float64"}}' \
+    "JSON meta"
+[ "$(wc -l <"$WORK/out")" -eq 1 ] && pass || fail "--json printed more than one line"
+# 17 significant digits: the total reads back exactly (checked by printf).
+total=$(sed 's/^{"total": \([^,]*\),.*/\1/' "$WORK/out")
+[ "$(printf '%.17g' "$total")" = "$total" ] && pass || fail "total $total is not printed with 17 digits"
+# shellcheck disable=SC2086
+mpi 2 eval $ALL $RNN
+expect_ok "eval, table"
+expect_contains "$WORK/out" "ctrnn-loss eval: 2 rank(s), batch 7, time 6, neurons 5, float64" "table header"
+expect_contains "$WORK/out" "    r.fr_sd " "table lists the parts"
+expect_contains "$WORK/out" "  total " "table total"
+# A term named after its type; lambda scales the whole term.
+mpi 1 eval --states "$F8/states.npy" --term rnn:lambda_mse=0,lambda_fr=1 --json
+expect_ok "--term TYPE:..."
+expect_contains "$WORK/out" '"terms": {"rnn": ' "a term named after its type"
+cp "$WORK/out" "$WORK/one.json"
+mpi 1 eval --states "$F8/states.npy" --term rnn:lambda_mse=0,lambda_fr=1,lambda=2 --json
+v1=$(sed 's/^{"total": \([^,]*\),.*/\1/' "$WORK/one.json")
+v2=$(sed 's/^{"total": \([^,]*\),.*/\1/' "$WORK/out")
+awk -v a="$v1" -v b="$v2" 'BEGIN { exit !(b == 2 * a) }' && pass || fail "lambda=2 doubles $v1 (got $v2)"
+# Several --term and --config arguments add terms in command-line order.
+printf '[c]\ntype = rnn\nlambda_mse = 0\nlambda_fr_sd = 1\n' >"$WORK/c.ini"
+mpi 2 eval --states "$F8/states.npy" --term a=rnn:lambda_mse=0,lambda_fr=1 --config "$WORK/c.ini" \
+    --term b=rnn:lambda_mse=0,lambda_fr_cv=1 --json
+expect_ok "--term, --config, --term"
+names=$(grep -o '"[abc]": ' "$WORK/out" | tr -d '": \n')
+[ "$names" = "acb" ] && pass || fail "terms not in command-line order: $names"
+
+echo "== eval: --grad-dir"
+# shellcheck disable=SC2086
+mpi 3 eval $ALL $RNN --grad-dir "$WORK/grads/new"
+expect_ok "--grad-dir (created)"
+for g in d_states d_states1 d_pred d_w_in d_w_hid d_w_out d_w_hebb; do
+    [ -s "$WORK/grads/new/$g.npy" ] && pass || fail "--grad-dir: $g.npy missing"
+done
+[ ! -e "$WORK/grads/new/d_label.npy" ] && pass || fail "--grad-dir wrote d_label.npy"
+[ "$(ls -A "$WORK/grads/new" | wc -l)" -eq 7 ] && pass || fail "--grad-dir: temporaries left: $(ls -A "$WORK/grads/new")"
+expect_contains "$WORK/out" "gradients written to $WORK/grads/new: d_states.npy d_states1.npy d_pred.npy" \
+    "table names the gradient files"
+# Gradient files mirror their inputs' headers (shape and dtype).
+for g in states states1 pred w_in w_hid w_out w_hebb; do
+    head -c 128 "$F8/$g.npy" >"$WORK/h1"
+    head -c 128 "$WORK/grads/new/d_$g.npy" >"$WORK/h2"
+    same "$WORK/h1" "$WORK/h2" "d_$g.npy has the header of $g.npy"
+done
+# An existing directory is reused; files are replaced whole.
+# shellcheck disable=SC2086
+mpi 2 eval $ALL $RNN --grad-dir "$WORK/grads/new" --json
+expect_ok "--grad-dir (existing)"
+normalize "$WORK/all.json" "$WORK/a"
+normalize "$WORK/out" "$WORK/b"
+same "$WORK/a" "$WORK/b" "JSON does not depend on --grad-dir or the rank count"
+
+echo "== eval: --chunk-batch and --progress"
+mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 2 --grad-dir "$WORK/g2" --progress always
+expect_ok "--progress always"
+expect_contains "$WORK/err" "forward chunk 1/4" "progress bar, forward pass"
+expect_contains "$WORK/err" "backward chunk 4/4" "progress bar, backward pass"
+expect_contains "$WORK/err" "100%" "progress bar reaches 100%"
+mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 2 --progress never
+[ ! -s "$WORK/err" ] && pass || fail "--progress never printed: $(cat "$WORK/err")"
+mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 100 --progress auto
+expect_ok "--chunk-batch larger than the batch"
+[ ! -s "$WORK/err" ] && pass || fail "--progress auto printed to a non-terminal"
+
+echo "== demo"
+DEMO="demo -B 5 -T 12 -N 10 --inputs 3 --outputs 2 --dtype float64 --repeat 2 --seed 7"
+for np in $RANKS; do
+    # shellcheck disable=SC2086
+    mpi "$np" $DEMO
+    expect_ok "demo on $np rank(s)"
+    expect_contains "$WORK/out" "ctrnn-loss demo: a simulated CTRNN on $np MPI rank(s), float64" "demo header"
+    expect_contains "$WORK/out" "batch 5, time 12 (+ 6 later steps for population_kl), neurons 10, inputs 3, outputs 2" \
+        "demo sizes"
+    for t in $types; do expect_contains "$WORK/out" "  $t " "demo evaluates $t"; done
+    expect_contains "$WORK/out" "gradient norms" "demo gradient norms"
+    expect_contains "$WORK/out" "time per evaluation" "demo timing"
+    expect_contains "$WORK/out" "over 2 evaluation(s)" "demo --repeat"
+    expect_contains "$WORK/out" "(ok, tolerance" "demo finite-difference check"
+    # The loss values do not depend on the number of ranks.
+    sed -n '/^  term /,/^  total /p' "$WORK/out" >"$WORK/demo-$np"
+    [ -s "$WORK/demo-$np" ] || fail "demo printed no table"
+    same "$WORK/demo-$(echo "$RANKS" | cut -d' ' -f1)" "$WORK/demo-$np" "demo values on $np rank(s)"
+done
+mpi 1 demo -B 3 -T 8 -N 6 --repeat 1
+expect_ok "demo, float32"
+expect_contains "$WORK/out" "float32" "demo default dtype"
+usage 2 "--dtype 'float16' is not float32 or float64" demo --dtype float16
+usage 2 "--neurons '1' must be a whole number in [2, 65536]" demo -N 1
+usage 2 "--batch 'x' must be a whole number" demo --batch x
+usage 2 "unknown option '--bogus'" demo --bogus
+
+finish
