@@ -16,6 +16,12 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# A sanitizer build may ask for other ASAN_OPTIONS for the many short
+# command runs (scripts/check: no leak detection there, it costs seconds of
+# unwinding through MPI_Init per process; leaks have their own checks).
+if [ -n "${CRL_CLI_ASAN_OPTIONS:-}" ]; then
+    export ASAN_OPTIONS=$CRL_CLI_ASAN_OPTIONS
+fi
 
 for f in "$CLI" "$TOOL"; do
     if [ ! -x "$f" ]; then

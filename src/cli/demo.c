@@ -285,7 +285,9 @@ static int finite_difference(crl_context *ctx, crl_loss *loss, demo_data *d,
     }
     for (int side = 0; side < 2; side++) {
         if (root) {
-            double h = x > 0 ? x / 64 : 1e-3;
+            /* Central differences err by h^2 f'''/6: a small step for float64;
+             * float32 rates need a step their precision resolves. */
+            double h = (x > 0 ? x : 1.0) * (o->dtype == CRL_FLOAT64 ? 0x1p-14 : 0x1p-7);
             store(d->rates, o->dtype, t * n + i, side == 0 ? x + h : x - h);
             double moved = load(d->rates, o->dtype, t * n + i);
             if (side == 0)
