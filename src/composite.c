@@ -210,18 +210,6 @@ void crl_loss_destroy(crl_loss **loss)
     *loss = NULL;
 }
 
-bool crl_term_name_valid(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0 || len >= sizeof ((crl_term *) 0)->name)
-        return false;
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
-              || *c == '_' || *c == '-'))
-            return false;
-    return true;
-}
-
 /* Applies "key=value,key=value" to t. */
 static int apply_params(crl_term *t, const char *params, crl_error *err)
 {
