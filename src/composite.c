@@ -930,7 +930,9 @@ static int check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_te
                 return err->code;
         } else {
             const crl_matrix *m = crl_tensors_matrix(in, role), *f = crl_tensors_matrix(&loss->first, role);
-            if (memcmp(m, f, sizeof *m) != 0)
+            /* Field by field: memcmp would compare the padding after dtype. */
+            if (m->dtype != f->dtype || m->data != f->data || m->rows != f->rows
+                || m->cols != f->cols || m->row_stride != f->row_stride)
                 return crl_fail(err, CRL_ERR_INVALID, "%s: changed between chunks", what);
         }
     }
