@@ -210,18 +210,6 @@ void crl_loss_destroy(crl_loss **loss)
     *loss = NULL;
 }
 
-bool crl_term_name_valid(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0 || len >= sizeof ((crl_term *) 0)->name)
-        return false;
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
-              || *c == '_' || *c == '-'))
-            return false;
-    return true;
-}
-
 /* Applies "key=value,key=value" to t. */
 static int apply_params(crl_term *t, const char *params, crl_error *err)
 {
@@ -942,7 +930,9 @@ static int check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_te
                 return err->code;
         } else {
             const crl_matrix *m = crl_tensors_matrix(in, role), *f = crl_tensors_matrix(&loss->first, role);
-            if (memcmp(m, f, sizeof *m) != 0)
+            /* Field by field: memcmp would compare the padding after dtype. */
+            if (m->dtype != f->dtype || m->data != f->data || m->rows != f->rows
+                || m->cols != f->cols || m->row_stride != f->row_stride)
                 return crl_fail(err, CRL_ERR_INVALID, "%s: changed between chunks", what);
         }
     }

@@ -28,18 +28,6 @@ const char *crl_strerror(int status)
     }
 }
 
-int crl_fail(crl_error *err, int code, const char *fmt, ...)
-{
-    if (err->code != CRL_OK)
-        return err->code;
-    err->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 /* The MPI_Op: element-wise double-double sum.  MPI may call it on any
  * segment of the buffer, so every element is a self-contained pair. */
 static void dd_sum_op(void *in, void *inout, int *len, MPI_Datatype *type)

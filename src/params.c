@@ -1,6 +1,7 @@
 /*
- * params.c - the parameters of a term: parsing "key=value" text and range
- * checks, driven by each term type's table of crl_param_info.
+ * params.c - the text of a term: its name, and its parameters' "key=value"
+ * text and range checks, driven by each term type's table of
+ * crl_param_info.  Pure (no MPI): the command's parsers use it (tests/fuzz).
  */
 #include "internal.h"
 
@@ -9,6 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+bool crl_term_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof ((crl_term *) 0)->name)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+              || *c == '_' || *c == '-'))
+            return false;
+    return true;
+}
 
 int crl_param_validate(const crl_param_info *info, double value, crl_error *err)
 {

@@ -3,6 +3,7 @@
 # clear message (printed by rank 0) and the same non-zero exit status on every
 # rank, never a hang (each run is bounded by timeout).  Each case runs on one
 # multi-rank count (rotating over CRL_TEST_RANKS); a few on every count.
+# The cases of README.md's bad-input table are tests/cli_bad_inputs.sh's.
 # A failed evaluation leaves no gradient file and no temporary behind.
 . "$(dirname "$0")/cli-lib.sh"
 
@@ -55,29 +56,17 @@ bad 1 "--w-hid '$WORK/none.npy': cannot open: No such file or directory" \
 echo "== malformed or truncated .npy files"
 bad 1 "--states '$BR/empty.npy': truncated header: the file has only 0 bytes" --states "$BR/empty.npy" $FR
 bad 1 "truncated header: the file has only 8 bytes" --states "$BR/short_preamble.npy" $FR
-bad 1 "truncated header: 128 bytes announced, 50 present" --states "$BR/short_header.npy" $FR
 bad_everywhere 1 "--states '$BR/short_data.npy': truncated data: the header describes 192 bytes of data, the file holds 96" \
     --states "$BR/short_data.npy" $FR
-bad 1 "truncated data: the header describes 192 bytes of data, the file holds 0" --states "$BR/no_data.npy" $FR
-bad 1 "not a .npy file (bad magic string)" --states "$BR/bad_magic.npy" $FR
 bad 1 "not a .npy file (bad magic string)" --states "$BR/text.npy" $FR
-bad 1 "unsupported .npy format version 4.0 (1.0 to 3.0)" --states "$BR/version4.npy" $FR
 bad 1 "unsupported .npy format version 1.1 (1.0 to 3.0)" --states "$BR/version1_1.npy" $FR
 bad 1 "header is not a dictionary: '[4, 3, 2]" --states "$BR/not_dict.npy" $FR
 bad 1 "malformed header: expected a quoted string at its end" --states "$BR/unclosed.npy" $FR
 bad 1 "the header has no 'shape'" --states "$BR/no_shape.npy" $FR
 bad 1 "unknown key 'x' in the header" --states "$BR/extra_key.npy" $FR
-bad 1 "malformed header: expected a non-negative dimension at byte 54, found '-3, 2), }'" \
-    --states "$BR/negative.npy" $FR
-bad 1 "shape (4294967296, 4294967296, 2) overflows: more than 2^63 elements" --states "$BR/overflow.npy" $FR
-bad 1 "shape: dimension '99999999999999999999' does not fit in 64 bits" --states "$BR/huge_dim.npy" $FR
 
 echo "== unsupported dtypes and orders"
-bad 1 "unsupported dtype '<i4' (need '<f4' float32 or '<f8' float64, little-endian)" \
-    --states "$BR/int32.npy" $FR
-bad 1 "unsupported dtype '>f8'" --states "$BR/big_endian.npy" $FR
 bad 1 "unsupported dtype: a structured array" --states "$BR/structured.npy" $FR
-bad 1 "--states '$BR/fortran.npy': Fortran order is not supported" --states "$BR/fortran.npy" $FR
 bad_everywhere 1 "--w-hid '$WORK/f4/w_hid.npy' is float32 but --states '$F8/states.npy' is float64: all inputs must have the same dtype" \
     --states "$F8/states.npy" --w-hid "$WORK/f4/w_hid.npy" $FR
 
@@ -86,8 +75,6 @@ bad 1 "--states '$BR/two_d.npy': expected 3 dimensions (B, T, N), got shape (4, 
     --states "$BR/two_d.npy" $FR
 bad 1 "--w-hid '$F8/states.npy': expected 2 dimensions (N, N), got shape (7, 6, 5)" \
     --states "$F8/states.npy" --w-hid "$F8/states.npy" $FR
-bad 1 "shape (0, 3, 2) is empty: fewer batch elements, time steps or neurons than needed" \
-    --states "$BR/zero_batch.npy" $FR
 bad 1 "--pred '$WORK/other/pred.npy' has B = 6 (batch elements) but --states '$F8/states.npy' has B = 7 (batch elements): the shapes disagree" \
     --states "$F8/states.npy" --pred "$WORK/other/pred.npy" --label "$F8/label.npy" $RNN
 bad 1 "--pred '$WORK/t5/pred.npy' has T = 5 (time steps) but --states '$F8/states.npy' has T = 6 (time steps)" \
@@ -182,12 +169,5 @@ expect_failure 1 "gradient file '$WORK/small/d_states.npy': write failed at byte
     eval "(writes fail)"
 [ -d "$WORK/small" ] && [ -z "$(ls -A "$WORK/small")" ] && pass \
     || fail "failed writes left files behind: $(ls -A "$WORK/small")"
-# A directory nobody may create files in (sysfs refuses even root).
-if [ -d /sys ] && ! touch /sys/.ctrnn-loss-test 2>/dev/null; then
-    bad 1 "gradient file '/sys/d_states.npy': cannot create" --states "$F8/states.npy" $FR --grad-dir /sys
-    [ ! -e /sys/d_states.npy ] && pass || fail "/sys/d_states.npy exists"
-else
-    echo "SKIP: no unwritable directory to test a failed gradient file"
-fi
 
 finish

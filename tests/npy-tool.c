@@ -13,6 +13,9 @@
  *   npy-tool set IN OUT VALUE INDEX...   IN with one element set (nan too)
  *   npy-tool scale IN OUT FACTOR  IN with every element times FACTOR
  *   npy-tool transpose IN OUT     swaps the first two axes of a 3-D array
+ *   npy-tool sparse OUT f4|f8 D0 D1 D2 [INDEX=VALUE...]   a (D0, D1, D2) array
+ *       of zeros as a sparse file (ftruncate), with the elements at the flat
+ *       INDEXes set: arrays larger than the disk, for 64-bit index tests
  *   npy-tool ref [eval options]   the reference: reads whole files, evaluates
  *       on one process in memory (no MPI-IO), prints the JSON of
  *       `ctrnn-loss eval --json` (meta.ranks = 1) and with --grad-dir writes
@@ -26,6 +29,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void die(const char *fmt, const char *what)
 {
@@ -537,10 +541,47 @@ static int cmd_ref(int argc, char **argv)
     return 0;
 }
 
+static int cmd_sparse(int argc, char **argv)
+{
+    if (argc < 6)
+        die("%s", "usage: npy-tool sparse OUT f4|f8 D0 D1 D2 [INDEX=VALUE...]");
+    crl_dtype dtype = strcmp(argv[2], "f4") == 0 ? CRL_FLOAT32 : CRL_FLOAT64;
+    int64_t shape[3], count = 1;
+    for (int k = 0; k < 3; k++) {
+        shape[k] = strtoll(argv[3 + k], NULL, 10);
+        count *= shape[k];
+    }
+    char header[1024];
+    size_t len = 0;
+    crl_error err = {0};
+    if (crl_npy_format_header(dtype, 3, shape, header, sizeof header, &len, &err) != CRL_OK)
+        die("%s", err.message);
+    size_t size = crl_dtype_size(dtype);
+    FILE *f = fopen(argv[1], "wb");
+    if (f == NULL || fwrite(header, 1, len, f) != len || fflush(f) != 0
+        || ftruncate(fileno(f), (off_t) len + (off_t) (count * (int64_t) size)) != 0)
+        die("cannot write %s", argv[1]);
+    for (int k = 6; k < argc; k++) {
+        char *eq = strchr(argv[k], '=');
+        if (eq == NULL)
+            die("expected INDEX=VALUE, got %s", argv[k]);
+        int64_t index = strtoll(argv[k], NULL, 10);
+        double v = strtod(eq + 1, NULL);
+        float v32 = (float) v;
+        if (index < 0 || index >= count || fseeko(f, (off_t) len + (off_t) (index * (int64_t) size),
+                                                  SEEK_SET) != 0
+            || fwrite(dtype == CRL_FLOAT32 ? (void *) &v32 : (void *) &v, size, 1, f) != 1)
+            die("cannot set element %s", argv[k]);
+    }
+    if (fclose(f) != 0)
+        die("cannot write %s", argv[1]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        die("%s", "usage: npy-tool gen|variants|broken|set|scale|transpose|ref ...");
+        die("%s", "usage: npy-tool gen|variants|broken|set|scale|transpose|sparse|ref ...");
     const char *c = argv[1];
     if (strcmp(c, "gen") == 0)
         return cmd_gen(argc - 1, argv + 1);
@@ -554,6 +595,8 @@ int main(int argc, char **argv)
         return cmd_scale(argc - 1, argv + 1);
     if (strcmp(c, "transpose") == 0)
         return cmd_transpose(argc - 1, argv + 1);
+    if (strcmp(c, "sparse") == 0)
+        return cmd_sparse(argc - 1, argv + 1);
     if (strcmp(c, "ref") == 0)
         return cmd_ref(argc - 1, argv + 1);
     die("unknown command %s", c);

@@ -1,0 +1,431 @@
+"""
+_core.py - what the NumPy and PyTorch front ends share: contexts per
+communicator, the catalogue of term types, parameter text, errors, and
+Loss, one crl_loss evaluated on array descriptions.
+
+A front end turns each input into a crl_array / crl_matrix over the input's
+own memory (no copy), or into a Problem when it cannot (wrong dtype, device,
+layout).  A Problem is passed to the library as an input of unknown dtype:
+the library then fails collectively, naming the rank and the input, so a bad
+input on one rank never leaves the others blocked in the reduction; the
+reason the front end found is added to the message on every rank.
+"""
+import ctypes
+import inspect
+from collections import namedtuple
+
+import numpy as np
+from mpi4py import MPI
+
+from . import _lib
+from ._lib import lib
+
+# --------------------------------------------------------------- errors ---
+
+
+class Error(Exception):
+    """A failed library call.  Collective calls fail on every rank with the
+    same status and message.
+
+    Attributes: status (the crl_status code), library_message (the library's
+    message, identical on every rank)."""
+
+    def __init__(self, status, library_message, detail=None):
+        self.status = status
+        self.library_message = library_message
+        text = library_message or _strerror(status)
+        super().__init__(text if detail is None else "%s (%s)" % (text, detail))
+
+
+class InvalidArgumentError(Error, ValueError):
+    """CRL_ERR_INVALID: bad shapes, parameters, dtypes, disagreeing ranks."""
+
+
+class DomainError(Error, ValueError):
+    """CRL_ERR_DOMAIN: e.g. a CV with mean rate 0, a negative rate in entropy."""
+
+
+class NonFiniteError(Error, ValueError):
+    """CRL_ERR_NONFINITE: NaN or infinity in an input."""
+
+
+class FileError(Error, OSError):
+    """CRL_ERR_IO."""
+
+
+class OutOfMemoryError(Error, MemoryError):
+    """CRL_ERR_NOMEM."""
+
+
+class MPIError(Error, RuntimeError):
+    """CRL_ERR_MPI: an MPI call failed."""
+
+
+for _cls in (Error, InvalidArgumentError, DomainError, NonFiniteError, FileError,
+             OutOfMemoryError, MPIError):
+    _cls.__module__ = "ctrnnloss"
+
+_ERRORS = {1: InvalidArgumentError, 2: DomainError, 3: NonFiniteError, 4: FileError,
+           5: OutOfMemoryError, 6: MPIError}
+
+
+def _strerror(status):
+    text = lib.crl_strerror(status)
+    return text.decode() if text else "status %d" % status
+
+
+def _error(status, message, detail=None):
+    return _ERRORS.get(status, Error)(status, message, detail)
+
+
+# ------------------------------------------------------------- contexts ---
+
+
+class _Context:
+    """A crl_context, and a private duplicate of the communicator on which the
+    binding agrees on error details (only ever on the failure path)."""
+
+    def __init__(self, comm):
+        self.comm = comm.Dup()
+        self.handle = ctypes.c_void_p()
+        status = lib.crl_context_create(_lib.COMM_TYPE(MPI._handleof(self.comm)),
+                                        ctypes.byref(self.handle))
+        if status != _lib.OK:
+            raise _error(status, "creating a context: %s" % _strerror(status))
+
+    def message(self):
+        return lib.crl_context_error(self.handle).decode(errors="replace")
+
+
+# Contexts live as long as the process: freeing one is collective, and the
+# garbage collector does not run in the same order on every rank.
+_contexts = []
+
+
+def context_for(comm):
+    """Collective over comm the first time: the context of a communicator
+    (MPI.COMM_WORLD for None), shared by every loss on a congruent one."""
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
+        raise TypeError("ctrnnloss: comm must be an mpi4py intracommunicator, not %r" % (comm,))
+    for ctx in _contexts:
+        if MPI.Comm.Compare(ctx.comm, comm) in (MPI.IDENT, MPI.CONGRUENT):
+            return ctx
+    ctx = _Context(comm)
+    _contexts.append(ctx)
+    return ctx
+
+
+# ------------------------------------------------------------ catalogue ---
+
+ParamSpec = namedtuple("ParamSpec", "key kind default min max choices help")
+ParamSpec.__doc__ = """One parameter of a term type: kind is 'real', 'int', 'bool'
+or 'choice'; default is a float, int, bool or choice name."""
+
+_KINDS = {_lib.PARAM_REAL: "real", _lib.PARAM_INT: "int", _lib.PARAM_BOOL: "bool",
+          _lib.PARAM_CHOICE: "choice"}
+
+
+def term_params(term_type):
+    """The parameters of a term type, from the library's catalogue ([] for a
+    type without parameters or an unknown one)."""
+    out = []
+    while True:
+        p = lib.crl_term_type_param(term_type.encode(), len(out))
+        if not p:
+            return out
+        p = p.contents
+        choices = ()
+        if p.kind == _lib.PARAM_CHOICE:
+            while p.choices[len(choices)] is not None:
+                choices += (p.choices[len(choices)].decode(),)
+        default = p.default_value
+        default = {_lib.PARAM_INT: int, _lib.PARAM_BOOL: bool}.get(p.kind, float)(default)
+        if p.kind == _lib.PARAM_CHOICE:
+            default = choices[int(p.default_value)]
+        out.append(ParamSpec(p.key.decode(), _KINDS.get(p.kind, "?"), default, p.min, p.max,
+                             choices, (p.help or b"").decode()))
+
+
+def term_types():
+    """{type: (summary, [ParamSpec, ...])} for every term type the library has."""
+    out = {}
+    for k in range(lib.crl_term_type_count()):
+        name = lib.crl_term_type_name(k).decode()
+        out[name] = (lib.crl_term_type_summary(k).decode(), term_params(name))
+    return out
+
+
+def _format_value(spec, key, value):
+    """One parameter value as the library's text: booleans true/false, choices
+    by name, numbers with repr() (which reads back exactly), integers as such."""
+    kind = spec.kind if spec else None
+    if isinstance(value, str):
+        if "," in value or "=" in value:
+            raise ValueError("ctrnnloss: parameter %s: %r may not contain ',' or '='"
+                             % (key, value))
+        return value
+    is_bool = isinstance(value, (bool, np.bool_))
+    if (is_bool and kind in ("bool", None)) or (kind == "bool" and value in (0, 1)):
+        return "true" if value else "false"
+    if kind == "choice" and isinstance(value, (int, np.integer)) \
+            and 0 <= value < len(spec.choices):
+        return spec.choices[value]
+    try:
+        number = float(value)
+        return repr(int(number)) if kind == "int" and number.is_integer() else repr(number)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError("ctrnnloss: parameter %s: %r is not a number, boolean or choice name"
+                        % (key, value)) from None
+
+
+def format_params(term_type, params):
+    """The "key=value,..." text of crl_loss_add.  Unknown keys and values are
+    passed on for the library to refuse, with its message."""
+    specs = {s.key: s for s in term_params(term_type)}
+    return ",".join("%s=%s" % (key, _format_value(specs.get(key), key, value))
+                    for key, value in params.items())
+
+
+# --------------------------------------------------------------- inputs ---
+
+
+class Problem:
+    """An input a front end cannot hand to the library, and why."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+
+def describe(role, dtype, data, shape, strides, batch_first=True):
+    """The crl_array (batched roles) or crl_matrix (weights) of an array in
+    memory, or a Problem.  dtype is _lib.FLOAT32 or FLOAT64, data the address
+    of the first element, strides in elements.  Batched inputs are (B, T, W),
+    or (T, B, W) when not batch_first, with any batch and time strides; the
+    last dimension must have unit stride."""
+    if role in _lib.BATCHED_ROLES:
+        if len(shape) != 3:
+            return Problem("a %d-D array; %s is %s" % (
+                len(shape), role, "(B, T, N)" if batch_first else "(T, B, N)"))
+        if batch_first:
+            (batch, time, width), (sb, st, sw) = shape, strides
+        else:
+            (time, batch, width), (st, sb, sw) = shape, strides
+        if width > 1 and sw != 1:
+            return Problem("an array whose last dimension has stride %d; it must be "
+                           "contiguous along its last dimension (use .contiguous())" % sw)
+        # A dimension of size 1 has no meaningful stride (numpy may make it
+        # anything): 0 tells the library so.
+        return _lib.Array(dtype, data or None, batch, time, width,
+                          sb if batch > 1 else 0, st if time > 1 else 0)
+    if len(shape) != 2:
+        return Problem("a %d-D array; %s is a 2-D matrix" % (len(shape), role))
+    (rows, cols), (sr, sc) = shape, strides
+    if cols > 1 and sc != 1:
+        return Problem("a matrix whose rows are not contiguous (column stride %d; use "
+                       ".contiguous())" % sc)
+    return _lib.Matrix(dtype, data or None, rows, cols, sr if rows > 1 else cols)
+
+
+# ----------------------------------------------------------------- loss ---
+
+
+# An input of unknown dtype: the library refuses it collectively ("ROLE:
+# unknown dtype 0"), after checking that it is present (time, width >= 1).
+_POISON = {role: (_lib.Array(0, None, 0, 1, 1, 1, 1) if role in _lib.BATCHED_ROLES
+                  else _lib.Matrix(0, None, 1, 1, 1)) for role in _lib.ROLES}
+
+
+def _is_forward_only(term_type, params):
+    """A term whose loss has no gradient (SPEC PopulationKL, reduction=none)."""
+    if term_type != "population_kl" or "reduction" not in params:
+        return False
+    specs = {s.key: s for s in term_params(term_type)}
+    return _format_value(specs.get("reduction"), "reduction", params["reduction"]) == "none"
+
+
+Term = namedtuple("Term", "name type weight params")
+
+
+class Loss:
+    """A crl_loss: named terms (name, type, lambda, params dict) in order,
+    evaluated with one MPI_Allreduce on the communicator comm."""
+
+    def __init__(self, terms, comm=None):
+        self.context = context_for(comm)
+        self.terms = tuple(Term(*t) for t in terms)
+        self.handle = ctypes.c_void_p()
+        status = lib.crl_loss_create(self.context.handle, ctypes.byref(self.handle))
+        if status != _lib.OK:
+            raise _error(status, self.context.message())
+        for t in self.terms:
+            text = format_params(t.type, t.params)
+            status = lib.crl_loss_add(self.handle, str(t.name).encode(), str(t.type).encode(),
+                                      float(t.weight), text.encode())
+            if status != _lib.OK:
+                raise _error(status, self.context.message())
+        # With a forward-only term the library refuses every gradient request.
+        self.forward_only = any(_is_forward_only(t.type, t.params) for t in self.terms)
+        self.vector_names = {t.name for t in self.terms if _is_forward_only(t.type, t.params)}
+
+    def __del__(self, destroy=lib.crl_loss_destroy):
+        # Not collective; the context (never freed) outlives the loss.
+        if getattr(self, "handle", None):
+            destroy(ctypes.byref(self.handle))
+
+    def evaluate(self, inputs, grads):
+        """Collective.  inputs: {role: crl_array/crl_matrix or Problem};
+        grads: {role: zeroed gradient buffer description} (the library adds
+        the gradient into them).  Returns (total, {value name: float or
+        ndarray}); raises Error on every rank if the library fails."""
+        tin, tgrad = _lib.Tensors(), _lib.Tensors()
+        problems = {}
+        for role, desc in inputs.items():
+            if isinstance(desc, Problem):
+                problems[role] = desc.reason
+                desc = _POISON[role]
+            setattr(tin, role, desc)
+        for role, desc in grads.items():
+            if role not in problems:
+                setattr(tgrad, role, desc)
+        status = lib.crl_loss_evaluate(self.handle, ctypes.byref(tin),
+                                       ctypes.byref(tgrad) if grads else None)
+        if status != _lib.OK:
+            self._fail(status, problems)
+        return lib.crl_loss_total(self.handle), self._values()
+
+    def _fail(self, status, problems):
+        """Collective, on the failure path only (every rank is on it): raises
+        the library's error, with the reason a front end gave for an input it
+        could not pass if that input is what the library refused."""
+        message = self.context.message()
+        every = self.context.comm.allgather(problems)
+        detail = None
+        for rank, found in enumerate(every):
+            for role, reason in found.items():
+                if message.startswith("rank %d: %s: unknown dtype 0" % (rank, role)):
+                    detail = "rank %d passed %s as %s" % (rank, role, reason)
+                elif message.startswith("%s: unknown dtype 0" % role):  # on every rank
+                    reasons = [f[role] for f in every]
+                    detail = "; ".join("rank %d passed %s as %s" % (r, role, why)
+                                       for r, why in enumerate(reasons))
+                    if len(set(reasons)) == 1:
+                        detail = "every rank passed %s as %s" % (role, reason)
+        raise _error(status, message, detail)
+
+    def _values(self):
+        out = {}
+        length = ctypes.c_int64()
+        for k in range(lib.crl_loss_value_count(self.handle)):
+            name = lib.crl_loss_value_name(self.handle, k).decode()
+            ptr = lib.crl_loss_value(self.handle, k, ctypes.byref(length))
+            if length.value == 1 and name not in self.vector_names:
+                out[name] = ptr[0]
+            else:
+                out[name] = np.ctypeslib.as_array(ptr, shape=(length.value,)).copy()
+        return out
+
+
+# -------------------------------------------------- the SPEC's criteria ---
+
+Criterion = namedtuple("Criterion", "type arguments doc")
+
+# Each criterion: its term type, the names of its call's arguments in order
+# (nn4n's names) with the input role each fills, and what to say about it.
+CRITERIA = {
+    "RNNLoss": Criterion("rnn", (("pred", "pred"), ("label", "label"), ("states", "states"),
+                                 ("w_in", "w_in"), ("w_hid", "w_hid"), ("w_out", "w_out")), """
+        SPEC RNNLoss: (pred, label, states=None, w_in=None, w_hid=None, w_out=None).
+        Parameters lambda_mse (1), lambda_in, lambda_hid, lambda_out, lambda_fr,
+        lambda_fr_sd, lambda_fr_cv (0), correction (0; 1 gives torch.std's SD).
+        An input no non-zero lambda needs may be left out.  Values: 'rnn' and
+        its weighted components 'rnn.mse', 'rnn.in', ... 'rnn.fr_cv'.  The
+        weights' gradients are global (the same on every rank)."""),
+    "FiringRateLoss": Criterion("fr", (("states", "states"),), """
+        SPEC FiringRateLoss: (states).  metric 'l2' (default) or 'l1'."""),
+    "FiringRateDistLoss": Criterion("fr_dist", (("states", "states"),), """
+        SPEC FiringRateDistLoss: (states).  metric 'sd' (default), 'cv',
+        'mean_ad' or 'max_ad'; correction (0; 1 gives torch.std's SD)."""),
+    "StatePredictionLoss": Criterion("state_pred", (("states", "states"),), """
+        SPEC StatePredictionLoss: (states).  tau (1): the lag along time."""),
+    "HebbianLoss": Criterion("hebbian", (("states", "states"), ("weights", "w_hebb")), """
+        SPEC HebbianLoss: (states, weights), weights (N, N) replicated: its
+        gradient is global (the same on every rank)."""),
+    "EntropyLoss": Criterion("entropy", (("states", "states"),), """
+        SPEC EntropyLoss: (states), every rate >= 0.  reg (10), eps (1e-8)."""),
+    "PopulationKL": Criterion("population_kl", (("states_0", "states"),
+                                                ("states_1", "states1")), """
+        SPEC PopulationKL: (states_0, states_1), each batch-sharded with its own
+        B and T.  symmetric (True), reg (1e-3), reduction 'mean' (default),
+        'sum' or 'none', var_eps (0).  With reduction='none' the result is the
+        (N,) vector of weighted divergences and the regularizer
+        (values 'population_kl' and 'population_kl.reg'), with no gradient."""),
+    "MSELoss": Criterion("mse", (("input", "pred"), ("target", "label")), """
+        SPEC MSE: (input, target), both (B, T, K) and batch-sharded."""),
+}
+
+
+def criterion_classes(base, module):
+    """{name: class} of the SPEC's criteria for a front end: subclasses of base
+    with term_type, arguments and the criterion's documentation."""
+    return {name: type(name, (base,), {"term_type": c.type, "arguments": c.arguments,
+                                       "__doc__": inspect.cleandoc(c.doc), "__module__": module})
+            for name, c in CRITERIA.items()}
+
+
+# The argument names a CompositeLoss accepts for a role: the roles
+# themselves and the criteria's (nn4n's) names.
+ARGUMENT_ROLES = dict({role: role for role in _lib.ROLES},
+                      **{arg: role for c in CRITERIA.values() for arg, role in c.arguments})
+
+
+def bind_arguments(criterion, arguments, args, kwargs):
+    """{argument name: value} of a call, like Python binds a signature whose
+    arguments all default to None."""
+    names = [a for a, _ in arguments]
+    if len(args) > len(names):
+        raise TypeError("%s takes at most %d inputs (%s), %d given"
+                        % (criterion, len(names), ", ".join(names), len(args)))
+    bound = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise TypeError("%s got an unexpected input %r (its inputs: %s)"
+                            % (criterion, key, ", ".join(names)))
+        if key in bound:
+            raise TypeError("%s got input %r twice" % (criterion, key))
+        bound[key] = value
+    return {k: v for k, v in bound.items() if v is not None}
+
+
+def composite_terms(loss_cfg):
+    """Terms from nn4n's configuration {name: {'type', 'params', 'lambda'}}."""
+    terms = []
+    for name, cfg in loss_cfg.items():
+        unknown = set(cfg) - {"type", "params", "lambda"}
+        if "type" not in cfg or unknown:
+            raise ValueError("CompositeLoss: term %r needs 'type' and may have 'params' and "
+                             "'lambda' (got %s)" % (name, ", ".join(sorted(cfg))))
+        terms.append((name, cfg["type"], cfg.get("lambda", 1.0), dict(cfg.get("params") or {})))
+    return terms
+
+
+def composite_inputs(loss_input_dict, kwargs):
+    """{role: value} for a CompositeLoss call: keyword arguments by role (or
+    argument name), and/or nn4n's {term name: {argument: value}}.  The terms
+    share one evaluation, so one role takes one value."""
+    pairs = list(kwargs.items())
+    for term, inputs in (loss_input_dict or {}).items():
+        pairs += list(inputs.items())
+    out = {}
+    for key, value in pairs:
+        role = ARGUMENT_ROLES.get(key)
+        if role is None:
+            raise TypeError("CompositeLoss: unknown input %r (roles: %s)"
+                            % (key, ", ".join(_lib.ROLES)))
+        if value is None:
+            continue
+        if role in out and out[role] is not value:
+            raise ValueError("CompositeLoss: two different values for input %r: the terms "
+                             "are evaluated together on one set of inputs" % role)
+        out[role] = value
+    return out

@@ -1,0 +1,140 @@
+"""
+_lib.py - finds libctrnnloss and declares the part of its C API
+(include/ctrnnloss.h) the binding calls, for ctypes.
+
+The shared library is looked for, in this order:
+  1. $CTRNNLOSS_LIBRARY, a path (nothing else is tried when it is set);
+  2. the build tree this package sits in: <repo>/build/.libs/libctrnnloss.so;
+  3. ctypes.util.find_library("ctrnnloss"), then the usual install paths.
+
+MPI is initialized (by importing mpi4py.MPI) before the library is loaded:
+the library's collective calls need an initialized MPI, and the handle type
+of MPI_Comm (a pointer in Open MPI, an int in MPICH) comes from mpi4py.
+"""
+import ctypes
+import ctypes.util
+import glob
+import os
+
+from mpi4py import MPI
+
+c_int64 = ctypes.c_int64
+
+# MPI_Comm as the C library sees it: Open MPI's is a pointer, MPICH's an int.
+COMM_TYPE = ctypes.c_void_p if MPI._sizeof(MPI.Comm) == ctypes.sizeof(ctypes.c_void_p) \
+    else ctypes.c_int
+
+# crl_status, crl_dtype and crl_param_kind values.
+OK = 0
+FLOAT32, FLOAT64 = 1, 2
+PARAM_REAL, PARAM_INT, PARAM_BOOL, PARAM_CHOICE = 1, 2, 3, 4
+
+# The input roles, in the order of crl_tensors: four batched arrays, then
+# four replicated matrices.
+ROLES = ("states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb")
+BATCHED_ROLES = ROLES[:4]
+
+
+class Array(ctypes.Structure):
+    """crl_array: a rank's slice of a (B, T, width) array, strides in elements."""
+    _fields_ = [("dtype", ctypes.c_int), ("data", ctypes.c_void_p), ("batch", c_int64),
+                ("time", c_int64), ("width", c_int64), ("batch_stride", c_int64),
+                ("time_stride", c_int64)]
+
+
+class Matrix(ctypes.Structure):
+    """crl_matrix: a replicated row-major matrix, row stride in elements."""
+    _fields_ = [("dtype", ctypes.c_int), ("data", ctypes.c_void_p), ("rows", c_int64),
+                ("cols", c_int64), ("row_stride", c_int64)]
+
+
+class Tensors(ctypes.Structure):
+    """crl_tensors: the inputs (or gradient buffers) of an evaluation, by role."""
+    _fields_ = [(role, Array) for role in BATCHED_ROLES] + \
+               [(role, Matrix) for role in ROLES[len(BATCHED_ROLES):]]
+
+
+class ParamInfo(ctypes.Structure):
+    """crl_param_info: one parameter of a term type."""
+    _fields_ = [("key", ctypes.c_char_p), ("kind", ctypes.c_int),
+                ("default_value", ctypes.c_double), ("min", ctypes.c_double),
+                ("max", ctypes.c_double), ("choices", ctypes.POINTER(ctypes.c_char_p)),
+                ("help", ctypes.c_char_p)]
+
+
+_P = ctypes.c_void_p
+_PP = ctypes.POINTER(ctypes.c_void_p)
+_PROTOTYPES = {
+    # name: (return type, argument types)
+    "crl_strerror": (ctypes.c_char_p, [ctypes.c_int]),
+    "crl_version": (ctypes.c_char_p, []),
+    "crl_context_create": (ctypes.c_int, [COMM_TYPE, _PP]),
+    "crl_context_error": (ctypes.c_char_p, [_P]),
+    "crl_context_rank": (ctypes.c_int, [_P]),
+    "crl_context_size": (ctypes.c_int, [_P]),
+    "crl_loss_create": (ctypes.c_int, [_P, _PP]),
+    "crl_loss_destroy": (None, [_PP]),
+    "crl_loss_add": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_double,
+                                    ctypes.c_char_p]),
+    "crl_loss_evaluate": (ctypes.c_int, [_P, ctypes.POINTER(Tensors), ctypes.POINTER(Tensors)]),
+    "crl_loss_total": (ctypes.c_double, [_P]),
+    "crl_loss_value_count": (c_int64, [_P]),
+    "crl_loss_value_name": (ctypes.c_char_p, [_P, c_int64]),
+    "crl_loss_value": (ctypes.POINTER(ctypes.c_double), [_P, c_int64, ctypes.POINTER(c_int64)]),
+    "crl_term_type_count": (ctypes.c_int, []),
+    "crl_term_type_name": (ctypes.c_char_p, [ctypes.c_int]),
+    "crl_term_type_summary": (ctypes.c_char_p, [ctypes.c_int]),
+    "crl_term_type_param": (ctypes.POINTER(ParamInfo), [ctypes.c_char_p, ctypes.c_int]),
+}
+
+
+def _candidates():
+    """(where, path) pairs to try, in order."""
+    explicit = os.environ.get("CTRNNLOSS_LIBRARY")
+    if explicit:
+        return [("$CTRNNLOSS_LIBRARY", explicit)]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    build = os.path.join(repo, "build", ".libs")
+    # The unversioned link first; any versioned file if that is missing.
+    found = [os.path.join(build, "libctrnnloss.so")] + \
+        sorted(glob.glob(os.path.join(build, "libctrnnloss.so.*")))
+    out = [("the build tree", path) for path in found if os.path.exists(path)]
+    if not out:
+        out.append(("the build tree", os.path.join(build, "libctrnnloss.so")))
+    out.append(("find_library('ctrnnloss')", ctypes.util.find_library("ctrnnloss")))
+    for d in ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        out.append(("installed", os.path.join(d, "libctrnnloss.so.0")))
+    return out
+
+
+def _load():
+    tried = []
+    for where, path in _candidates():
+        if path is None:
+            tried.append("%s: not found" % where)
+            continue
+        if os.path.isabs(path) and not os.path.exists(path):
+            tried.append("%s: %s (no such file)" % (where, path))
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as exc:
+            tried.append("%s: %s (%s)" % (where, path, exc))
+            continue
+        for name, (restype, argtypes) in _PROTOTYPES.items():
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                tried.append("%s: %s (no symbol %s: not libctrnnloss or too old)"
+                             % (where, path, name))
+                break
+            fn.restype, fn.argtypes = restype, argtypes
+        else:
+            return lib, path
+    raise ImportError("ctrnnloss: cannot load the C library libctrnnloss; tried:\n  "
+                      + "\n  ".join(tried)
+                      + "\nBuild it (scripts/check or make), install it, or set "
+                        "CTRNNLOSS_LIBRARY to the path of libctrnnloss.so.")
+
+
+lib, path = _load()

@@ -1,0 +1,116 @@
+"""
+ctrnnloss.numpy - the SPEC's criteria on NumPy arrays, for analysis scripts:
+each call returns the global values and, on request, the gradients of this
+rank's arrays.
+
+    from ctrnnloss.numpy import FiringRateDistLoss
+    result = FiringRateDistLoss(metric="cv")(rates, grad=True)
+    result.total, result.values["fr_dist"], result.grads["states"]
+
+Arrays are float32 or float64 (native byte order), read in place: batched
+ones (B, T, N) (or (T, B, N) with batch_first=False) with unit stride along
+the last dimension, matrices with contiguous rows.  Every call is collective
+over the criterion's communicator (MPI.COMM_WORLD by default).
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from . import _core, _lib
+from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
+                    MPIError, OutOfMemoryError, FileError)
+
+__all__ = list(_core.CRITERIA) + ["CompositeLoss", "Result", "Error", "InvalidArgumentError",
+                                  "DomainError", "NonFiniteError", "MPIError",
+                                  "OutOfMemoryError", "FileError"]
+
+_DTYPES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float64): _lib.FLOAT64}
+
+Result = namedtuple("Result", "total values grads")
+Result.__doc__ = """total: the total loss (float); values: {name: float, or ndarray
+for a vector} as the library reports them; grads: {input name: ndarray of the
+input's shape and dtype} for the inputs asked for."""
+
+
+def _describe(role, x, batch_first):
+    """x as the library's crl_array / crl_matrix, or a _core.Problem."""
+    if not isinstance(x, np.ndarray):
+        return _core.Problem("a %s, not a numpy.ndarray" % type(x).__name__)
+    if x.dtype not in _DTYPES:
+        return _core.Problem("an array of dtype %s; ctrnnloss takes float32 or float64 in "
+                             "native byte order" % x.dtype.str)
+    if any(s % x.itemsize for s in x.strides):
+        return _core.Problem("an array whose strides %s are not multiples of its element size"
+                             % (x.strides,))
+    return _core.describe(role, _DTYPES[x.dtype], x.ctypes.data, x.shape,
+                          tuple(s // x.itemsize for s in x.strides), batch_first)
+
+
+class _Evaluator:
+    """What every criterion shares: a Loss and the evaluation of it."""
+
+    def __init__(self, terms, comm, batch_first):
+        self.batch_first = batch_first
+        self.loss = _core.Loss(terms, comm)
+
+    def _evaluate(self, named, grad):
+        """Collective.  named: {input name: (role, array)}; grad: False, True
+        (every input given) or input names."""
+        if grad is True:
+            grad = list(named)
+        elif not grad:
+            grad = []
+        unknown = [g for g in grad if g not in named]
+        if unknown:
+            raise ValueError("ctrnnloss: gradient asked for %s, not among the inputs given (%s)"
+                             % (", ".join(map(repr, unknown)), ", ".join(named)))
+        inputs, grads, buffers = {}, {}, {}
+        for name, (role, x) in named.items():
+            inputs[role] = _describe(role, x, self.batch_first)
+            if name in grad and not isinstance(inputs[role], _core.Problem):
+                buffers[name] = np.zeros(x.shape, dtype=x.dtype)
+                grads[role] = _describe(role, buffers[name], self.batch_first)
+        total, values = self.loss.evaluate(inputs, grads)
+        return Result(total, values, buffers)
+
+
+class _Criterion(_Evaluator):
+    """One SPEC criterion, a loss of one term (named after its type, lambda
+    1): Criterion(comm=None, batch_first=True, **parameters), called with its
+    inputs (and grad=...), returns a Result."""
+    term_type = None
+    arguments = ()   # (argument name, role), in call order
+
+    def __init__(self, *, comm=None, batch_first=True, **params):
+        super().__init__([(self.term_type, self.term_type, 1.0, params)], comm, batch_first)
+        self.params = params
+
+    def __call__(self, *args, grad=False, **kwargs):
+        """Collective.  The criterion's inputs; grad=True for the gradients of
+        all of them, or a list of input names.  Returns a Result."""
+        bound = _core.bind_arguments(type(self).__name__, self.arguments, args, kwargs)
+        roles = dict(self.arguments)
+        return self._evaluate({a: (roles[a], x) for a, x in bound.items()}, grad)
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__,
+                           ", ".join("%s=%r" % kv for kv in self.params.items()))
+
+
+# RNNLoss, FiringRateLoss, FiringRateDistLoss, StatePredictionLoss,
+# HebbianLoss, EntropyLoss, PopulationKL, MSELoss.
+globals().update(_core.criterion_classes(_Criterion, __name__))
+
+
+class CompositeLoss(_Evaluator):
+    """SPEC CompositeLoss with nn4n's configuration {name: {'type': ...,
+    'params': {...}, 'lambda': ...}}.  Called with the inputs by role
+    (states, states1, pred, label, w_in, w_hid, w_out, w_hebb) and/or nn4n's
+    {name: {argument: array}}; gradients are keyed by role."""
+
+    def __init__(self, loss_cfg, *, comm=None, batch_first=True):
+        super().__init__(_core.composite_terms(loss_cfg), comm, batch_first)
+
+    def __call__(self, loss_input_dict=None, *, grad=False, **inputs):
+        roles = _core.composite_inputs(loss_input_dict, inputs)
+        return self._evaluate({role: (role, x) for role, x in roles.items()}, grad)

@@ -1,0 +1,657 @@
+#!/usr/bin/python3
+"""
+python_binding.py - tests of the Python binding (python/ctrnnloss), run by
+tests/python_binding.sh in phases, each a separate mpirun:
+
+    mpirun -np 1 python3 python_binding.py record DIR    1 rank: results -> DIR
+    ctrnn-loss eval on the files of DIR/cli (1 and 2 ranks; the driver)
+    mpirun -np 2 python3 python_binding.py compare DIR   2 ranks: against DIR
+
+record: the criteria on whole batches (float32 and float64), torch and NumPy
+front ends bitwise equal, values and gradients against scripts/reference.py
+(where the tree has it), autograd behaviour, one training step; writes the
+inputs and results for the command-line comparison.
+compare: the same evaluations on every split of the batch (an empty rank
+included) and in the time-major layout, bitwise equal to the 1-rank results;
+the command-line tool's values and gradients bitwise equal to the binding's;
+one training step equal to the 1-rank one (loss and rate gradients bitwise,
+weights to 1e-12); the example's loss goes down.
+Both: bad inputs on the last rank only raise the same error on every rank.
+
+Every check counts; the failures of all ranks are summed at the end.
+"""
+import json
+import os
+import sys
+
+from mpi4py import MPI
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(HERE)
+sys.path[:0] = [os.path.join(TOP, "python"), os.path.join(TOP, "python", "examples"),
+                os.path.join(TOP, "scripts")]
+
+import ctrnnloss  # noqa: E402
+import ctrnnloss.numpy as cnp  # noqa: E402
+import ctrnnloss.torch as ct  # noqa: E402
+import train_ctrnn  # noqa: E402
+
+try:
+    import reference  # scripts/reference.py, the independent PyTorch reference
+except ImportError:
+    reference = None
+
+COMM = MPI.COMM_WORLD
+RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
+LAST = SIZE - 1
+TYPES = ctrnnloss.term_types()
+failures = 0
+checks = 0
+
+
+def check(ok, what):
+    global failures, checks
+    checks += 1
+    if not ok:
+        failures += 1
+        print("FAIL (rank %d): %s" % (RANK, what), flush=True)
+
+
+def note(text):
+    if RANK == 0:
+        print(text, flush=True)
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def close(a, b, rtol):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-300)
+    return a.shape == b.shape and float(np.max(np.abs(a - b), initial=0.0)) <= rtol * scale
+
+
+# ---------------------------------------------------------------- cases ---
+
+B, T, N, K, N_IN, B1, T1 = 6, 5, 4, 3, 2, 5, 3
+
+# name: (criterion class name, params, inputs).  A CompositeLoss case has the
+# configuration dictionary instead of params.
+CASES = {
+    "rnn": ("RNNLoss", dict(lambda_mse=1, lambda_in=0.1, lambda_hid=0.2, lambda_out=0.01,
+                            lambda_fr=0.5, lambda_fr_sd=2, lambda_fr_cv=3, correction=1),
+            ("pred", "label", "states", "w_in", "w_hid", "w_out")),
+    "fr_l1": ("FiringRateLoss", dict(metric="l1"), ("states",)),
+    "fr_l2": ("FiringRateLoss", {}, ("states",)),
+    "fr_dist_sd": ("FiringRateDistLoss", dict(correction=1), ("states",)),
+    "fr_dist_cv": ("FiringRateDistLoss", dict(metric="cv"), ("states",)),
+    "fr_dist_mean_ad": ("FiringRateDistLoss", dict(metric="mean_ad"), ("states",)),
+    "fr_dist_max_ad": ("FiringRateDistLoss", dict(metric="max_ad"), ("states",)),
+    "state_pred": ("StatePredictionLoss", dict(tau=2), ("states",)),
+    "hebbian": ("HebbianLoss", {}, ("states", "w_hebb")),
+    "entropy": ("EntropyLoss", dict(reg=0.5, eps=1e-6), ("states",)),
+    "population_kl": ("PopulationKL", dict(symmetric=False, reg=0.01, reduction="sum",
+                                           var_eps=0.1), ("states", "states1")),
+    "mse": ("MSELoss", {}, ("pred", "label")),
+    "composite": ("CompositeLoss", {
+        "task": {"type": "mse", "lambda": 2.0},
+        "act": {"type": "fr", "params": {"metric": "l1"}, "lambda": 0.1},
+        "spread": {"type": "fr_dist", "params": {"metric": "cv", "correction": 1},
+                   "lambda": 0.3},
+        "hebb": {"type": "hebbian", "lambda": 0.05},
+        "reg": {"type": "rnn", "params": {"lambda_mse": 0, "lambda_hid": 0.2, "lambda_fr": 1},
+                "lambda": 0.5},
+    }, ("states", "pred", "label", "w_hid", "w_hebb")),
+}
+
+
+def case_types(case):
+    kind, params, _ = CASES[case]
+    if kind == "CompositeLoss":
+        return {t["type"] for t in params.values()}
+    return {ctrnnloss._core.CRITERIA[kind][0]}
+
+
+def available(case):
+    return case_types(case) <= set(TYPES)
+
+
+def make_criterion(module, case, batch_first=True):
+    kind, params, _ = CASES[case]
+    cls = getattr(module, kind)
+    if kind == "CompositeLoss":
+        return cls(params, batch_first=batch_first)
+    return cls(batch_first=batch_first, **params)
+
+
+def case_inputs(case, dtype):
+    """The whole batch of every input of a case (the same on every rank),
+    batch-major, as float64 NumPy arrays rounded to dtype."""
+    rng = np.random.RandomState(sorted(CASES).index(case))
+    shapes = dict(states=(B, T, N), states1=(B1, T1, N), pred=(B, T, K), label=(B, T, K),
+                  w_in=(N, N_IN), w_hid=(N, N), w_out=(K, N), w_hebb=(N, N))
+    out = {}
+    for role in CASES[case][2]:
+        x = rng.standard_normal(shapes[role])
+        if role in ("states", "states1"):
+            x = np.abs(x) + 0.1   # rates: positive (entropy), mean away from 0 (cv)
+        out[role] = x.astype(dtype)
+    return out
+
+
+def shard(batch, rank, size, split):
+    """(lo, hi) of a rank's batch elements: 'even', or 'empty' (rank 0 holds
+    none when there are several ranks)."""
+    if split == "empty" and size > 1:
+        return (0, 0) if rank == 0 else ((rank - 1) * batch // (size - 1),
+                                         rank * batch // (size - 1))
+    return rank * batch // size, (rank + 1) * batch // size
+
+
+def local_inputs(whole, split, time_major=False):
+    """This rank's torch tensors of whole (no copies: slices), batch-major or
+    (T, B, .) views of time-major arrays."""
+    out = {}
+    for role, x in whole.items():
+        t = torch.from_numpy(x)
+        if x.ndim == 3:
+            lo, hi = shard(x.shape[0], RANK, SIZE, split)
+            if time_major:
+                t = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))[:, lo:hi]
+            else:
+                t = t[lo:hi]
+        out[role] = t.requires_grad_()
+    return out
+
+
+def call(criterion, case, inputs):
+    """Evaluates a torch criterion on inputs by role; returns the total tensor."""
+    kind, params, roles = CASES[case]
+    if kind == "CompositeLoss":
+        return criterion(**inputs)[0]
+    names = dict((role, arg) for arg, role in ctrnnloss._core.CRITERIA[kind][1])
+    return criterion(**{names[r]: inputs[r] for r in roles})
+
+
+def torch_results(case, dtype, split="even", time_major=False):
+    """(total, values, {role: gradient}) of this rank's slice, by the torch
+    front end, gradients batch-major."""
+    criterion = make_criterion(ct, case, batch_first=not time_major)
+    inputs = local_inputs(case_inputs(case, dtype), split, time_major)
+    call(criterion, case, inputs).backward()
+    grads = {}
+    for role, t in inputs.items():
+        g = t.grad.numpy()
+        grads[role] = g.transpose(1, 0, 2) if time_major and g.ndim == 3 else g
+    return criterion.total, criterion.values, grads
+
+
+def gather_batch(grads):
+    """Rank 0: the batched gradients of all ranks joined along the batch."""
+    every = COMM.gather(grads, root=0)
+    if RANK != 0:
+        return None
+    out = {}
+    for role in grads:
+        parts = [g[role] for g in every]
+        out[role] = np.concatenate(parts) if parts[0].ndim == 3 else parts[0]
+    return out
+
+
+# ------------------------------------------------------------ record ---
+
+def record_cases(directory):
+    """1 rank: every case in float32 and float64; returns {key: array}."""
+    saved = {}
+    for case in CASES:
+        if not available(case):
+            note("skip %s: the library has no term type %s" % (
+                case, ", ".join(sorted(case_types(case) - set(TYPES)))))
+            continue
+        for dtype in (np.float32, np.float64):
+            key = "%s/%s" % (case, np.dtype(dtype).name)
+            total, values, grads = torch_results(case, dtype)
+            saved[key + "/total"] = np.float64(total)
+            for name, v in values.items():
+                saved["%s/value/%s" % (key, name)] = np.float64(v) if np.isscalar(v) else v
+            for role, g in grads.items():
+                saved["%s/grad/%s" % (key, role)] = g
+            check_numpy_front_end(case, dtype, total, values, grads)
+            check_reference(case, dtype, total, values, grads)
+    note("record: %d cases x 2 dtypes evaluated" % len([c for c in CASES if available(c)]))
+    return saved
+
+
+def check_numpy_front_end(case, dtype, total, values, grads):
+    """ctrnnloss.numpy gives the torch front end's bits."""
+    kind, _, roles = CASES[case]
+    criterion = make_criterion(cnp, case)
+    whole = case_inputs(case, dtype)
+    if kind == "CompositeLoss":
+        result = criterion(grad=True, **whole)
+        got = result.grads
+    else:
+        names = dict((role, arg) for arg, role in ctrnnloss._core.CRITERIA[kind][1])
+        result = criterion(grad=True, **{names[r]: whole[r] for r in roles})
+        got = {r: result.grads[names[r]] for r in roles}
+    check(result.total == total and result.values == values,
+          "%s %s: numpy values %s != torch %s" % (case, dtype.__name__, result.values, values))
+    for role in roles:
+        check(same_bits(got[role], grads[role]), "%s %s: numpy gradient of %s differs"
+              % (case, dtype.__name__, role))
+
+
+def check_reference(case, dtype, total, values, grads):
+    """Values and gradients against scripts/reference.py, in float64 from the
+    same (rounded) inputs: 1e-12 for float64 inputs, 1e-5 for float32."""
+    if reference is None:
+        return
+    kind, params, roles = CASES[case]
+    # The reference takes the parameters as Python values, not the binding's text.
+    if kind == "CompositeLoss":
+        terms = [reference.Term(name, cfg["type"], cfg.get("lambda", 1.0), cfg.get("params"))
+                 for name, cfg in params.items()]
+    else:
+        type_ = ctrnnloss._core.CRITERIA[kind][0]
+        terms = [reference.Term(type_, type_, 1.0, params)]
+    inputs = {r: torch.tensor(x, dtype=torch.float64, requires_grad=True)
+              for r, x in case_inputs(case, dtype).items()}
+    ref_total, ref_values = reference.evaluate(terms, inputs)
+    ref_total.backward()
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    what = "%s %s" % (case, np.dtype(dtype).name)
+    check(close(total, float(ref_total), rtol), "%s: total %r, reference %r"
+          % (what, total, float(ref_total)))
+    for name, v in ref_values:
+        check(close(values[name], v.detach().numpy(), rtol), "%s: %s = %r, reference %r"
+              % (what, name, values[name], v.detach().numpy()))
+    for role in roles:
+        check(close(grads[role], inputs[role].grad.numpy(), 10 * rtol),
+              "%s: gradient of %s differs from the reference" % (what, role))
+
+
+def check_parameter_text():
+    """Parameters reach the library as text it reads back exactly."""
+    text = ctrnnloss._core.format_params
+    cases = [("population_kl", dict(symmetric=False, reg=0.1, reduction="none", var_eps=1e-300),
+              "symmetric=false,reg=0.1,reduction=none,var_eps=1e-300"),
+             ("population_kl", dict(symmetric=np.bool_(True), reduction=1),
+              "symmetric=true,reduction=sum"),
+             ("fr_dist", dict(metric="cv", correction=True), "metric=cv,correction=1"),
+             ("state_pred", dict(tau=np.int64(3)), "tau=3"),
+             ("rnn", dict(lambda_fr=1 / 3), "lambda_fr=%r" % (1 / 3))]
+    for type_, params, want in cases:
+        check(text(type_, params) == want, "parameters %s: %r, expected %r"
+              % (params, text(type_, params), want))
+
+
+def check_autograd():
+    """Backward scales by the incoming gradient, returns the library's
+    gradients unchanged when it is 1, computes none under no_grad or for
+    tensors that do not require one."""
+    states = torch.from_numpy(case_inputs("fr_l1", np.float64)["states"])
+    crit = ct.FiringRateDistLoss(metric="cv")
+    s1 = states.clone().requires_grad_()
+    crit(s1).backward()
+    s2 = states.clone().requires_grad_()
+    (crit(s2) * 2.5).backward()
+    check(torch.equal(s2.grad, s1.grad * 2.5), "backward scales by the incoming gradient")
+    s3 = states.clone().requires_grad_()
+    (crit(s3) + crit(s3)).backward()
+    check(torch.equal(s3.grad, s1.grad * 2), "a loss used twice accumulates")
+    s4 = states.clone().requires_grad_()
+    with torch.no_grad():
+        loss = crit(s4)
+    check(not loss.requires_grad, "under no_grad the loss does not require a gradient")
+    check(loss.dtype == torch.float64 and float(loss) == crit.total, "the loss is the total")
+    loss32 = ct.FiringRateLoss()(states.float())
+    check(loss32.dtype == torch.float32, "a float32 input gives a float32 loss")
+    # Only the tensors that require a gradient get one; label does not.
+    mse = ct.MSELoss()
+    data = case_inputs("mse", np.float64)
+    pred = torch.from_numpy(data["pred"]).requires_grad_()
+    label = torch.from_numpy(data["label"])
+    mse(pred, label).backward()
+    check(label.grad is None and pred.grad is not None, "only pred gets a gradient")
+    # The inputs are read in place: the criterion sees a change made after
+    # the tensor was created.
+    s5 = states.clone()
+    before = float(crit(s5))
+    s5[0, 0, 0] += 1
+    check(float(crit(s5)) != before, "the criterion reads the tensor's memory")
+    # PopulationKL with reduction='none': per-neuron divergences, no gradient.
+    p = torch.from_numpy(case_inputs("population_kl", np.float64)["states"]).requires_grad_()
+    q = torch.from_numpy(case_inputs("population_kl", np.float64)["states1"])
+    if "population_kl" in TYPES:
+        d, r = ct.PopulationKL(reduction="none")(p, q)
+        check(d.shape == (N,) and r.dim() == 0 and not d.requires_grad,
+              "PopulationKL reduction='none' returns (d (N,), reg), not differentiable")
+        d_sum = ct.PopulationKL(reduction="sum")(p, q)
+        check(close(float(d.sum() + r), float(d_sum), 1e-14), "sum of the divergences")
+
+
+# ------------------------------------------------------------ compare ---
+
+def compare_cases(saved):
+    """Every split and the time-major layout give the 1-rank bits."""
+    count = 0
+    for case in CASES:
+        if not available(case):
+            continue
+        for dtype in (np.float32, np.float64):
+            key = "%s/%s" % (case, np.dtype(dtype).name)
+            for split, time_major in (("even", False), ("empty", False), ("even", True)):
+                what = "%s %s split %s%s" % (case, np.dtype(dtype).name, split,
+                                             " time-major" if time_major else "")
+                total, values, grads = torch_results(case, dtype, split, time_major)
+                check(total == saved[key + "/total"], "%s: total %r, 1 rank %r"
+                      % (what, total, saved[key + "/total"]))
+                for name, v in values.items():
+                    check(same_bits(np.float64(v) if np.isscalar(v) else v,
+                                    saved["%s/value/%s" % (key, name)]),
+                          "%s: value %s differs from 1 rank" % (what, name))
+                for role, g in grads.items():
+                    if g.ndim == 2:   # replicated weights: the same global gradient everywhere
+                        check(same_bits(g, saved["%s/grad/%s" % (key, role)]),
+                              "%s: gradient of %s differs from 1 rank" % (what, role))
+                whole = gather_batch({r: g for r, g in grads.items() if g.ndim == 3})
+                for role, g in (whole or {}).items():
+                    check(same_bits(g, saved["%s/grad/%s" % (key, role)]),
+                          "%s: gradient of %s differs from 1 rank" % (what, role))
+                count += 1
+    note("compare: %d evaluations bitwise against 1 rank" % count)
+
+
+# --------------------------------------------------------------- errors ---
+
+def expect_error(what, cls, needle, run):
+    """run() must raise cls on every rank, with the same message everywhere,
+    containing needle."""
+    try:
+        run()
+        got = ("no error", "")
+    except Exception as exc:  # noqa: BLE001 - the class is what is checked
+        got = (type(exc).__name__, str(exc))
+        check(isinstance(exc, cls), "%s: raised %s (%s), expected %s"
+              % (what, type(exc).__name__, exc, cls.__name__))
+    every = COMM.allgather(got)
+    check(all(g == every[0] for g in every), "%s: ranks disagree: %s" % (what, every))
+    check(needle in got[1], "%s: message %r lacks %r" % (what, got[1], needle))
+
+
+def check_errors():
+    """A bad input on the last rank only: every rank raises the library's
+    error, and the criterion works again afterwards."""
+    whole = case_inputs("hebbian", np.float64)
+    lo, hi = shard(B, RANK, SIZE, "even")
+    states = torch.from_numpy(whole["states"][lo:hi])
+    weights = torch.from_numpy(whole["w_hebb"])
+    hebb = ct.HebbianLoss()
+
+    def on_last(bad):
+        return bad if RANK == LAST else states
+
+    expect_error("int64 states", ctrnnloss.InvalidArgumentError,
+                 "rank %d: states: unknown dtype 0 (rank %d passed states as a torch.int64 "
+                 "tensor; ctrnnloss takes float32 or float64)" % (LAST, LAST),
+                 lambda: hebb(on_last(states.long()), weights))
+    expect_error("float16 weights", ctrnnloss.InvalidArgumentError, "w_hebb: unknown dtype 0",
+                 lambda: hebb(states, weights.half() if RANK == LAST else weights))
+    wide = torch.zeros(hi - lo, T, 2 * N, dtype=torch.float64)
+    expect_error("non-contiguous states", ctrnnloss.InvalidArgumentError,
+                 "last dimension has stride 2",
+                 lambda: hebb(on_last(wide[:, :, ::2]), weights))
+    expect_error("non-contiguous weights", ctrnnloss.InvalidArgumentError,
+                 "passed w_hebb as a matrix whose rows are not contiguous",
+                 lambda: hebb(states, torch.zeros(N, 2 * N, dtype=torch.float64)[:, ::2]))
+    if SIZE > 1:
+        expect_error("weights bad in different ways", ctrnnloss.InvalidArgumentError,
+                     "w_hebb: unknown dtype 0 (rank 0 passed w_hebb as a torch.int64 tensor; "
+                     "ctrnnloss takes float32 or float64; rank 1 passed w_hebb as a "
+                     "torch.float16 tensor",
+                     lambda: hebb(states, weights.long() if RANK == 0 else weights.half()))
+    # CUDA tensors take the same path as any other device: the meta device
+    # stands in where there is no GPU.
+    device = "cuda" if torch.cuda.is_available() else "meta"
+    expect_error("%s states" % device, ctrnnloss.InvalidArgumentError,
+                 "a tensor on device '%s" % device,
+                 lambda: hebb(on_last(states.to(device)), weights))
+    expect_error("2-D states", ctrnnloss.InvalidArgumentError, "a 2-D array; states is (B, T, N)",
+                 lambda: hebb(on_last(states[:, 0]), weights))
+    expect_error("weights of the wrong size", ctrnnloss.InvalidArgumentError, "w_hebb",
+                 lambda: hebb(states, torch.zeros(N + 1, N + 1, dtype=torch.float64)))
+    bad = states.clone()
+    if hi > lo:
+        bad[0, 1, 2] = float("nan")
+    expect_error("NaN in states", ctrnnloss.NonFiniteError,
+                 "rank %d: states[b=0, t=1, i=2] is NaN" % LAST,
+                 lambda: hebb(on_last(bad), weights))
+    mse = ct.MSELoss()
+    data = case_inputs("mse", np.float64)
+    pred, label = torch.from_numpy(data["pred"][lo:hi]), torch.from_numpy(data["label"][lo:hi])
+    expect_error("pred and label differ", ctrnnloss.InvalidArgumentError,
+                 "rank %d: pred (%d, %d, %d) and label (%d, %d, %d) differ"
+                 % (LAST, hi - lo, T, K, hi - lo, T, K + 1),
+                 lambda: mse(pred, torch.zeros(hi - lo, T, K + 1, dtype=torch.float64)
+                             if RANK == LAST else label))
+    if SIZE > 1:
+        expect_error("time steps differ across ranks", ctrnnloss.InvalidArgumentError, "time",
+                     lambda: hebb(on_last(states[:, :T - 1]), weights))
+    expect_error("a missing input", ctrnnloss.InvalidArgumentError, "w_hebb",
+                 lambda: hebb(states))
+    expect_error("a NumPy array given to the torch criterion", ctrnnloss.InvalidArgumentError,
+                 "not a torch.Tensor", lambda: hebb(states.numpy(), weights))
+    expect_error("big-endian NumPy array", ctrnnloss.InvalidArgumentError,
+                 "native byte order",
+                 lambda: cnp.HebbianLoss()(states.numpy().astype(">f8"), weights.numpy()))
+    # Parameters: the library's messages, when the criterion is made.
+    expect_error("unknown parameter", ctrnnloss.InvalidArgumentError,
+                 "unknown parameter 'metrc' (known: metric)",
+                 lambda: ct.FiringRateLoss(metrc="l1"))
+    expect_error("unknown choice", ctrnnloss.InvalidArgumentError,
+                 "parameter metric: unknown value 'l3' (one of: l2, l1)",
+                 lambda: ct.FiringRateLoss(metric="l3"))
+    expect_error("a parameter out of range", ctrnnloss.InvalidArgumentError,
+                 "parameter reg", lambda: ct.PopulationKL(reg=-1.0))
+    expect_error("an unknown type", ctrnnloss.InvalidArgumentError, "unknown type 'frr'",
+                 lambda: ct.CompositeLoss({"x": {"type": "frr"}}))
+    # After all of that the criterion works, and agrees with a fresh one.
+    good = float(hebb(states, weights))
+    check(good == float(ct.HebbianLoss()(states, weights)), "a criterion works after errors")
+    note("errors: checked on rank %d of %d" % (LAST, SIZE))
+
+
+# ------------------------------------------------------------- training ---
+
+TRAIN_ARGS = ["--dtype", "float64", "--batch", "6", "--time", "12", "--hidden", "8",
+              "--lambda-hid", "0.1", "--lambda-fr", "0.01", "--lambda-fr-sd", "0.01"]
+LR = 0.5
+
+
+def training_step():
+    """One step of the example's training at this rank count: the loss and
+    the rate and output gradients of the criterion on the network's rates
+    (the same inputs at every rank count), the direct W_hid gradient, and
+    the loss and weights of one real step of train_step."""
+    args = train_ctrnn.parse(TRAIN_ARGS)
+    model, criterion, _ = train_ctrnn.make(args, COMM)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    u, y = train_ctrnn.decision_task(args.batch, args.time, torch.Generator().manual_seed(7),
+                                     args.dtype)
+    mine = train_ctrnn.shard(args.batch, RANK, SIZE)
+    out = {}
+    # The criterion on the rates of the whole batch (computed the same way at
+    # every rank count), this rank's slice as leaves.
+    with torch.no_grad():
+        rates, outputs = model(u)
+    r = rates[mine].clone().requires_grad_()
+    o = outputs[mine].clone().requires_grad_()
+    w = model.w_hid.weight.detach().clone().requires_grad_()
+    criterion(o, y[mine], states=r, w_hid=w).backward()
+    out["loss"] = np.float64(criterion.total)
+    out["d_w_hid"] = w.grad.numpy()
+    whole = gather_batch({"rates": r.grad.numpy(), "outputs": o.grad.numpy()})
+    out.update({"d_" + k: v for k, v in (whole or {}).items()})
+    # One real step: forward on the slice, backward, allreduce, update.
+    out["step_loss"] = np.float64(train_ctrnn.train_step(model, criterion, optimizer,
+                                                         u[mine], y[mine], COMM))
+    for name, p in model.named_parameters():
+        out["weight/" + name] = p.detach().numpy().copy()
+    return out
+
+
+def compare_training(saved):
+    got = training_step()
+    check(got["loss"] == saved["loss"], "training: loss %r, 1 rank %r"
+          % (got["loss"], saved["loss"]))
+    check(same_bits(got["d_w_hid"], saved["d_w_hid"]),
+          "training: the direct W_hid gradient differs from 1 rank")
+    every = COMM.allgather(got["d_w_hid"])
+    check(all(same_bits(g, every[0]) for g in every),
+          "training: the direct W_hid gradient differs between ranks")
+    if RANK == 0:
+        for k in ("d_rates", "d_outputs"):
+            check(same_bits(got[k], saved[k]), "training: %s differs from 1 rank" % k)
+    check(got["step_loss"] == saved["step_loss"], "training: step loss %r, 1 rank %r"
+          % (got["step_loss"], saved["step_loss"]))
+    for key in saved:
+        if key.startswith("weight/"):
+            check(close(got[key], saved[key], 1e-12), "training: %s after one step differs "
+                  "from 1 rank by more than 1e-12" % key)
+    # The test would see the direct gradient summed over the ranks (a
+    # mistake): W_hid would move (P - 1) times that gradient further.
+    wrong = got["weight/w_hid.weight"] - LR * (SIZE - 1) * got["d_w_hid"]
+    check(SIZE == 1 or not close(wrong, saved["weight/w_hid.weight"], 1e-12),
+          "training: summing the direct W_hid gradient would go unnoticed")
+    note("training: one step at %d ranks against 1 rank" % SIZE)
+
+
+def check_example_learns():
+    args = train_ctrnn.parse(["--epochs", "4", "--steps", "6", "--batch", "16", "--time", "30",
+                              "--hidden", "16"])
+    losses = train_ctrnn.train(args, COMM, log=lambda line: None)
+    check(losses[-1] < losses[0], "the example's loss did not go down: %s" % losses)
+    note("example: epoch losses %s" % ", ".join("%.4f" % x for x in losses))
+
+
+# ------------------------------------------------------ command line ---
+
+CLI_CASES = ("rnn", "fr_dist_cv", "hebbian", "population_kl", "composite", "entropy",
+             "state_pred")
+
+
+def cli_terms(case):
+    """The ctrnn-loss --term options of a case."""
+    kind, params, _ = CASES[case]
+    if kind == "CompositeLoss":
+        items = [(name, cfg["type"], cfg.get("lambda", 1.0), cfg.get("params", {}))
+                 for name, cfg in params.items()]
+    else:
+        type_ = ctrnnloss._core.CRITERIA[kind][0]
+        items = [(type_, type_, 1.0, params)]
+    out = []
+    for name, type_, weight, p in items:
+        text = ctrnnloss._core.format_params(type_, p)
+        out += ["--term", "%s=%s:%slambda=%r" % (name, type_, text + "," if text else "",
+                                                  float(weight))]
+    return out
+
+
+def write_cli_inputs(directory, saved):
+    """DIR/cli/<case>-<dtype>/: the inputs as .npy and the ctrnn-loss
+    arguments, one per line, in args.txt."""
+    for case in CLI_CASES:
+        if not available(case):
+            continue
+        for dtype in (np.float32, np.float64):
+            d = os.path.join(directory, "cli", "%s-%s" % (case, np.dtype(dtype).name))
+            os.makedirs(d, exist_ok=True)
+            args = []
+            for role, x in case_inputs(case, dtype).items():
+                np.save(os.path.join(d, role + ".npy"), x)
+                args += ["--" + role.replace("_", "-"), os.path.join(d, role + ".npy")]
+            with open(os.path.join(d, "args.txt"), "w") as f:
+                f.write("\n".join(args + cli_terms(case)) + "\n")
+
+
+def compare_cli(directory, saved):
+    """The command-line tool's JSON values and gradient files (written by the
+    driver at each rank count to DIR/cli/<case>/np<P>/) equal the binding's."""
+    root = os.path.join(directory, "cli")
+    if not os.path.isdir(root):
+        note("SKIP: command-line comparison (no ctrnn-loss in this build)")
+        return
+    if RANK != 0:
+        return
+    runs = 0
+    for entry in sorted(os.listdir(root)):
+        case, dtype = entry.rsplit("-", 1)
+        key = "%s/%s" % (case, dtype)
+        for run in sorted(os.listdir(os.path.join(root, entry))):
+            d = os.path.join(root, entry, run)
+            if not run.startswith("np") or not os.path.isdir(d):
+                continue
+            what = "ctrnn-loss %s %s" % (entry, run)
+            try:
+                with open(os.path.join(d, "out.json")) as f:
+                    result = json.load(f)
+            except (OSError, ValueError) as exc:
+                check(False, "%s: no JSON output (%s)" % (what, exc))
+                continue
+            check(result["total"] == saved[key + "/total"], "%s: total %r, binding %r"
+                  % (what, result["total"], saved[key + "/total"]))
+            for name, v in result["terms"].items():
+                check(same_bits(np.asarray(v, dtype=np.float64),
+                                saved["%s/value/%s" % (key, name)]),
+                      "%s: %s = %r, binding %r" % (what, name, v,
+                                                   saved["%s/value/%s" % (key, name)]))
+            for role in CASES[case][2]:
+                if role == "label":
+                    continue
+                path = os.path.join(d, "d_%s.npy" % role)
+                check(os.path.exists(path) and same_bits(np.load(path),
+                                                          saved["%s/grad/%s" % (key, role)]),
+                      "%s: d_%s.npy differs from the binding's gradient" % (what, role))
+            runs += 1
+    check(runs > 0, "no command-line results to compare")
+    note("command line: %d runs bitwise against the binding" % runs)
+
+
+# ----------------------------------------------------------------- main ---
+
+def main():
+    phase, directory = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    note("library %s (%s), %d rank(s); types: %s" % (
+        ctrnnloss.library_version, ctrnnloss.library_path, SIZE, ", ".join(TYPES)))
+    if reference is None:
+        note("SKIP: reference comparison (no scripts/reference.py in this tree)")
+    saved_path = os.path.join(directory, "record.npz")
+    if phase == "record":
+        check(SIZE == 1, "record runs on 1 rank")
+        saved = record_cases(directory)
+        saved.update({"train/" + k: v for k, v in training_step().items()})
+        np.savez(saved_path, **saved)
+        write_cli_inputs(directory, saved)
+        check_autograd()
+        check_parameter_text()
+    else:
+        with np.load(saved_path) as f:
+            saved = dict(f)
+        compare_cases(saved)
+        compare_training({k[len("train/"):]: v for k, v in saved.items()
+                          if k.startswith("train/")})
+        compare_cli(directory, saved)
+        check_example_learns()
+    check_errors()
+    total = COMM.allreduce(failures)
+    note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

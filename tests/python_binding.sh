@@ -1,0 +1,87 @@
+#!/bin/sh
+# python_binding.sh - the Python binding's tests (tests/python_binding.py):
+# 1 rank records results, ctrnn-loss evaluates the same inputs at 1 and 2
+# ranks (when this build has it), 2 ranks compare against both.
+#
+# Environment (set by `make check`): CRL_BUILDDIR (the build tree whose
+# libctrnnloss and ctrnn-loss are tested), MPIRUN, CRL_TEST_TIMEOUT (seconds
+# per mpirun, 300), CRL_PYTHON (the python3 to use; by default Debian's
+# /usr/bin/python3, else python3 on PATH, whichever has torch, numpy, mpi4py).
+# Exit status 77 (skipped) where no python3 has torch, numpy and mpi4py.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+builddir=${CRL_BUILDDIR:-$PWD}
+mpirun=${MPIRUN:-mpirun}
+timeout=${CRL_TEST_TIMEOUT:-300}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export PYTHONDONTWRITEBYTECODE=1
+
+python=
+for p in ${CRL_PYTHON:-/usr/bin/python3 python3}; do
+    if "$p" -c 'import torch, numpy, mpi4py' 2>/dev/null; then
+        python=$p
+        break
+    fi
+done
+if [ -z "$python" ]; then
+    echo "SKIP: no python3 with torch, numpy and mpi4py (Debian: python3-torch python3-numpy python3-mpi4py)"
+    exit 77
+fi
+
+lib=$builddir/.libs/libctrnnloss.so
+if [ ! -e "$lib" ]; then
+    echo "missing $lib (build first; set CRL_BUILDDIR)"
+    exit 99
+fi
+export CTRNNLOSS_LIBRARY="$lib"
+# A sanitizer build's library needs the ASan runtime loaded first.  Python
+# and PyTorch leak by design, so leaks are not looked for here, nor is the
+# slow full unwinding on every allocation (scripts/check's setting for them)
+# needed.
+preload=
+if ldd "$lib" | grep -q libasan; then
+    fast=detect_leaks=0:fast_unwind_on_malloc=1
+    preload="-x LD_PRELOAD=$(gcc -print-file-name=libasan.so)"
+    preload="$preload -x ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}$fast"
+    preload="$preload -x LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}$fast"
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/ctrnn-loss-python.XXXXXX") || exit 99
+trap 'rm -rf "$work"' EXIT
+
+# run NP ARGS...: the test script on NP ranks, bounded by the timeout.
+run() {
+    np=$1
+    shift
+    echo "=== $np rank(s): python_binding.py $*"
+    # shellcheck disable=SC2086 # $preload: -x options or nothing
+    timeout "$timeout" "$mpirun" $preload -np "$np" "$python" "$here/python_binding.py" "$@"
+    rc=$?
+    [ $rc -eq 124 ] && echo "TIMEOUT after $timeout s with $np rank(s)"
+    [ $rc -eq 0 ] || { echo "FAILED with $np rank(s) (exit $rc)"; exit 1; }
+}
+
+run 1 record "$work"
+
+cli=$builddir/src/cli/ctrnn-loss
+if [ -x "$cli" ]; then
+    for case in "$work"/cli/*/; do
+        for np in 1 2; do
+            out=$case/np$np
+            mkdir -p "$out"
+            # args.txt: one argument a line (paths without spaces).
+            # shellcheck disable=SC2046
+            timeout "$timeout" "$mpirun" -np $np "$cli" eval $(cat "$case/args.txt") \
+                --json --grad-dir "$out" >"$out/out.json" 2>"$out/err" \
+                || { echo "ctrnn-loss failed on $case at $np rank(s):"; cat "$out/err"; }
+        done
+    done
+else
+    rm -rf "$work/cli"
+fi
+
+run 2 compare "$work"
+exit 0
