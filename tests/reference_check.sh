@@ -5,9 +5,8 @@
 # gradients within 1e-12 (float64) or 1e-5 (float32) relative, every rank
 # count bitwise identical; see tests/reference_check.py.  Skipped (77)
 # without torch and numpy.  CRL_XCHECK_SEED changes the cases' seed.
-# cli-lib.sh pins OpenBLAS to one thread per rank: with OPENBLAS_NUM_THREADS=2
-# hebbian's gradient bits change with the thread count, which Open MPI's
-# binding (bound for np <= cores, unbound when oversubscribed) also changes.
+# (The library runs hebbian's BLAS products on one thread whatever
+# OPENBLAS_NUM_THREADS says: test_hebbian checks the bits do not depend on it.)
 . "$(dirname "$0")/cli-lib.sh"
 . "$(dirname "$0")/python-lib.sh"
 

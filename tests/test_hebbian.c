@@ -5,12 +5,18 @@
  * identity across splits, layouts and chunks, a weight whose dtype differs
  * from the states', and errors raised on one rank or all.
  */
+#include <config.h>
+
 #include "harness.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+#include <cblas.h>
+#endif
 
 enum { GRAD_STATES_ONLY = H_GRAD_STATES, GRAD_BOTH = H_GRAD_STATES | H_GRAD_W_HEBB };
 
@@ -238,6 +244,44 @@ static void test_chunks_give_the_whole_result(void **state)
     }
 }
 
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+/* Threaded OpenBLAS gives other bits than one thread (its partition of the
+ * product picks other kernels at the edges), and a rank's thread count
+ * follows Open MPI's binding, which changes with the rank count: the loss
+ * must give the same bits whatever the caller's BLAS thread count, and leave
+ * that count as it found it. */
+static void test_bits_independent_of_blas_threads(void **state)
+{
+    (void) state;
+    int saved = openblas_get_num_threads();
+    h_term terms[] = {{"hebb", "hebbian", 1.0, NULL}};
+    for (int dt = 0; dt < 2; dt++) {
+        h_problem p = random_problem(dt ? CRL_FLOAT64 : CRL_FLOAT32, false, 3, 257, 203, 70);
+        h_range whole = {0, p.B}, none = {0, 0};
+        h_result one;
+        openblas_set_num_threads(1);
+        h_eval_self(&p, terms, 1, GRAD_BOTH, &one);
+        const int counts[] = {2, 3};
+        for (int k = 0; k < 2; k++) {
+            openblas_set_num_threads(counts[k]);
+            h_result many;
+            h_eval_self(&p, terms, 1, GRAD_BOTH, &many);
+            h_assert_all(openblas_get_num_threads() == counts[k]);
+            char why[256] = "";
+            bool same = h_result_equal_slice(&p, &one, &many, whole, none, why, sizeof why);
+            if (!same)
+                print_message("%s, %d BLAS threads: %s\n", dt ? "float64" : "float32",
+                              counts[k], why);
+            h_assert_all(same);
+            h_result_free(&many);
+        }
+        h_result_free(&one);
+        h_problem_free(&p);
+    }
+    openblas_set_num_threads(saved);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 
 static void *typed_copy(const double *values, int64_t n, crl_dtype dtype)
@@ -424,6 +468,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bitwise_identical_across_splits),
         cmocka_unit_test(test_layouts_give_identical_results),
         cmocka_unit_test(test_chunks_give_the_whole_result),
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+        cmocka_unit_test(test_bits_independent_of_blas_threads),
+#endif
         cmocka_unit_test(test_weight_dtype_may_differ_from_the_states),
         cmocka_unit_test(test_nan_in_w_hebb_on_every_rank),
         cmocka_unit_test(test_w_hebb_must_be_n_by_n),

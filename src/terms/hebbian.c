@@ -29,6 +29,35 @@
 /* Rows per backward gemm: M large enough for the kernels to run at speed. */
 enum { BLOCK_ROWS = 64 };
 
+/*
+ * Threaded OpenBLAS gives other bits than one thread (its partition of a
+ * product among threads picks other kernels at the edges), and a rank's
+ * thread count follows Open MPI's binding, which changes with the rank
+ * count.  The products here run on one thread (the ranks are the
+ * parallelism), and the caller's thread count is restored after them.
+ */
+static int blas_serial_begin(void)
+{
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    int threads = openblas_get_num_threads();
+    if (threads != 1)
+        openblas_set_num_threads(1);
+    return threads;
+#else
+    return 1;
+#endif
+}
+
+static void blas_serial_end(int threads)
+{
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    if (threads != 1)
+        openblas_set_num_threads(threads);
+#else
+    (void) threads;
+#endif
+}
+
 typedef struct hebbian_state {
     crl_dtype dtype;          /* the states' element type                     */
     int64_t n;
@@ -135,14 +164,17 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
 static void gram_upper(hebbian_state *s, const void *rows, int64_t ld, int64_t time)
 {
     int n = (int) s->n;
+    int threads = blas_serial_begin();
     if (s->dtype == CRL_FLOAT64) {
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0, rows, (int) ld,
                     0.0, s->gram, n);
+        blas_serial_end(threads);
         return;
     }
     float *typed = s->gram_typed;
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0f, rows, (int) ld, 0.0f,
                 typed, n);
+    blas_serial_end(threads);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i; j < n; j++)
             s->gram[i * n + j] = (double) typed[i * n + j];
@@ -256,6 +288,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
         return;
     const crl_array *a = rows->array;
     int n = (int) s->n;
+    int threads = blas_serial_begin();
     for (int64_t r0 = 0; r0 < rows->count; r0 += BLOCK_ROWS) {
         int m = (int) (rows->count - r0 < BLOCK_ROWS ? rows->count - r0 : BLOCK_ROWS);
         const void *x = crl_array_row(a, rows->b, rows->t0 + r0);
@@ -270,6 +303,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
             add_scaled_f64(grad + r0 * n, s->product, (int64_t) m * n, c);
         }
     }
+    blas_serial_end(threads);
 }
 
 static void destroy(crl_term *t)
