@@ -1,23 +1,31 @@
-# python-lib.sh - sourced by the tests that run Python (tests/reference_*.sh):
-# sets PYTHON to a python3 that imports torch and numpy — $CRL_PYTHON, else
-# /usr/bin/python3 (Debian's python3-torch and python3-numpy), else the
-# python3 first on PATH — or skips the test (exit 77) with the reason
-# (CRL_REQUIRE_TORCH=1, as in CI: a hard error instead).
+# python-lib.sh - sourced by the tests that run Python (tests/reference_*.sh,
+# tests/python_binding.sh): sets PYTHON to a python3 that imports the modules
+# of PYTHON_NEEDS (default: numpy torch) — $CRL_PYTHON, else /usr/bin/python3
+# (Debian's python3-* packages), else the python3 first on PATH — or skips
+# the test (exit 77) with the reason (CRL_REQUIRE_TORCH=1, as in CI: a hard
+# error instead).
 # Python writes no bytecode into the source tree.
 export PYTHONDONTWRITEBYTECODE=1
+needs=${PYTHON_NEEDS:-numpy torch}
+imports=
+packages=
+for module in $needs; do
+    imports=${imports:+$imports,}$module
+    packages="$packages python3-$module"
+done
 PYTHON=
 for candidate in ${CRL_PYTHON:-} /usr/bin/python3 python3; do
-    if "$candidate" -c 'import numpy, torch' >/dev/null 2>&1; then
+    if "$candidate" -c "import $imports" >/dev/null 2>&1; then
         PYTHON=$candidate
         break
     fi
 done
 if [ -z "$PYTHON" ] && [ "${CRL_REQUIRE_TORCH:-0}" = 1 ]; then
-    echo "ERROR: $(basename "$0"): CRL_REQUIRE_TORCH=1 but no python3 imports torch and numpy"
+    echo "ERROR: $(basename "$0"): CRL_REQUIRE_TORCH=1 but no python3 imports $needs"
     exit 99
 fi
 if [ -z "$PYTHON" ]; then
-    echo "SKIP: $(basename "$0"): no python3 with torch and numpy (tried: ${CRL_PYTHON:+$CRL_PYTHON }/usr/bin/python3 python3);" \
-        "install python3-torch and python3-numpy (scripts/packages) or set CRL_PYTHON"
+    echo "SKIP: $(basename "$0"): no python3 with $needs (tried: ${CRL_PYTHON:+$CRL_PYTHON }/usr/bin/python3 python3);" \
+        "install$packages (scripts/packages) or set CRL_PYTHON"
     exit 77
 fi

@@ -5,8 +5,7 @@
 #
 # Environment (set by `make check`): CRL_BUILDDIR (the build tree whose
 # libctrnnloss and ctrnn-loss are tested), MPIRUN, CRL_TEST_TIMEOUT (seconds
-# per mpirun, 300), CRL_PYTHON (the python3 to use; by default Debian's
-# /usr/bin/python3, else python3 on PATH, whichever has torch, numpy, mpi4py).
+# per mpirun, 300), CRL_PYTHON (tried first, see tests/python-lib.sh).
 # Exit status 77 (skipped) where no python3 has torch, numpy and mpi4py.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,19 +16,10 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
-export PYTHONDONTWRITEBYTECODE=1
 
-python=
-for p in ${CRL_PYTHON:-/usr/bin/python3 python3}; do
-    if "$p" -c 'import torch, numpy, mpi4py' 2>/dev/null; then
-        python=$p
-        break
-    fi
-done
-if [ -z "$python" ]; then
-    echo "SKIP: no python3 with torch, numpy and mpi4py (Debian: python3-torch python3-numpy python3-mpi4py)"
-    exit 77
-fi
+PYTHON_NEEDS="numpy torch mpi4py"
+. "$here/python-lib.sh"
+python=$PYTHON
 
 lib=$builddir/.libs/libctrnnloss.so
 if [ ! -e "$lib" ]; then
