@@ -105,6 +105,10 @@ const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role);
 /* Local checks of an input array or matrix (types, sizes, strides, overflow). */
 int crl_array_check(const crl_array *a, const char *what, crl_error *err);
 int crl_matrix_check(const crl_matrix *m, const char *what, crl_error *err);
+/* The weight matrices among roles (CRL_USES bits) fit one hidden size N:
+ * w_in N x N_in, w_hid N x N, w_out N_out x N.  n = 0: N is that of w_hid
+ * when roles hold it, else unknown (nothing to compare). */
+int crl_weights_fit(const crl_tensors *in, unsigned roles, int64_t n, crl_error *err);
 /* A gradient buffer must match its input's dtype and shape. */
 int crl_array_check_grad(const crl_array *g, const crl_array *a, const char *what, crl_error *err);
 int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *what, crl_error *err);

@@ -157,6 +157,23 @@ int crl_matrix_check(const crl_matrix *m, const char *what, crl_error *err)
     return CRL_OK;
 }
 
+int crl_weights_fit(const crl_tensors *in, unsigned roles, int64_t n, crl_error *err)
+{
+    bool hid = roles & CRL_USES(CRL_ROLE_W_HID);
+    if (n == 0 && hid)
+        n = in->w_hid.rows;
+    if (hid && (in->w_hid.rows != in->w_hid.cols || (n && in->w_hid.rows != n)))
+        return crl_fail(err, CRL_ERR_INVALID, "w_hid is %lld x %lld, expected N x N with N = %lld",
+                        (long long) in->w_hid.rows, (long long) in->w_hid.cols, (long long) n);
+    if ((roles & CRL_USES(CRL_ROLE_W_IN)) && n && in->w_in.rows != n)
+        return crl_fail(err, CRL_ERR_INVALID, "w_in has %lld rows, expected N = %lld",
+                        (long long) in->w_in.rows, (long long) n);
+    if ((roles & CRL_USES(CRL_ROLE_W_OUT)) && n && in->w_out.cols != n)
+        return crl_fail(err, CRL_ERR_INVALID, "w_out has %lld columns, expected N = %lld",
+                        (long long) in->w_out.cols, (long long) n);
+    return CRL_OK;
+}
+
 int crl_array_check_grad(const crl_array *g, const crl_array *a, const char *what, crl_error *err)
 {
     if (g->dtype != a->dtype || g->batch != a->batch || g->time != a->time

@@ -6,7 +6,7 @@
 # by --term and by --config gives the same result, chunked or not, batch- or
 # time-major; .npy format versions 2.0 and 3.0 read like 1.0.
 #
-# The cases cover all eight SPEC types; a type not registered in this build
+# The cases cover all ten SPEC types; a type not registered in this build
 # is skipped with a message (its case runs once it is).
 . "$(dirname "$0")/cli-lib.sh"
 
@@ -26,6 +26,7 @@ hebbian|h=hebbian:lambda=0.3|states w_hebb
 entropy|e=entropy:reg=0.5,eps=1e-6|states
 population_kl|k=population_kl:symmetric=false,reg=0.01,reduction=sum,var_eps=0|states states1
 mse|m=mse:lambda=1.5|pred label
+rnn_conn|a=rnn_conn:layer=all,metric=fro|w_in w_hid w_out
 "
 
 is_registered() {

@@ -16,6 +16,7 @@ extern const crl_term_class crl_term_hebbian;
 extern const crl_term_class crl_term_entropy;
 extern const crl_term_class crl_term_population_kl;
 extern const crl_term_class crl_term_mse;
+extern const crl_term_class crl_term_rnn_conn;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
@@ -26,6 +27,7 @@ const crl_term_class *const crl_term_classes[] = {
     &crl_term_entropy,
     &crl_term_population_kl,
     &crl_term_mse,
+    &crl_term_rnn_conn,
     NULL,
 };
 
