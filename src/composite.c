@@ -99,6 +99,13 @@ struct crl_loss {
     int64_t seen[3], done[3];  /* elements accumulated / back-propagated:
                                   states, states1, pred                     */
     bool weights_written;
+    bool backward_started;
+    unsigned backward_mask;    /* gradients the backward calls of the cycle
+                                  write (CRL_USES bits of used roles)       */
+
+    /* How gradients are stored (crl_loss_set_grad_mode / _scale). */
+    crl_grad_mode grad_mode;
+    double grad_scale;
 
     agree_item *agree;
     int n_agree, cap_agree;
@@ -126,13 +133,29 @@ static bool term_active(const crl_term *t)
     return t->weight != 0.0;
 }
 
-/* Prefixes an error a term reported with the term's name and type. */
-static int term_error(const crl_term *t, crl_error *err)
+/* Prefixes an error a term reported with the term's name and type, and
+ * records the term's index. */
+static int term_error(const crl_loss *loss, const crl_term *t, crl_error *err)
 {
     char msg[CRL_MESSAGE_MAX];
     snprintf(msg, sizeof msg, "term '%s' (%s): %s", t->name, t->cls->type, err->message);
     memcpy(err->message, msg, sizeof msg);
+    if (err->term < 0)
+        err->term = t >= loss->terms && t < loss->terms + loss->n_terms ? (int) (t - loss->terms)
+                                                                       : loss->n_terms;
     return err->code;
+}
+
+/* Names the role of an error a check of that role's input just recorded. */
+static void blame_role(crl_error *err, int role)
+{
+    if (err->code != CRL_OK && err->role < 0)
+        err->role = role;
+}
+
+static crl_store store_how(const crl_loss *loss)
+{
+    return (crl_store){loss->grad_scale, loss->grad_mode == CRL_GRAD_OVERWRITE};
 }
 
 static crl_term *find_term(const crl_loss *loss, const char *name)
@@ -168,6 +191,7 @@ int crl_loss_create(crl_context *ctx, crl_loss **out)
         return crl_context_set(ctx, CRL_ERR_NOMEM, "out of memory creating a loss");
     }
     loss->ctx = ctx;
+    loss->grad_scale = 1.0;
     loss->buffer = header;
     loss->buffer_cap = HEADER_SLOTS;
     *out = loss;
@@ -281,7 +305,7 @@ int crl_loss_add(crl_loss *loss, const char *name, const char *type, double weig
     for (int k = 0; cls->params[k].key != NULL; k++)
         t.param[k] = cls->params[k].default_value;
     if (apply_params(&t, params, &err) != CRL_OK) {
-        term_error(&t, &err);
+        term_error(loss, &t, &err);
         return crl_context_set(ctx, err.code, err.message);
     }
     int64_t n = loss->n_terms + 1;
@@ -320,8 +344,8 @@ int crl_loss_set(crl_loss *loss, const char *name, const char *key, double value
     else if (crl_param_validate(&t->cls->params[k], value, &err) == CRL_OK)
         t->param[k] = value;
     if (err.code != CRL_OK)
-        term_error(t, &err);
-    return crl_context_set(loss->ctx, err.code, err.message);
+        term_error(loss, t, &err);
+    return crl_context_set_error(loss->ctx, &err);
 }
 
 int crl_loss_set_weight(crl_loss *loss, const char *name, double weight)
@@ -333,6 +357,27 @@ int crl_loss_set_weight(crl_loss *loss, const char *name, double weight)
         return crl_context_set(loss->ctx, CRL_ERR_INVALID,
                                t ? "weight must be finite" : "no term with that name");
     t->weight = weight;
+    return crl_context_set(loss->ctx, CRL_OK, NULL);
+}
+
+int crl_loss_set_grad_mode(crl_loss *loss, crl_grad_mode mode)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    if (mode != CRL_GRAD_ACCUMULATE && mode != CRL_GRAD_OVERWRITE)
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID,
+                               "gradient mode must be CRL_GRAD_ACCUMULATE or CRL_GRAD_OVERWRITE");
+    loss->grad_mode = mode;
+    return crl_context_set(loss->ctx, CRL_OK, NULL);
+}
+
+int crl_loss_set_grad_scale(crl_loss *loss, double scale)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    if (!isfinite(scale))
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID, "gradient scale must be finite");
+    loss->grad_scale = scale;
     return crl_context_set(loss->ctx, CRL_OK, NULL);
 }
 
@@ -530,16 +575,31 @@ static int scan_weight(const crl_matrix *m, int role, uint64_t *checksum, double
             for (int64_t c = 0; c < m->cols; c++) {
                 double v = crl_matrix_get(m, r, c);
                 if (!isfinite(v))
-                    return crl_fail(err, CRL_ERR_NONFINITE, "%s[%lld, %lld] is %s",
-                                    crl_role_name(role), (long long) r, (long long) c,
+                    return crl_fail_at(err, CRL_ERR_NONFINITE, role, -1, r, c,
+                                       "%s[%lld, %lld] is %s", crl_role_name(role), (long long) r,
+                                       (long long) c,
                                     isnan(v) ? "NaN" : "infinite");
             }
-        return crl_fail(err, CRL_ERR_DOMAIN, "%s: the sum of squares overflows",
-                        crl_role_name(role));
+        return crl_fail_at(err, CRL_ERR_DOMAIN, role, -1, -1, -1,
+                           "%s: the sum of squares overflows", crl_role_name(role));
     }
     *checksum = mix64(h1) ^ h2;
     *sumsq = s;
     return CRL_OK;
+}
+
+/* The used roles whose gradient the backward can write, given the requests
+ * announced at accumulate: every active term reading a role must be able to
+ * differentiate it (a term's grads hook; without one, all it reads). */
+static unsigned differentiable(const crl_loss *loss, unsigned uses, unsigned announced)
+{
+    unsigned mask = uses;
+    for (int k = 0; k < loss->n_terms; k++) {
+        const crl_term *t = &loss->terms[k];
+        if (term_active(t) && t->cls->grads)
+            mask &= ~(t->cls->uses(t) & ~t->cls->grads(t, announced));
+    }
+    return mask;
 }
 
 /*
@@ -571,16 +631,17 @@ static int prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *gra
             bool want = crl_array_present(d); /* an empty shard asks with its shape */
             if (used) {
                 if (!crl_array_present(a))
-                    crl_fail(err, CRL_ERR_INVALID, "%s: required input is missing",
-                             crl_role_name(role));
+                    crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                                "%s: required input is missing", crl_role_name(role));
                 else if (crl_array_check(a, crl_role_name(role), err) == CRL_OK && want)
                     crl_array_check_grad(d, a, crl_role_name(role), err);
+                blame_role(err, role);
                 ok = ok && agree_add(loss, a->dtype, "dtype", -1, role, false)
                      && agree_add(loss, a->time, "time steps", -1, role, false)
                      && agree_add(loss, a->width, "width", -1, role, false);
             }
             if (used && want)
-                g->grad_mask |= CRL_USES(role);
+                g->grad_announced |= CRL_USES(role);
         } else {
             const crl_matrix *m = crl_tensors_matrix(in, role);
             const crl_matrix *d = crl_tensors_matrix(grads, role);
@@ -594,18 +655,21 @@ static int prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *gra
                     scan_weight(m, role, &checksum, &g->weight_sumsq[slot], err);
             }
             if (used)
+                blame_role(err, role);
+            if (used)
                 ok = ok && agree_add(loss, m->dtype, "dtype", -1, role, false)
                      && agree_add(loss, m->rows, "rows", -1, role, false)
                      && agree_add(loss, m->cols, "columns", -1, role, false)
                      && agree_add(loss, (int64_t) checksum, "values (replicated weights)", -1, role,
                                   false);
             if (used && want)
-                g->grad_mask |= CRL_USES(role);
+                g->grad_announced |= CRL_USES(role);
         }
     }
+    g->grad_mask = differentiable(loss, uses, g->grad_announced);
     /* Weight gradients are global sums for some terms (hebbian): their
      * requests shape the packed buffer, so all ranks must make the same. */
-    unsigned weight_grads = g->grad_mask & ~((1u << CRL_FIRST_MATRIX_ROLE) - 1);
+    unsigned weight_grads = g->grad_announced & ~((1u << CRL_FIRST_MATRIX_ROLE) - 1);
     ok = ok && agree_add(loss, weight_grads, "weight gradient requests", -1, -1, false);
     if ((uses & CRL_USES(CRL_ROLE_PRED)) && (uses & CRL_USES(CRL_ROLE_LABEL))
         && err->code == CRL_OK
@@ -637,7 +701,7 @@ static int prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *gra
             ok = agree_add(loss, real_bits(t->param[j]), t->cls->params[j].key, k, -1, true);
         if (term_active(t) && err->code == CRL_OK && t->cls->prepare) {
             if (t->cls->prepare(t, g, &t->slot_count, err) != CRL_OK)
-                term_error(t, err);
+                term_error(loss, t, err);
         }
         layout[REGION_TERMS + k] = at;
         at += t->slot_count;
@@ -731,13 +795,14 @@ static bool scratch_rows(scratch *w, int64_t rows, int64_t n)
            && reserve_all(vectors, 3, &w->n_cap, n);
 }
 
-static int report_nonfinite(const crl_array *a, const char *what, int64_t b, crl_error *err)
+static int report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err)
 {
+    const char *what = crl_role_name(role);
     int64_t t, i;
     if (crl_array_find_nonfinite(a, b, &t, &i)) {
         const void *row = crl_array_row(a, b, t);
         double v = a->dtype == CRL_FLOAT32 ? ((const float *) row)[i] : ((const double *) row)[i];
-        return crl_fail(err, CRL_ERR_NONFINITE, "%s[b=%lld, t=%lld, i=%lld] is %s", what,
+        return crl_fail_at(err, CRL_ERR_NONFINITE, role, b, t, i, "%s[b=%lld, t=%lld, i=%lld] is %s", what,
                         (long long) b, (long long) t, (long long) i,
                         isnan(v) ? "NaN" : "infinite");
     }
@@ -824,13 +889,14 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
                 crl_term *t = &loss->terms[k];
                 if (term_uses_pop(t, p) && t->cls->forward_rows
                     && t->cls->forward_rows(t, &view, payload + t->slot, err) != CRL_OK)
-                    return term_error(t, err);
+                    return term_error(loss, t, err);
             }
         }
         for (int64_t i = 0; i < n; i++)
             if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
-                if (report_nonfinite(a, what, b, err) == CRL_OK)
-                    crl_fail(err, CRL_ERR_DOMAIN, "%s[b=%lld]: sum of squares overflows", what,
+                if (report_nonfinite(a, pop_role(p), b, err) == CRL_OK)
+                    crl_fail_at(err, CRL_ERR_DOMAIN, pop_role(p), b, -1, -1,
+                                "%s[b=%lld]: sum of squares overflows", what,
                              (long long) b);
                 return err->code;
             }
@@ -840,7 +906,7 @@ static int states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload,
             crl_term *t = &loss->terms[k];
             if (term_uses_pop(t, p) && t->cls->forward_element
                 && t->cls->forward_element(t, &whole, payload + t->slot, err) != CRL_OK)
-                return term_error(t, err);
+                return term_error(loss, t, err);
         }
     }
     return CRL_OK;
@@ -865,9 +931,10 @@ static int outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payloa
         }
         double s = crl_sum_fixed(w->s1, k);
         if (!isfinite(s)) {
-            if (report_nonfinite(x, "pred", b, err) == CRL_OK
-                && report_nonfinite(y, "label", b, err) == CRL_OK)
-                crl_fail(err, CRL_ERR_DOMAIN, "pred - label [b=%lld]: sum of squares overflows",
+            if (report_nonfinite(x, CRL_ROLE_PRED, b, err) == CRL_OK
+                && report_nonfinite(y, CRL_ROLE_LABEL, b, err) == CRL_OK)
+                crl_fail_at(err, CRL_ERR_DOMAIN, CRL_ROLE_PRED, b, -1, -1,
+                            "pred - label [b=%lld]: sum of squares overflows",
                          (long long) b);
             return err->code;
         }
@@ -905,7 +972,7 @@ static int forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_e
 /* A later chunk must have the first chunk's shapes, types, weights and
  * gradient requests; only batch sizes may differ. */
 static int check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
-                       crl_error *err)
+                       unsigned want_mask, crl_error *err)
 {
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         if (!(loss->uses & CRL_USES(role)))
@@ -914,26 +981,31 @@ static int check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_te
         if (role < CRL_FIRST_MATRIX_ROLE) {
             const crl_array *a = crl_tensors_array(in, role), *f = crl_tensors_array(&loss->first, role);
             const crl_array *d = crl_tensors_array(grads, role);
-            bool want = loss->g.grad_mask & CRL_USES(role);
+            bool want = want_mask & CRL_USES(role);
             if (a->dtype != f->dtype || a->time != f->time || a->width != f->width)
-                return crl_fail(err, CRL_ERR_INVALID,
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
                                 "%s: chunk has dtype %d, time %lld, width %lld; the first chunk "
                                 "had %d, %lld, %lld",
                                 what, (int) a->dtype, (long long) a->time, (long long) a->width,
                                 (int) f->dtype, (long long) f->time, (long long) f->width);
-            if (crl_array_check(a, what, err) != CRL_OK)
+            if (crl_array_check(a, what, err) != CRL_OK) {
+                blame_role(err, role);
                 return err->code;
+            }
             if (want != crl_array_present(d))
-                return crl_fail(err, CRL_ERR_INVALID,
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
                                 "gradient of %s: requested in some chunks but not others", what);
-            if (want && crl_array_check_grad(d, a, what, err) != CRL_OK)
+            if (want && crl_array_check_grad(d, a, what, err) != CRL_OK) {
+                blame_role(err, role);
                 return err->code;
+            }
         } else {
             const crl_matrix *m = crl_tensors_matrix(in, role), *f = crl_tensors_matrix(&loss->first, role);
             /* Field by field: memcmp would compare the padding after dtype. */
             if (m->dtype != f->dtype || m->data != f->data || m->rows != f->rows
                 || m->cols != f->cols || m->row_stride != f->row_stride)
-                return crl_fail(err, CRL_ERR_INVALID, "%s: changed between chunks", what);
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                                   "%s: changed between chunks", what);
         }
     }
     return CRL_OK;
@@ -995,15 +1067,17 @@ static int reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error 
  * check must not depend on the value of the constant.
  */
 static int finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                               double batch, int ranks, const char *what, crl_error *err)
+                               double batch, int ranks, int role, crl_error *err)
 {
+    const char *what = crl_role_name(role);
     const crl_array *a = pop->array;
     pop->batch = (int64_t) batch;
     pop->time = a->time;
     pop->n = a->width;
     pop->count = batch * (double) a->time;
     if (pop->batch == 0)
-        return crl_fail(err, CRL_ERR_INVALID, "%s: no rank holds a batch element", what);
+        return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                           "%s: no rank holds a batch element", what);
     crl_dd total = crl_dd_make(0.0);
     for (int64_t i = 0; i < pop->n; i++) {
         pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
@@ -1015,7 +1089,8 @@ static int finalize_population(crl_population *pop, const crl_dd *sum, const crl
     }
     pop->sumsq = crl_dd_round(total);
     if (!isfinite(pop->sumsq))
-        return crl_fail(err, CRL_ERR_DOMAIN, "%s: the sum of squares overflows", what);
+        return crl_fail_at(err, CRL_ERR_DOMAIN, role, -1, -1, -1, "%s: the sum of squares overflows",
+                           what);
     memset(pop->alpha, 0, sizeof(double) * (size_t) pop->n);
     memset(pop->beta, 0, sizeof(double) * (size_t) pop->n);
     pop->affine = false;
@@ -1030,7 +1105,7 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         if ((uses & CRL_USES(pop_role(p)))
             && finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
                                    crl_dd_round(payload[REGION_COUNTS + p]), loss->ctx->size,
-                                   crl_role_name(pop_role(p)), err) != CRL_OK)
+                                   pop_role(p), err) != CRL_OK)
             return err->code;
     }
     if (uses & CRL_USES(CRL_ROLE_PRED)) {
@@ -1042,7 +1117,8 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         g->sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
         g->out_coef = 0;
         if (g->out_batch == 0)
-            return crl_fail(err, CRL_ERR_INVALID, "pred: no rank holds a batch element");
+            return crl_fail_at(err, CRL_ERR_INVALID, CRL_ROLE_PRED, -1, -1, -1,
+                               "pred: no rank holds a batch element");
     }
     for (int s = 0; s < 4; s++)
         if (g->dweight[s]) {
@@ -1053,7 +1129,7 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         crl_term *t = &loss->terms[k];
         outs[k] = (crl_term_out){0};
         if (term_active(t) && t->cls->finalize(t, g, payload + t->slot, &outs[k], err) != CRL_OK)
-            return term_error(t, err);
+            return term_error(loss, t, err);
     }
     return CRL_OK;
 }
@@ -1084,13 +1160,21 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
     CRL_HOT static void name(const type *restrict x, int64_t ldx, type *restrict out,          \
                              int64_t ldo, int64_t count, int64_t n,                            \
                              const double *restrict mean, const double *restrict alpha,        \
-                             const double *restrict beta)                                      \
+                             const double *restrict beta, crl_store how)                       \
     {                                                                                          \
-        for (int64_t r = 0; r < count; r++)                                                    \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);           \
-                out[r * ldo + i] = (type) ((double) out[r * ldo + i] + g);                     \
-            }                                                                                  \
+        double scale = how.scale;                                                              \
+        if (how.overwrite)                                                                     \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
+                    out[r * ldo + i] = (type) (0.0 + scale * g);                               \
+                }                                                                              \
+        else                                                                                   \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
+                    out[r * ldo + i] = (type) ((double) out[r * ldo + i] + scale * g);         \
+                }                                                                              \
     }
 AFFINE_ADD_KERNEL(affine_add_f32, float)
 AFFINE_ADD_KERNEL(affine_add_f64, double)
@@ -1103,8 +1187,12 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
     bool hooks, doubles;
     row_hook_needs(loss, p, true, &hooks, &doubles);
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
-    if (!pop->affine && !hooks)
+    crl_store how = store_how(loss);
+    if (!pop->affine && !hooks) {
+        if (how.overwrite)
+            crl_array_zero(out);
         return;
+    }
     int64_t n = a->width, time = a->time, rows = tile_rows(loss, n, time);
     if (!hooks) {
         for (int64_t b = 0; b < a->batch; b++) {
@@ -1112,10 +1200,10 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
             void *o = (void *) crl_array_row(out, b, 0);
             if (a->dtype == CRL_FLOAT32)
                 affine_add_f32(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
-                               pop->alpha, pop->beta);
+                               pop->alpha, pop->beta, how);
             else
                 affine_add_f64(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
-                               pop->alpha, pop->beta);
+                               pop->alpha, pop->beta, how);
         }
         return;
     }
@@ -1140,7 +1228,7 @@ static void states_backward(crl_loss *loss, const crl_global *g, int p, const cr
                 if (term_uses_pop(t, p) && t->cls->backward_rows)
                     t->cls->backward_rows(t, g, &view, w->grad_tile);
             }
-            crl_rows_store_add(out, b, t0, count, w->grad_tile, n);
+            crl_rows_store(out, b, t0, count, w->grad_tile, n, how);
         }
 }
 
@@ -1153,11 +1241,19 @@ CRL_HOT static void scaled_diff_rows(const double *restrict x, int64_t ldx,
             out[r * k + j] = c * (x[r * ldx + j] - y[r * ldy + j]);
 }
 
-static void outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads)
+static void outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads,
+                             unsigned want)
 {
     const crl_array *x = &g->inputs->pred, *y = &g->inputs->label;
-    bool want_pred = g->grad_mask & CRL_USES(CRL_ROLE_PRED);
-    bool want_label = g->grad_mask & CRL_USES(CRL_ROLE_LABEL);
+    bool want_pred = want & CRL_USES(CRL_ROLE_PRED);
+    bool want_label = want & CRL_USES(CRL_ROLE_LABEL);
+    crl_store how = store_how(loss);
+    if (g->out_coef == 0.0 && how.overwrite) {
+        if (want_pred)
+            crl_array_zero(&grads->pred);
+        if (want_label)
+            crl_array_zero(&grads->label);
+    }
     if (g->out_coef == 0.0 || !(want_pred || want_label))
         return;
     scratch *w = &loss->work;
@@ -1170,11 +1266,11 @@ static void outputs_backward(crl_loss *loss, const crl_global *g, const crl_tens
             const double *yr = crl_rows_load(y, b, t0, count, w->tile2, &ldy);
             scaled_diff_rows(xr, ldx, yr, ldy, count, k, g->out_coef, d);
             if (want_pred)
-                crl_rows_store_add(&grads->pred, b, t0, count, d, k);
+                crl_rows_store(&grads->pred, b, t0, count, d, k, how);
             if (want_label) {
                 for (int64_t e = 0; e < count * k; e++)
                     d[e] = -d[e];
-                crl_rows_store_add(&grads->label, b, t0, count, d, k);
+                crl_rows_store(&grads->label, b, t0, count, d, k, how);
             }
         }
 }
@@ -1327,7 +1423,7 @@ int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_ten
         if (inputs == NULL)
             crl_fail(&loss->err, CRL_ERR_INVALID, "inputs is NULL");
         else
-            check_chunk(loss, inputs, grads ? grads : &none, &loss->err);
+            check_chunk(loss, inputs, grads ? grads : &none, loss->g.grad_announced, &loss->err);
     }
     if (loss->err.code == CRL_OK)
         forward(loss, inputs, loss->target + HEADER_SLOTS, &loss->err);
@@ -1397,11 +1493,88 @@ int crl_loss_reduce(crl_loss *loss)
     g->pop[0].array = &loss->first.states;
     g->pop[1].array = &loss->first.states1;
     if (finalize(loss, g, loss->uses, loss->buffer + HEADER_SLOTS, loss->outs, &loss->err) != CRL_OK)
-        return crl_context_set(ctx, loss->err.code, loss->err.message);
+        return crl_context_set_error(ctx, &loss->err);
     store_results(loss, loss->outs);
     loss->phase = PHASE_REDUCED;
     loss->weights_written = false;
+    loss->backward_started = false;
     return crl_context_set(ctx, CRL_OK, NULL);
+}
+
+/* The gradient requests of a backward call: the used roles with a buffer. */
+static unsigned requested(const crl_loss *loss, const crl_tensors *grads)
+{
+    unsigned mask = 0;
+    for (int role = 0; role < CRL_ROLE_COUNT; role++) {
+        bool given = role < CRL_FIRST_MATRIX_ROLE ? crl_array_present(crl_tensors_array(grads, role))
+                                                  : crl_tensors_matrix(grads, role)->data != NULL;
+        if (given && (loss->uses & CRL_USES(role)))
+            mask |= CRL_USES(role);
+    }
+    return mask;
+}
+
+/* The first backward call of a cycle: its requests must be gradients the
+ * finalize prepared, and its weight-gradient buffers must fit. */
+static int check_requests(const crl_loss *loss, const crl_tensors *grads, unsigned want,
+                          crl_error *err)
+{
+    for (int role = 0; role < CRL_ROLE_COUNT; role++) {
+        if (!(want & CRL_USES(role)))
+            continue;
+        if (!(loss->g.grad_mask & CRL_USES(role)))
+            return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                               (loss->g.grad_announced & CRL_USES(role)) == 0
+                                   ? "gradient of %s: not available unless requested at "
+                                     "crl_loss_accumulate (it is a sum over all ranks), or no "
+                                     "gradient exists"
+                                   : "gradient of %s: not available",
+                               crl_role_name(role));
+        if (role >= CRL_FIRST_MATRIX_ROLE
+            && crl_matrix_check_grad(crl_tensors_matrix(grads, role),
+                                     crl_tensors_matrix(&loss->first, role), crl_role_name(role),
+                                     err) != CRL_OK) {
+            blame_role(err, role);
+            return err->code;
+        }
+    }
+    return CRL_OK;
+}
+
+/* Overwrite mode: the checks of the given buffers of inputs no active term
+ * reads (their gradient is zero); with zero set, writes the zeros. */
+static int unused_buffers(const crl_loss *loss, const crl_tensors *inputs,
+                          const crl_tensors *grads, bool weights, bool zero, crl_error *err)
+{
+    for (int role = 0; role < CRL_ROLE_COUNT; role++) {
+        if (loss->uses & CRL_USES(role))
+            continue;
+        const char *what = crl_role_name(role);
+        if (role < CRL_FIRST_MATRIX_ROLE) {
+            const crl_array *d = crl_tensors_array(grads, role), *a = crl_tensors_array(inputs, role);
+            if (!crl_array_present(d))
+                continue;
+            if (!zero && (crl_array_present(a) ? crl_array_check_grad(d, a, what, err)
+                                               : crl_array_check(d, what, err)) != CRL_OK) {
+                blame_role(err, role);
+                return err->code;
+            }
+            if (zero)
+                crl_array_zero(d);
+        } else if (weights) {
+            const crl_matrix *d = crl_tensors_matrix(grads, role), *m = crl_tensors_matrix(inputs, role);
+            if (d->data == NULL)
+                continue;
+            if (!zero && (m->data ? crl_matrix_check_grad(d, m, what, err)
+                                  : crl_matrix_check(d, what, err)) != CRL_OK) {
+                blame_role(err, role);
+                return err->code;
+            }
+            if (zero)
+                crl_matrix_zero(d);
+        }
+    }
+    return CRL_OK;
 }
 
 int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
@@ -1412,38 +1585,53 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
     crl_error err = {0};
     crl_global *g = &loss->g;
     int64_t batch[3] = {0};
+    unsigned want = 0;
+    bool overwrite = loss->grad_mode == CRL_GRAD_OVERWRITE;
+    if (grads == NULL)
+        grads = &none;
     if (loss->phase != PHASE_REDUCED)
         crl_fail(&err, CRL_ERR_INVALID, "crl_loss_backward needs a successful crl_loss_reduce");
     else if (inputs == NULL)
         crl_fail(&err, CRL_ERR_INVALID, "inputs is NULL");
-    else if (check_chunk(loss, inputs, grads ? grads : &none, &err) == CRL_OK) {
-        batch[0] = loss->uses & CRL_USES(CRL_ROLE_STATES) ? inputs->states.batch : 0;
-        batch[1] = loss->uses & CRL_USES(CRL_ROLE_STATES1) ? inputs->states1.batch : 0;
-        batch[2] = loss->uses & CRL_USES(CRL_ROLE_PRED) ? inputs->pred.batch : 0;
-        for (int k = 0; k < 3; k++)
-            if (loss->done[k] + batch[k] > loss->seen[k])
-                crl_fail(&err, CRL_ERR_INVALID,
-                         "backward chunks hold more batch elements (%lld) than were accumulated "
-                         "(%lld)",
-                         (long long) (loss->done[k] + batch[k]), (long long) loss->seen[k]);
+    else {
+        want = loss->backward_started ? loss->backward_mask : requested(loss, grads);
+        if ((loss->backward_started || check_requests(loss, grads, want, &err) == CRL_OK)
+            && check_chunk(loss, inputs, grads, want, &err) == CRL_OK
+            && (!overwrite
+                || unused_buffers(loss, inputs, grads, !loss->weights_written, false, &err)
+                       == CRL_OK)) {
+            batch[0] = loss->uses & CRL_USES(CRL_ROLE_STATES) ? inputs->states.batch : 0;
+            batch[1] = loss->uses & CRL_USES(CRL_ROLE_STATES1) ? inputs->states1.batch : 0;
+            batch[2] = loss->uses & CRL_USES(CRL_ROLE_PRED) ? inputs->pred.batch : 0;
+            for (int k = 0; k < 3; k++)
+                if (loss->done[k] + batch[k] > loss->seen[k])
+                    crl_fail(&err, CRL_ERR_INVALID,
+                             "backward chunks hold more batch elements (%lld) than were "
+                             "accumulated (%lld)",
+                             (long long) (loss->done[k] + batch[k]), (long long) loss->seen[k]);
+        }
     }
-    if (err.code != CRL_OK)
-        return crl_context_set(loss->ctx, err.code, err.message);
-    if (grads == NULL || g->grad_mask == 0)
-        return CRL_OK;
+    if (err.code != CRL_OK) {
+        err.rank = loss->ctx->rank;
+        return crl_context_set_error(loss->ctx, &err);
+    }
+    loss->backward_started = true;
+    loss->backward_mask = want;
+    if (overwrite)
+        unused_buffers(loss, inputs, grads, !loss->weights_written, true, &err);
     g->inputs = inputs;
     g->pop[0].array = &inputs->states;
     g->pop[1].array = &inputs->states1;
     for (int p = 0; p < 2; p++)
-        if (g->grad_mask & CRL_USES(pop_role(p)))
+        if (want & CRL_USES(pop_role(p)))
             states_backward(loss, g, p, crl_tensors_array(grads, pop_role(p)));
-    if (g->grad_mask & (CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)))
-        outputs_backward(loss, g, grads);
-    /* Weight gradients are whole on every rank: added once per cycle. */
+    if (want & (CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)))
+        outputs_backward(loss, g, grads, want);
+    /* Weight gradients are whole on every rank: stored once per cycle. */
     for (int s = 0; s < 4 && !loss->weights_written; s++)
-        if (g->dweight[s])
-            crl_matrix_store_add(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s),
-                                 g->dweight[s]);
+        if (want & CRL_USES(CRL_FIRST_MATRIX_ROLE + s))
+            crl_matrix_store(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s), g->dweight[s],
+                             store_how(loss));
     loss->weights_written = true;
     for (int k = 0; k < 3; k++)
         loss->done[k] += batch[k];
