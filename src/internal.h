@@ -147,6 +147,11 @@ void crl_array_zero(const crl_array *out);
 
 /* The first non-finite element of batch element b; false if there is none. */
 bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t *i);
+/* Records the first non-finite element of batch element b of a (input role)
+ * as CRL_ERR_NONFINITE; CRL_OK when there is none. */
+int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err);
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b. */
+void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write);
 
 /* Matrix element as double. */
 static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
@@ -160,7 +165,7 @@ static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
 void crl_matrix_store(const crl_matrix *out, const double *values, crl_store how);
 void crl_matrix_zero(const crl_matrix *out);
 
-/* Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
+/* Memory (work.c).  Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
  * hold want elements, doubling; false when out of memory (*ptr unchanged). */
 bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size);
 

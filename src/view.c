@@ -66,29 +66,6 @@ const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role)
     }
 }
 
-bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size)
-{
-    if (want <= *cap)
-        return true;
-    int64_t n = *cap > 0 ? *cap : 16, bytes;
-    while (n < want)
-        n *= 2;
-    void **pp = ptr_to_ptr;
-    void *p = crl_mul_size(n, (int64_t) size, &bytes) ? realloc(*pp, (size_t) bytes) : NULL;
-    if (p == NULL)
-        return false;
-    *pp = p;
-    *cap = n;
-    return true;
-}
-
-bool crl_mul_size(int64_t a, int64_t b, int64_t *out)
-{
-    if (a < 0 || b < 0)
-        return false;
-    return !__builtin_mul_overflow(a, b, out);
-}
-
 /* Largest element offset + 1 of a (rows x cols) grid with the given strides,
  * checked for overflow of the byte offset; false on overflow. */
 static bool extent(int64_t n1, int64_t s1, int64_t n2, int64_t s2, int64_t width, size_t size,
@@ -292,4 +269,35 @@ void crl_matrix_zero(const crl_matrix *out)
     for (int64_t r = 0; r < out->rows; r++)
         memset((char *) out->data + (size_t) (r * out->row_stride) * size, 0,
                (size_t) out->cols * size);
+}
+
+int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err)
+{
+    const char *what = crl_role_name(role);
+    int64_t t, i;
+    if (crl_array_find_nonfinite(a, b, &t, &i)) {
+        const void *row = crl_array_row(a, b, t);
+        double v = a->dtype == CRL_FLOAT32 ? ((const float *) row)[i] : ((const double *) row)[i];
+        return crl_fail_at(err, CRL_ERR_NONFINITE, role, b, t, i, "%s[b=%lld, t=%lld, i=%lld] is %s", what,
+                        (long long) b, (long long) t, (long long) i,
+                        isnan(v) ? "NaN" : "infinite");
+    }
+    return CRL_OK;
+}
+
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b ahead
+ * of use: the tile passes touch memory in bursts between passes in cache,
+ * which the hardware prefetchers alone do not overlap. */
+void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write)
+{
+    size_t bytes = (size_t) a->width * crl_dtype_size(a->dtype);
+    for (int64_t t = t0; t < t0 + count && t < a->time; t++) {
+        const char *row = crl_array_row(a, b, t);
+        for (size_t k = 0; k < bytes; k += 64) {
+            if (write)
+                __builtin_prefetch(row + k, 1, 3);
+            else
+                __builtin_prefetch(row + k, 0, 3);
+        }
+    }
 }
