@@ -62,7 +62,7 @@ int crl_scan_weight(const crl_matrix *m, int role, uint64_t *checksum, double *s
  * differentiate it (a term's grads hook; without one, all it reads). */
 unsigned crl_differentiable(const crl_loss *loss, unsigned uses, unsigned announced)
 {
-    unsigned mask = uses;
+    unsigned mask = uses & ~CRL_USES(CRL_ROLE_MASK); /* weights, not an input to fit */
     for (int k = 0; k < loss->n_terms; k++) {
         const crl_term *t = &loss->terms[k];
         if (term_active(t) && t->cls->grads)
@@ -85,6 +85,12 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
     for (int k = 0; k < loss->n_terms; k++)
         if (term_active(&loss->terms[k]))
             uses |= loss->terms[k].cls->uses(&loss->terms[k]);
+    /* The mask is optional: read when given and some term weighs its
+     * output error with it. */
+    for (int k = 0; k < loss->n_terms && crl_array_present(&in->mask); k++)
+        if (term_active(&loss->terms[k]) && loss->terms[k].cls->takes_mask
+            && (loss->terms[k].cls->uses(&loss->terms[k]) & CRL_USES(CRL_ROLE_PRED)))
+            uses |= CRL_USES(CRL_ROLE_MASK);
     *uses_out = uses;
     g->inputs = in;
     g->pop[0].array = &in->states;
@@ -148,6 +154,15 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                  (long long) in->pred.batch, (long long) in->pred.time, (long long) in->pred.width,
                  (long long) in->label.batch, (long long) in->label.time,
                  (long long) in->label.width);
+    if ((uses & CRL_USES(CRL_ROLE_MASK)) && err->code == CRL_OK
+        && (in->mask.batch != in->pred.batch || in->mask.time != in->pred.time
+            || (in->mask.width != in->pred.width && in->mask.width != 1)))
+        crl_fail_at(err, CRL_ERR_INVALID, CRL_ROLE_MASK, -1, -1, -1,
+                    "mask (%lld, %lld, %lld) must be pred's shape (%lld, %lld, %lld) or have "
+                    "width 1",
+                    (long long) in->mask.batch, (long long) in->mask.time,
+                    (long long) in->mask.width, (long long) in->pred.batch,
+                    (long long) in->pred.time, (long long) in->pred.width);
 
     /* Layout: regions, then each term's slots (terms size them from shapes). */
     int64_t at = 3;

@@ -70,6 +70,7 @@ typedef struct value_entry {
 /* Per-evaluation work memory, grown as needed and kept between calls. */
 typedef struct scratch {
     double *tile, *tile2, *grad_tile;   /* rows x N, as doubles         */
+    double *tile3, *grad_tile2;         /* rows x K: mask, d label      */
     double *shift, *s1, *s2;            /* N: per-element moments       */
     double *pop_data[2];                /* mean, var, alpha, beta: 4 N  */
     double *dweight[4];

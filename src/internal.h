@@ -243,6 +243,23 @@ typedef struct crl_rows {
     int64_t ld;
 } crl_rows;
 
+/* Rows t0 .. t0 + count - 1 of batch element b of pred, label and the
+ * optional mask, as doubles (row r of pred at pred + r * ld_pred, ...);
+ * mask is NULL when absent, and has mask_width 1 (broadcast over K) or K. */
+typedef struct crl_output_rows {
+    int64_t b, t0, count, k;
+    const double *pred, *label, *mask;
+    int64_t ld_pred, ld_label, ld_mask, mask_width;
+} crl_output_rows;
+
+/* Element j of row r of the mask (1 without one). */
+static inline double crl_mask_at(const crl_output_rows *rows, int64_t r, int64_t j)
+{
+    if (rows->mask == NULL)
+        return 1.0;
+    return rows->mask[r * rows->ld_mask + (rows->mask_width == 1 ? 0 : j)];
+}
+
 /* Values a term reports from finalize (before its weight lambda_k). */
 #define CRL_MAX_PARTS 8
 typedef struct crl_term_out {
@@ -276,6 +293,9 @@ struct crl_term_class {
      * engine then need not widen float32 rows into doubles for them, and
      * rows->x is NULL unless another term asked for doubles. */
     bool raw_rows;
+    /* The term weighs its output error by the optional mask input (SPEC
+     * "Output masks"): the engine then reads the mask when one is given. */
+    bool takes_mask;
 
     /* Roles (CRL_USES bits) the term reads with its current parameters. */
     unsigned (*uses)(const crl_term *t);
@@ -303,6 +323,15 @@ struct crl_term_class {
     /* Backward, per row tile: adds t->weight * dL/dS into grad (count x n). */
     void (*backward_rows)(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad);
+    /* Accumulate, per row tile of pred / label (and the mask) of each batch
+     * element, in time order. */
+    int (*accumulate_outputs)(crl_term *t, const crl_output_rows *rows, crl_dd *slots,
+                              crl_error *err);
+    /* Backward, per row tile: adds t->weight * dL/d pred into dpred and
+     * t->weight * dL/d label into dlabel (count x k each; either may be
+     * NULL when not wanted). */
+    void (*backward_outputs)(const crl_term *t, const crl_global *g, const crl_output_rows *rows,
+                             double *dpred, double *dlabel);
     void (*destroy)(crl_term *t);
 };
 

@@ -36,7 +36,7 @@ crl_matrix crl_matrix_dense(crl_dtype dtype, void *data, int64_t rows, int64_t c
 }
 
 static const char *const role_names[CRL_ROLE_COUNT] = {
-    "states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb",
+    "states", "states1", "pred", "label", "mask", "w_in", "w_hid", "w_out", "w_hebb",
 };
 
 const char *crl_role_name(int role)
@@ -51,6 +51,7 @@ const crl_array *crl_tensors_array(const crl_tensors *t, int role)
     case CRL_ROLE_STATES1: return &t->states1;
     case CRL_ROLE_PRED: return &t->pred;
     case CRL_ROLE_LABEL: return &t->label;
+    case CRL_ROLE_MASK: return &t->mask;
     default: return NULL;
     }
 }

@@ -38,6 +38,8 @@ void crl_free_scratch(scratch *w)
     free(w->tile);
     free(w->tile2);
     free(w->grad_tile);
+    free(w->tile3);
+    free(w->grad_tile2);
     free(w->shift);
     free(w->s1);
     free(w->s2);
@@ -74,9 +76,9 @@ static bool reserve_all(double **buffers[], int k, int64_t *cap, int64_t want)
 
 bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n)
 {
-    double **tiles[] = {&w->tile, &w->tile2, &w->grad_tile};
+    double **tiles[] = {&w->tile, &w->tile2, &w->grad_tile, &w->tile3, &w->grad_tile2};
     double **vectors[] = {&w->shift, &w->s1, &w->s2};
-    return reserve_all(tiles, 3, &w->tile_cap, rows * n)
+    return reserve_all(tiles, 5, &w->tile_cap, rows * n)
            && reserve_all(vectors, 3, &w->n_cap, n);
 }
 

@@ -17,6 +17,7 @@ extern const crl_term_class crl_term_entropy;
 extern const crl_term_class crl_term_population_kl;
 extern const crl_term_class crl_term_mse;
 extern const crl_term_class crl_term_rnn_conn;
+extern const crl_term_class crl_term_cross_entropy;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
@@ -28,6 +29,7 @@ const crl_term_class *const crl_term_classes[] = {
     &crl_term_population_kl,
     &crl_term_mse,
     &crl_term_rnn_conn,
+    &crl_term_cross_entropy,
     NULL,
 };
 

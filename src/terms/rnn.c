@@ -5,7 +5,7 @@
  * statistics (sum of squared errors, per-neuron means, sum of S^2, the weights'
  * norms), and its states gradient is affine in S.
  *
- * Reads: pred, label (mse); w_in, w_hid, w_out; states (fr, fr_sd, fr_cv).
+ * Reads: pred, label and the mask when given (mse); w_in, w_hid, w_out; states (fr, fr_sd, fr_cv).
  */
 #include "../internal.h"
 
@@ -132,6 +132,7 @@ const crl_term_class crl_term_rnn = {
     .type = "rnn",
     .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers (seed 000)",
     .params = params,
+    .takes_mask = true,
     .parts = parts,
     .uses = uses,
     .prepare = prepare,
