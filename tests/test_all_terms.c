@@ -37,6 +37,7 @@ static const h_term every_type[] = {
     {"mse", "mse", 2.0, ""},
     {"conn", "rnn_conn", 0.15, "layer=all,metric=fro"},
     {"conn1", "rnn_conn", 0.25, "layer=hidden,metric=l1"},
+    {"ce", "cross_entropy", 0.5, "clamp=1e-6"},
 };
 enum { N_TERMS = sizeof every_type / sizeof every_type[0] };
 
