@@ -276,7 +276,7 @@ CRL_API void crl_loss_destroy(crl_loss **loss);
  *   name    unique within the loss; letters, digits, '_' and '-' (reported
  *           values are "name" and, for some types, "name.part")
  *   type    "rnn", "fr", "fr_dist", "state_pred", "hebbian", "entropy",
- *           "population_kl" or "mse"
+ *           "population_kl", "mse", "rnn_conn" or "cross_entropy"
  *   weight  lambda_k (finite)
  *   params  "key=value,key=value" or NULL/"" for the defaults; keys and values
  *           as in SPEC (e.g. "metric=cv,correction=1", "symmetric=false")
