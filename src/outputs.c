@@ -4,83 +4,125 @@
  * accumulate and backward side by side.
  */
 #include "engine.h"
-#include "vecmath.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* One pass over pred and label: sum (pred - label)^2, per batch element in a
- * fixed order, then into the double-double slot. */
-int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload,
-                           crl_error *err)
+/* Whether some active term reading pred has output row hooks (accumulate
+ * or backward). */
+static bool output_hooks(const crl_loss *loss, bool backward)
+{
+    for (int k = 0; k < loss->n_terms; k++) {
+        const crl_term *t = &loss->terms[k];
+        const crl_term_class *cls = t->cls;
+        bool has = backward ? cls->backward_output_rows != NULL
+                            : cls->accumulate_output_rows || cls->accumulate_output_element;
+        if (term_active(t) && (cls->uses(t) & CRL_USES(CRL_ROLE_PRED)) && has)
+            return true;
+    }
+    return false;
+}
+
+/* One pass over pred and label rows of this chunk: the output error (sum
+ * (pred - label)^2 per batch element in a fixed order, then into its
+ * double-double slot) when a term declared it, and the terms' row hooks. */
+int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_error *err)
 {
     const crl_array *x = &in->pred, *y = &in->label;
     scratch *w = &loss->work;
     int64_t k = x->width, time = x->time, rows = crl_tile_rows(loss, k, time);
+    bool error_pass = crl_pass_needed(loss, CRL_ROLE_PRED, CRL_PASS_OUTPUT_ERROR);
+    bool hooks = output_hooks(loss, false);
+    if (!error_pass && !hooks)
+        return CRL_OK;
     crl_dd *slot = payload + loss->next_layout[REGION_SQERR];
     for (int64_t b = 0; b < x->batch; b++) {
-        memset(w->s1, 0, sizeof(double) * (size_t) k);
+        int64_t element = loss->seen[2] + b;
+        if (error_pass)
+            memset(w->s1, 0, sizeof(double) * (size_t) k);
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows, ldx, ldy;
             const double *xr = crl_rows_load(x, b, t0, count, w->tile, &ldx);
             const double *yr = crl_rows_load(y, b, t0, count, w->tile2, &ldy);
-            crl_sq_diff_rows(xr, ldx, yr, ldy, count, k, w->s1);
+            if (error_pass)
+                crl_output_error_rows(xr, ldx, yr, ldy, count, k, w->s1);
+            crl_rows view = {CRL_ROLE_PRED, x, b, element, t0, count, k, xr, ldx, y, yr, ldy};
+            for (int j = 0; j < loss->n_terms && hooks; j++) {
+                crl_term *t = &loss->terms[j];
+                if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
+                    && t->cls->accumulate_output_rows
+                    && t->cls->accumulate_output_rows(t, &view, payload + t->slot, err) != CRL_OK)
+                    return crl_term_error(loss, t, err);
+            }
         }
-        double s = crl_sum_fixed(w->s1, k);
-        if (!isfinite(s)) {
-            if (crl_report_nonfinite(x, CRL_ROLE_PRED, b, err) == CRL_OK
-                && crl_report_nonfinite(y, CRL_ROLE_LABEL, b, err) == CRL_OK)
-                crl_fail_at(err, CRL_ERR_DOMAIN, CRL_ROLE_PRED, b, -1, -1,
-                            "pred - label [b=%lld]: sum of squares overflows",
-                         (long long) b);
+        if (error_pass && crl_output_error_element(x, y, b, w->s1, slot, err) != CRL_OK)
             return err->code;
+        crl_rows whole = {CRL_ROLE_PRED, x, b, element, 0, time, k, NULL, 0, y, NULL, 0};
+        for (int j = 0; j < loss->n_terms && hooks; j++) {
+            crl_term *t = &loss->terms[j];
+            if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
+                && t->cls->accumulate_output_element
+                && t->cls->accumulate_output_element(t, &whole, payload + t->slot, err) != CRL_OK)
+                return crl_term_error(loss, t, err);
         }
-        *slot = crl_dd_add(*slot, crl_dd_make(s));
     }
     return CRL_OK;
 }
 
-CRL_HOT static void scaled_diff_rows(const double *restrict x, int64_t ldx,
-                                     const double *restrict y, int64_t ldy, int64_t count,
-                                     int64_t k, double c, double *restrict out)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t j = 0; j < k; j++)
-            out[r * k + j] = c * (x[r * ldx + j] - y[r * ldy + j]);
-}
-
+/* The gradients of pred and label for this chunk: coef (pred - label) and
+ * its negative from the output error, plus the terms' row hooks. */
 void crl_outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads,
-                             unsigned want)
+                          unsigned want)
 {
     const crl_array *x = &g->inputs->pred, *y = &g->inputs->label;
     bool want_pred = want & CRL_USES(CRL_ROLE_PRED);
     bool want_label = want & CRL_USES(CRL_ROLE_LABEL);
+    bool hooks = output_hooks(loss, true);
+    double coef = g->out.coef;
     crl_store how = store_how(loss);
-    if (g->out_coef == 0.0 && how.overwrite) {
-        if (want_pred)
+    if (coef == 0.0 && !hooks) {
+        if (how.overwrite && want_pred)
             crl_array_zero(&grads->pred);
-        if (want_label)
+        if (how.overwrite && want_label)
             crl_array_zero(&grads->label);
+        return;
     }
-    if (g->out_coef == 0.0 || !(want_pred || want_label))
+    if (!(want_pred || want_label))
         return;
     scratch *w = &loss->work;
     int64_t k = x->width, time = x->time, rows = crl_tile_rows(loss, k, time);
-    double *d = w->grad_tile;
+    double *d = w->grad_tile, *dl = w->grad_tile2;
     for (int64_t b = 0; b < x->batch; b++)
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows, ldx, ldy;
             const double *xr = crl_rows_load(x, b, t0, count, w->tile, &ldx);
             const double *yr = crl_rows_load(y, b, t0, count, w->tile2, &ldy);
-            scaled_diff_rows(xr, ldx, yr, ldy, count, k, g->out_coef, d);
+            crl_output_error_backward_rows(xr, ldx, yr, ldy, count, k, coef, d);
+            if (!hooks) {
+                /* The output error alone: label's gradient is -pred's. */
+                if (want_pred)
+                    crl_rows_store(&grads->pred, b, t0, count, d, k, how);
+                if (want_label) {
+                    for (int64_t e = 0; e < count * k; e++)
+                        d[e] = -d[e];
+                    crl_rows_store(&grads->label, b, t0, count, d, k, how);
+                }
+                continue;
+            }
+            for (int64_t e = 0; e < count * k; e++)
+                dl[e] = -d[e];
+            crl_rows view = {CRL_ROLE_PRED, x, b, loss->done[2] + b, t0, count, k, xr, ldx,
+                             y, yr, ldy};
+            for (int j = 0; j < loss->n_terms; j++) {
+                const crl_term *t = &loss->terms[j];
+                if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
+                    && t->cls->backward_output_rows)
+                    t->cls->backward_output_rows(t, g, &view, d, dl);
+            }
             if (want_pred)
                 crl_rows_store(&grads->pred, b, t0, count, d, k, how);
-            if (want_label) {
-                for (int64_t e = 0; e < count * k; e++)
-                    d[e] = -d[e];
-                crl_rows_store(&grads->label, b, t0, count, d, k, how);
-            }
+            if (want_label)
+                crl_rows_store(&grads->label, b, t0, count, dl, k, how);
         }
 }

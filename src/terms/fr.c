@@ -54,6 +54,7 @@ const crl_term_class crl_term_fr = {
     .type = "fr",
     .summary = "FiringRateLoss: mean over neurons of mu_i^2 or |mu_i| (seed 001)",
     .params = params,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .finalize = finalize,
 };

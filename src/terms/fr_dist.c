@@ -122,6 +122,7 @@ const crl_term_class crl_term_fr_dist = {
     .summary = "FiringRateDistLoss: SD, CV, mean or max absolute deviation of the mean rates "
                "across neurons (seed 001)",
     .params = params,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .prepare = prepare,
     .finalize = finalize,

@@ -1,12 +1,59 @@
 /*
  * mse.c - the mean squared error of the outputs on its own (SPEC "MSE and
- * CompositeLoss"): 1/(B T K) sum (pred - label)^2.  It needs no slots of its
- * own: the sum of squared errors is a shared statistic, and the gradient
- * 2 (pred - label) / (B T K) goes through the shared output coefficient.
+ * CompositeLoss"): 1/(B T K) sum (pred - label)^2, and the shared
+ * output-error pass it declares (CRL_PASS_OUTPUT_ERROR), which rnn's mse
+ * part reads too.  The engine runs the pass once over pred / label rows
+ * (outputs.c) with the functions below; the gradient
+ * 2 (pred - label) / (B T K) goes through the pass's coefficient.
  *
  * Reads: pred, label.
  */
 #include "../internal.h"
+#include "../vecmath.h"
+
+#include <math.h>
+
+/* ------------------------------------------------------------------------ */
+/* The output-error pass                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Accumulate: acc[j] += (x - y)^2 over the rows, in time order. */
+void crl_output_error_rows(const double *x, int64_t ldx, const double *y, int64_t ldy,
+                           int64_t count, int64_t k, double *acc)
+{
+    crl_sq_diff_rows(x, ldx, y, ldy, count, k, acc);
+}
+
+/* After the last rows of element b: its sum in a fixed order into *slot. */
+int crl_output_error_element(const crl_array *pred, const crl_array *label, int64_t b,
+                             const double *acc, crl_dd *slot, crl_error *err)
+{
+    double s = crl_sum_fixed(acc, pred->width);
+    if (!isfinite(s)) {
+        if (crl_report_nonfinite(pred, CRL_ROLE_PRED, b, err) == CRL_OK
+            && crl_report_nonfinite(label, CRL_ROLE_LABEL, b, err) == CRL_OK)
+            crl_fail_at(err, CRL_ERR_DOMAIN, CRL_ROLE_PRED, b, -1, -1,
+                        "pred - label [b=%lld]: sum of squares overflows", (long long) b);
+        return err->code;
+    }
+    *slot = crl_dd_add(*slot, crl_dd_make(s));
+    return CRL_OK;
+}
+
+/* Backward: out = coef (x - y), count x k. */
+CRL_HOT void crl_output_error_backward_rows(const double *restrict x, int64_t ldx,
+                                            const double *restrict y, int64_t ldy,
+                                            int64_t count, int64_t k, double coef,
+                                            double *restrict out)
+{
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t j = 0; j < k; j++)
+            out[r * k + j] = coef * (x[r * ldx + j] - y[r * ldy + j]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The term                                                                   */
+/* ------------------------------------------------------------------------ */
 
 static const crl_param_info params[] = {
     {NULL, 0, 0, 0, 0, NULL, NULL},
@@ -23,8 +70,8 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 {
     (void) slots;
     (void) err;
-    out->value = g->sqerr / g->out_count;
-    g->out_coef += t->weight * 2 / g->out_count;
+    out->value = g->out.sqerr / g->out.count;
+    g->out.coef += t->weight * 2 / g->out.count;
     return CRL_OK;
 }
 
@@ -32,6 +79,7 @@ const crl_term_class crl_term_mse = {
     .type = "mse",
     .summary = "MSE: mean squared error of pred against label",
     .params = params,
+    .passes = CRL_PASS_OUTPUT_ERROR,
     .uses = uses,
     .finalize = finalize,
 };

@@ -186,6 +186,7 @@ const crl_term_class crl_term_population_kl = {
                "plus an L2 regularizer (seed 001)",
     .params = params,
     .parts = parts,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .grads = grads,
     .has_parts = has_parts,
