@@ -296,8 +296,13 @@ struct crl_term {
  * may be NULL.  Hooks receive only their own slots of the packed buffer.
  */
 struct crl_term_class {
+    /* The catalogue (crl_term_type_describe): everything a front end needs. */
     const char *type;
     const char *summary;
+    const char *python_name;        /* the criterion's class in the binding  */
+    const char *example;            /* a --term of the command-line tool     */
+    unsigned inputs;                /* CRL_USES bits of every role it may read */
+    unsigned gradients;             /* those it can give the gradient of     */
     const crl_param_info *params;   /* terminated by an entry with key NULL  */
     const char *const *parts;       /* names of the parts, NULL-terminated, or NULL */
     int64_t tile_rows;              /* rows per tile the backward hook wants (0: any) */

@@ -256,6 +256,10 @@ const crl_term_class crl_term_entropy = {
     .type = "entropy",
     .summary = "EntropyLoss: mean entropy of the normalized rates of each step, plus "
                "reg mean |s|^2 (seed 001)",
+    .python_name = "EntropyLoss",
+    .example = "e=entropy:reg=0.5,eps=1e-6",
+    .inputs = CRL_USES(CRL_ROLE_STATES),
+    .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
     .raw_rows = true,
     .passes = CRL_PASS_MOMENTS,

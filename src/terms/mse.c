@@ -78,6 +78,10 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 const crl_term_class crl_term_mse = {
     .type = "mse",
     .summary = "MSE: mean squared error of pred against label",
+    .python_name = "MSELoss",
+    .example = "m=mse:lambda=1.5",
+    .inputs = CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL),
+    .gradients = CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL),
     .params = params,
     .passes = CRL_PASS_OUTPUT_ERROR,
     .uses = uses,

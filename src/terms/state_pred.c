@@ -217,6 +217,10 @@ const crl_term_class crl_term_state_pred = {
     .type = "state_pred",
     .summary = "StatePredictionLoss: mean squared change of the rates over tau time steps "
                "(seed 001)",
+    .python_name = "StatePredictionLoss",
+    .example = "s=state_pred:tau=2",
+    .inputs = CRL_USES(CRL_ROLE_STATES),
+    .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
     .raw_rows = true,
     .passes = CRL_PASS_MOMENTS,
