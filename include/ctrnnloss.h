@@ -70,10 +70,27 @@ typedef enum crl_status {
     CRL_ERR_MPI = 6        /* an MPI call failed                             */
 } crl_status;
 
-/* Not collective.  A static, generic description of a status code. */
+/*
+ * crl_strerror - a static, generic description of a status code.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   status - a crl_status (any int)
+ *
+ * Output Parameters:
+ *   returns the text; "unknown error" for another value
+ */
 CRL_API const char *crl_strerror(int status);
 
-/* Not collective.  The library version, "MAJOR.MINOR.PATCH". */
+/*
+ * crl_version - the library version.
+ *
+ * Not Collective
+ *
+ * Output Parameters:
+ *   returns "MAJOR.MINOR.PATCH"
+ */
 CRL_API const char *crl_version(void);
 
 /* ------------------------------------------------------------------------ */
@@ -85,7 +102,17 @@ typedef enum crl_dtype {
     CRL_FLOAT64 = 2
 } crl_dtype;
 
-/* Not collective.  Bytes per element (4 or 8), 0 for an unknown type. */
+/*
+ * crl_dtype_size - bytes per element.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   dtype - CRL_FLOAT32 or CRL_FLOAT64
+ *
+ * Output Parameters:
+ *   returns 4 or 8; 0 for an unknown type
+ */
 CRL_API size_t crl_dtype_size(crl_dtype dtype);
 
 /*
@@ -109,11 +136,39 @@ typedef struct crl_array {
     int64_t time_stride;   /* elements between (b, t, i) and (b, t + 1, i)    */
 } crl_array;
 
-/* Not collective.  A dense batch-major (batch, time, width) array. */
+/*
+ * crl_array_batch_major - a dense batch-major (batch, time, width) array.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   dtype, data - element type and first element
+ *   batch, time, width - the local shape
+ *
+ * Output Parameters:
+ *   returns the array (strides time * width and width)
+ *
+ * Notes:
+ *   Nothing is checked here; evaluations check the arrays they use.
+ */
 CRL_API crl_array crl_array_batch_major(crl_dtype dtype, void *data, int64_t batch,
                                         int64_t time, int64_t width);
 
-/* Not collective.  A dense time-major (time, batch, width) array. */
+/*
+ * crl_array_time_major - a dense time-major (time, batch, width) array.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   dtype, data - element type and first element
+ *   batch, time, width - the local shape
+ *
+ * Output Parameters:
+ *   returns the array (strides width and batch * width)
+ *
+ * Notes:
+ *   Nothing is checked here; evaluations check the arrays they use.
+ */
 CRL_API crl_array crl_array_time_major(crl_dtype dtype, void *data, int64_t batch,
                                        int64_t time, int64_t width);
 
@@ -130,7 +185,18 @@ typedef struct crl_matrix {
     int64_t row_stride;    /* elements between (r, c) and (r + 1, c)          */
 } crl_matrix;
 
-/* Not collective.  A dense row-major rows x cols matrix. */
+/*
+ * crl_matrix_dense - a dense row-major rows x cols matrix.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   dtype, data - element type and first element
+ *   rows, cols - the shape
+ *
+ * Output Parameters:
+ *   returns the matrix (row stride cols)
+ */
 CRL_API crl_matrix crl_matrix_dense(crl_dtype dtype, void *data, int64_t rows, int64_t cols);
 
 /*
@@ -177,8 +243,18 @@ typedef enum crl_role {
     CRL_ROLE_COUNT
 } crl_role;
 
-/* Not collective.  The name of a role ("states", "w_hid", ...), as the
- * messages and the command-line options spell it; "?" for another value. */
+/*
+ * crl_role_name - the name of an input role.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   role - a crl_role
+ *
+ * Output Parameters:
+ *   returns "states", "w_hid", ... as messages and the command-line options
+ *     spell it; "?" for another value
+ */
 CRL_API const char *crl_role_name(int role);
 
 #define CRL_ERROR_MESSAGE_SIZE 512
@@ -208,45 +284,156 @@ typedef struct crl_error_info {
 } crl_error_info;
 
 /*
- * Collective over comm.  Creates a context on a duplicate of comm, with
- * MPI_ERRORS_RETURN set on the duplicate, and the double-double reduction
- * operator.  *ctx is NULL on failure.
+ * crl_context_create - a context on a duplicate of comm.
+ *
+ * Collective over comm
+ *
+ * Input Parameters:
+ *   comm - the communicator (MPI must be initialized)
+ *
+ * Output Parameters:
+ *   ctx - the new context; NULL on failure
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - ctx NULL, MPI not initialized or comm MPI_COMM_NULL
+ *   CRL_ERR_NOMEM - out of memory on some rank (every rank fails)
+ *   CRL_ERR_MPI - an MPI call failed
+ *
+ * Notes:
+ *   The duplicate has MPI_ERRORS_RETURN; the context holds the double-double
+ *     reduction operator.
  */
 CRL_API int crl_context_create(MPI_Comm comm, crl_context **ctx);
 
-/* Collective.  Frees the context and sets *ctx to NULL; NULL is a no-op. */
+/*
+ * crl_context_destroy - frees a context.
+ *
+ * Collective
+ *
+ * Input Parameters:
+ *   ctx - the context, or NULL (a no-op)
+ *
+ * Output Parameters:
+ *   *ctx - NULL
+ *
+ * Errors:
+ *   CRL_ERR_MPI - freeing the communicator failed
+ *
+ * Notes:
+ *   Destroy the losses bound to it first.
+ */
 CRL_API int crl_context_destroy(crl_context **ctx);
 
-/* Not collective.  The message of the last failed call on this context
- * ("" if none).  Messages name the term, the rank and the offending index. */
+/*
+ * crl_context_error - the message of the last failed call.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *
+ * Output Parameters:
+ *   returns the message ("" after a success); it names the term, the rank and
+ *     the offending index
+ */
 CRL_API const char *crl_context_error(const crl_context *ctx);
 
-/* Not collective.  The last status (CRL_OK after a success). */
+/*
+ * crl_context_status - the status of the last call.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *
+ * Output Parameters:
+ *   returns CRL_OK after a success; CRL_ERR_INVALID for NULL
+ */
 CRL_API int crl_context_status(const crl_context *ctx);
 
-/* Not collective.  Rank and size of the context's communicator. */
+/*
+ * crl_context_rank - this rank in the context's communicator.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *
+ * Output Parameters:
+ *   returns the rank; -1 for NULL
+ */
 CRL_API int crl_context_rank(const crl_context *ctx);
+
+/*
+ * crl_context_size - the number of ranks of the context's communicator.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *
+ * Output Parameters:
+ *   returns the size; 0 for NULL
+ */
 CRL_API int crl_context_size(const crl_context *ctx);
 
-/* Not collective.  The context's (duplicated) communicator. */
+/*
+ * crl_context_comm - the context's (duplicated) communicator.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *
+ * Output Parameters:
+ *   returns the communicator; MPI_COMM_NULL for NULL
+ */
 CRL_API MPI_Comm crl_context_comm(const crl_context *ctx);
 
 /*
- * Not collective.  Copies the record of the last call on this context into
- * *info (code CRL_OK and empty fields after a success).  After a failed
- * collective call the record is the same on every rank.
- * Errors: CRL_ERR_INVALID when ctx or info is NULL.
+ * crl_context_error_info - the record of the last call on this context, as
+ *   facts.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *
+ * Output Parameters:
+ *   info - code, rank, role, term, local b, t, i and message (see
+ *          crl_error_info); code CRL_OK and fields -1 after a success
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - ctx or info NULL
+ *
+ * Notes:
+ *   After a failed collective call the record is the same on every rank.
  */
 CRL_API int crl_context_error_info(const crl_context *ctx, crl_error_info *info);
 
 /*
- * Collective.  Agreement for front ends: every rank passes its local status
- * (CRL_OK when its part is fine) and, when it failed, why (local_message,
- * NULL for the generic text).  Every rank returns the same status: CRL_OK
- * when all ranks passed CRL_OK, otherwise the code of the lowest failing
- * rank, whose message (prefixed "rank R: " unless all ranks failed with the
- * same message) and rank become the context's error (crl_context_error,
- * crl_context_error_info).  One MPI_Allreduce when every rank is fine.
+ * crl_context_agree - makes one rank's local failure every rank's.
+ *
+ * Collective
+ *
+ * Input Parameters:
+ *   ctx - the context
+ *   local_code - this rank's status (CRL_OK when its part is fine)
+ *   local_message - why, or NULL for the generic text
+ *
+ * Output Parameters:
+ *   returns the same status on every rank
+ *
+ * Errors:
+ *   the code of the lowest failing rank; CRL_ERR_MPI if an MPI call failed
+ *
+ * Notes:
+ *   Front ends call it after their own local checks (a file, a dtype), so that
+ *     no rank is left waiting in a later collective.
+ *   The context's message becomes "rank R: local_message" of the lowest failing
+ *     rank R (without the prefix, and rank -1 in the record, when every rank
+ *     failed with the same message).
+ *   One small MPI_Allreduce when every rank is fine.
  */
 CRL_API int crl_context_agree(crl_context *ctx, int local_code, const char *local_message);
 
@@ -265,32 +452,167 @@ CRL_API int crl_context_agree(crl_context *ctx, int local_code, const char *loca
  */
 typedef struct crl_loss crl_loss;
 
-/* Not collective.  An empty loss bound to ctx (which must outlive it). */
+/*
+ * crl_loss_create - an empty loss bound to a context.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   ctx - the context (it must outlive the loss)
+ *
+ * Output Parameters:
+ *   loss - the new loss; NULL on failure
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - ctx or loss NULL
+ *   CRL_ERR_NOMEM - out of memory
+ */
 CRL_API int crl_loss_create(crl_context *ctx, crl_loss **loss);
 
-/* Not collective.  Frees the loss, sets *loss to NULL; NULL is a no-op. */
-CRL_API void crl_loss_destroy(crl_loss **loss);
+/*
+ * crl_loss_destroy - frees a loss.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss, or NULL (a no-op)
+ *
+ * Output Parameters:
+ *   *loss - NULL
+ *
+ * Errors:
+ *   none (returns CRL_OK)
+ */
+CRL_API int crl_loss_destroy(crl_loss **loss);
 
 /*
- * Not collective.  Appends a term.
- *   name    unique within the loss; letters, digits, '_' and '-' (reported
- *           values are "name" and, for some types, "name.part")
- *   type    "rnn", "fr", "fr_dist", "state_pred", "hebbian", "entropy",
- *           "population_kl", "mse", "rnn_conn" or "cross_entropy"
- *   weight  lambda_k (finite)
- *   params  "key=value,key=value" or NULL/"" for the defaults; keys and values
- *           as in SPEC (e.g. "metric=cv,correction=1", "symmetric=false")
- * Errors: CRL_ERR_INVALID naming the offending text.  Every rank must add the
- * same terms; crl_loss_evaluate reports a collective error otherwise.
+ * crl_loss_add - appends a term.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   name - unique within the loss: 1-63 letters, digits, '_' or '-' (values are
+ *          reported as "name" and "name.part")
+ *   type - a registered type (crl_term_type_name): "rnn", "fr", "fr_dist",
+ *          "state_pred", "hebbian", "entropy", "population_kl", "mse",
+ *          "rnn_conn", "cross_entropy"
+ *   weight - lambda_k (finite)
+ *   params - "key=value,key=value" (as in SPEC, e.g. "metric=cv,correction=1"),
+ *            or NULL / "" for the defaults
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - a bad name, type, weight or parameter, named in the
+ *                     message
+ *   CRL_ERR_NOMEM - out of memory
+ *
+ * Notes:
+ *   Every rank must add the same terms; crl_loss_evaluate reports a collective
+ *     error otherwise.
  */
 CRL_API int crl_loss_add(crl_loss *loss, const char *name, const char *type,
                          double weight, const char *params);
 
-/* Not collective.  Sets one numeric parameter of the term called name
- * (for a choice parameter, value is the index into its choices). */
+/*
+ * crl_loss_set - sets a numeric parameter of a term, whatever its kind.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   name - the term
+ *   key - the parameter
+ *   value - the value (for a choice, the index into its choices; a boolean 0 or
+ *           1)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such term or parameter, or a value out of its range
+ *
+ * Notes:
+ *   crl_loss_set_real, _int, _bool and _choice check the kind as well; all of
+ *     them, and the text of crl_loss_add, validate the same way.
+ */
 CRL_API int crl_loss_set(crl_loss *loss, const char *name, const char *key, double value);
 
-/* Not collective.  Sets the weight lambda_k of the term called name. */
+/*
+ * crl_loss_set_real - sets a real parameter of a term.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss, name, key - the loss, the term, the parameter (of kind
+ *                     CRL_PARAM_REAL)
+ *   value - finite, within the parameter's range
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such term or parameter, another kind, or a value out
+ *                     of range
+ */
+CRL_API int crl_loss_set_real(crl_loss *loss, const char *name, const char *key, double value);
+
+/*
+ * crl_loss_set_int - sets an integer parameter of a term.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss, name, key - the loss, the term, the parameter (of kind CRL_PARAM_INT)
+ *   value - within the parameter's range
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such term or parameter, another kind, or a value out
+ *                     of range
+ */
+CRL_API int crl_loss_set_int(crl_loss *loss, const char *name, const char *key, int64_t value);
+
+/*
+ * crl_loss_set_bool - sets a boolean parameter of a term.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss, name, key - the loss, the term, the parameter (of kind
+ *                     CRL_PARAM_BOOL)
+ *   value - zero for false, anything else for true
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such term or parameter, or another kind
+ */
+CRL_API int crl_loss_set_bool(crl_loss *loss, const char *name, const char *key, int value);
+
+/*
+ * crl_loss_set_choice - sets a choice parameter of a term by name.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss, name, key - the loss, the term, the parameter (of kind
+ *                     CRL_PARAM_CHOICE)
+ *   choice - one of its choices (e.g. "cv")
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such term or parameter, another kind, or an unknown
+ *                     choice (the message lists the choices)
+ */
+CRL_API int crl_loss_set_choice(crl_loss *loss, const char *name, const char *key,
+                                const char *choice);
+
+/*
+ * crl_loss_set_weight - sets the weight lambda_k of a term.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   name - the term
+ *   weight - finite
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such term, or a weight that is not finite
+ *
+ * Notes:
+ *   Weight 0 switches the term off: not computed, its inputs may be absent.
+ */
 CRL_API int crl_loss_set_weight(crl_loss *loss, const char *name, double weight);
 
 /* How the backward pass stores gradients (crl_loss_set_grad_mode). */
@@ -300,103 +622,255 @@ typedef enum crl_grad_mode {
 } crl_grad_mode;
 
 /*
- * Not collective.  Selects how gradients are stored from the next
- * crl_loss_backward (or crl_loss_evaluate) on.  CRL_GRAD_OVERWRITE writes
- * every given gradient buffer without reading it, so buffers need no
- * zeroing; a given buffer whose gradient is identically zero (an input no
- * active term reads, or one no term differentiates) is written with zeros.
- * The result is bitwise that of CRL_GRAD_ACCUMULATE into zeroed buffers.
- * Overwriting is per crl_loss_backward call: each call writes the batched
- * buffers it is given (the chunks of a shard are distinct buffers); weight
- * gradients are written by the first call of a cycle, as they are added.
- * Errors: CRL_ERR_INVALID for another mode.
+ * crl_loss_set_grad_mode - how the backward pass stores gradients.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   mode - CRL_GRAD_ACCUMULATE (the default: buffer += gradient) or
+ *          CRL_GRAD_OVERWRITE
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - another mode
+ *
+ * Notes:
+ *   CRL_GRAD_OVERWRITE writes every given gradient buffer without reading it,
+ *     so buffers need no zeroing; a given buffer whose gradient is identically
+ *     zero (an input no active term reads) is written with zeros. The result is
+ *     bitwise that of accumulating into zeroed buffers.
+ *   Overwriting is per crl_loss_backward call: each call writes the batched
+ *     buffers it is given (the chunks of a shard are distinct buffers); weight
+ *     gradients are written by the first call of a cycle.
+ *   Applies from the next crl_loss_backward (or crl_loss_evaluate) on.
  */
 CRL_API int crl_loss_set_grad_mode(crl_loss *loss, crl_grad_mode mode);
 
 /*
- * Not collective.  The backward pass stores scale * dL/dx instead of dL/dx
- * (added or overwritten as the mode says); the product is formed when each
- * element is stored, not in a further pass.  scale = 1 (the default) gives
- * bitwise the plain gradient.  Every rank should use the same scale.
- * Errors: CRL_ERR_INVALID when scale is not finite.
+ * crl_loss_set_grad_scale - the backward pass stores scale * dL/dx.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   scale - finite (default 1)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - scale not finite
+ *
+ * Notes:
+ *   The product is formed as each element is stored (added or overwritten as
+ *     the mode says), not in a further pass. scale = 1 gives bitwise the plain
+ *     gradient. Every rank should use the same scale.
  */
 CRL_API int crl_loss_set_grad_scale(crl_loss *loss, double scale);
 
-/* Not collective.  Number of terms. */
+/*
+ * crl_loss_term_count - the number of terms.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *
+ * Output Parameters:
+ *   returns the count; 0 for NULL
+ */
 CRL_API int crl_loss_term_count(const crl_loss *loss);
 
 /*
- * Collective.  Evaluates the loss on every rank's local inputs and, when grads
- * is not NULL, ADDS the gradient of the total with respect to every input
- * whose gradient buffer is set.  Every rank must pass the same T, N, K, weight
- * matrices, dtypes and weight-gradient requests; batch sizes may differ (0
- * included).
+ * crl_loss_evaluate - the loss of every rank's local inputs and, optionally,
+ *   its gradients.
  *
- * Errors (the same status and message on every rank; no output modified):
+ * Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   inputs - this rank's inputs by role
+ *   grads - gradient buffers by role, or NULL for values only (a batched buffer
+ *           is requested by its shape, a matrix by its data)
+ *
+ * Output Parameters:
+ *   grads - the gradient of the total w.r.t. every input whose buffer is given,
+ *           added (or stored, see crl_loss_set_grad_mode), times the scale
+ *
+ * Errors:
  *   CRL_ERR_INVALID, CRL_ERR_DOMAIN, CRL_ERR_NONFINITE, CRL_ERR_NOMEM,
- *   CRL_ERR_MPI.  Gradients are refused (CRL_ERR_INVALID) for a term that has
- *   none (population_kl with reduction=none).
+ *     CRL_ERR_MPI - the same status and message on every rank; no output
+ *     modified (crl_context_error_info names rank, role, term and local index)
+ *   CRL_ERR_INVALID - gradients asked of a term that has none (population_kl
+ *                     with reduction=none)
+ *
+ * Notes:
+ *   Every rank must pass the same T, N, K, weight matrices, dtypes and weight-
+ *     gradient requests; batch sizes may differ (0 included). Equivalent to
+ *     crl_loss_accumulate, crl_loss_reduce, crl_loss_backward on the whole
+ *     shard; one MPI_Allreduce.
  */
 CRL_API int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs,
                               const crl_tensors *grads);
 
 /*
- * Evaluation in parts, for shards larger than memory.  crl_loss_evaluate is
+ * crl_loss_accumulate - the local sums of one chunk of this rank's shard (the
+ *   first step of an evaluation in parts).
  *
- *     crl_loss_accumulate(loss, inputs, grads);   Not collective
- *     crl_loss_reduce(loss);                      Collective
- *     crl_loss_backward(loss, inputs, grads);     Not collective
+ * Not Collective
  *
- * and a rank may instead pass its shard in chunks of batch elements: call
- * crl_loss_accumulate once per chunk (at least once: an empty shard passes
- * one empty chunk), then crl_loss_reduce once, then crl_loss_backward once per
- * chunk, with the same chunks in the same order.  Chunks may differ in batch
- * size only: T, N, K, dtypes, weight matrices (same pointers) and gradient
- * requests are those of the first chunk.  The results are bitwise identical
- * to one evaluation of the whole shard, with one MPI_Allreduce.
+ * Input Parameters:
+ *   loss - the loss
+ *   inputs - a chunk of batch elements (an empty shard passes one empty chunk)
+ *   grads - the gradient requests, or NULL to decide them at backward
  *
- * Gradients may be decided at backward time: crl_loss_accumulate with grads
- * NULL (or fewer requests), crl_loss_reduce, then crl_loss_backward with any
- * gradient buffers of inputs the active terms read gives bitwise the result
- * of announcing them at accumulate (finalize prepares the backward of every
- * input read).  The exception is a weight gradient that is itself a sum over
- * all ranks (hebbian's w_hebb): it must be requested at accumulate, as it
- * shapes the reduction; asking for it only in backward is CRL_ERR_INVALID.
- * All crl_loss_backward calls of a cycle pass the same gradient requests.
+ * Errors:
+ *   a local status: an error is kept and reported collectively by
+ *     crl_loss_reduce, so every rank must still call crl_loss_reduce
  *
- * crl_loss_accumulate and crl_loss_backward return a local status: an error
- * found by accumulate is kept and reported collectively by crl_loss_reduce,
- * so every rank must still call crl_loss_reduce.  Weight gradients are added
- * by the first crl_loss_backward call.  Values are available after a
- * successful crl_loss_reduce; gradients only after crl_loss_backward.
+ * Notes:
+ *   crl_loss_evaluate is crl_loss_accumulate, crl_loss_reduce,
+ *     crl_loss_backward. A rank may pass its shard in chunks: accumulate once
+ *     per chunk, reduce once, backward once per chunk with the same chunks in
+ *     the same order. Chunks may differ in batch size only: T, N, K, dtypes,
+ *     weight matrices (same pointers) and gradient requests are those of the
+ *     first chunk. The results are bitwise those of one evaluation of the whole
+ *     shard, with one MPI_Allreduce.
+ *   Gradients may be decided at backward time: accumulate with grads NULL,
+ *     reduce, then backward with any gradient buffers of inputs the active
+ *     terms read gives bitwise the announced result (finalize prepares the
+ *     backward of every input read). The exception is a weight gradient that is
+ *     a sum over all ranks (hebbian's w_hebb): it must be requested at
+ *     accumulate, as it shapes the reduction; asked for only at backward it is
+ *     CRL_ERR_INVALID.
  */
 CRL_API int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs,
                                 const crl_tensors *grads);
+
+/*
+ * crl_loss_reduce - one MPI_Allreduce of every rank's sums, then the values
+ *   (finalize).
+ *
+ * Collective
+ *
+ * Input Parameters:
+ *   loss - the loss, after crl_loss_accumulate
+ *
+ * Errors:
+ *   the same status and message on every rank: an error any rank found in
+ *     accumulate (the lowest failing rank's), a disagreement between ranks, or
+ *     an error of finalize (CRL_ERR_DOMAIN ...)
+ *
+ * Notes:
+ *   Values are available after a successful call; gradients after
+ *     crl_loss_backward.
+ */
 CRL_API int crl_loss_reduce(crl_loss *loss);
+
+/*
+ * crl_loss_backward - the gradients of one chunk, after crl_loss_reduce.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   inputs - the chunk, as passed to crl_loss_accumulate
+ *   grads - its gradient buffers (the same requests in every backward call of a
+ *           cycle)
+ *
+ * Output Parameters:
+ *   grads - the gradients (added or stored, times the scale)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no successful crl_loss_reduce, chunks that differ from
+ *                     the accumulated ones, a gradient that is not available
+ *                     (see crl_loss_accumulate); a local status, nothing
+ *                     written
+ *
+ * Notes:
+ *   Weight gradients are written by the first call of a cycle.
+ */
 CRL_API int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs,
                               const crl_tensors *grads);
 
-/* Not collective.  The total of the last successful evaluation (0 before). */
+/*
+ * crl_loss_total - the total of the last successful evaluation.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *
+ * Output Parameters:
+ *   returns sum_k lambda_k L_k (0 before any evaluation)
+ */
 CRL_API double crl_loss_total(const crl_loss *loss);
 
 /*
- * Not collective.  The values reported by the last successful evaluation, in
- * term order: for each term "name" = lambda_k L_k, then its parts:
- *   rnn:            name.mse name.in name.hid name.out name.fr name.fr_sd
- *                   name.fr_cv  (each weighted by its own lambda and by
- *                   lambda_k; they add up to "name")
- *   population_kl with reduction=none: "name" is a vector of N weighted
- *                   per-neuron divergences (not added to the total) and
- *                   "name.reg" the weighted regularizer.
- * crl_loss_value returns a pointer to `*length` doubles (1 for a scalar),
- * valid until the next evaluation or destroy.
+ * crl_loss_value_count - the number of values the last successful evaluation
+ *   reported.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *
+ * Output Parameters:
+ *   returns the count
+ *
+ * Notes:
+ *   In term order: for each term "name" = lambda_k L_k, then its parts. rnn:
+ *     name.mse name.in name.hid name.out name.fr name.fr_sd name.fr_cv (each
+ *     weighted by its own lambda and by lambda_k; they add up to "name").
+ *     population_kl with reduction=none: "name" is a vector of N weighted per-
+ *     neuron divergences (not in the total) and "name.reg" the weighted
+ *     regularizer.
  */
 CRL_API int64_t crl_loss_value_count(const crl_loss *loss);
+
+/*
+ * crl_loss_value_name - the name of a reported value.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   index - 0 .. crl_loss_value_count - 1
+ *
+ * Output Parameters:
+ *   returns the name; NULL out of range
+ */
 CRL_API const char *crl_loss_value_name(const crl_loss *loss, int64_t index);
+
+/*
+ * crl_loss_value - the numbers of a reported value.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   index - 0 .. crl_loss_value_count - 1
+ *
+ * Output Parameters:
+ *   length - the number of doubles (1 for a scalar); may be NULL
+ *   returns a pointer valid until the next evaluation or destroy; NULL out of
+ *     range
+ */
 CRL_API const double *crl_loss_value(const crl_loss *loss, int64_t index, int64_t *length);
 
-/* Not collective.  The scalar value called name; CRL_ERR_INVALID if there is
- * no such value or it is a vector. */
+/*
+ * crl_loss_find - the scalar value called name.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   name - a reported name ("name" or "name.part")
+ *
+ * Output Parameters:
+ *   value - the value (may be NULL)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no such value, or a vector; the message
+ *                     (crl_context_error) says which
+ */
 CRL_API int crl_loss_find(const crl_loss *loss, const char *name, double *value);
 
 /* ------------------------------------------------------------------------ */
@@ -419,13 +893,84 @@ typedef struct crl_param_info {
     const char *help;
 } crl_param_info;
 
-/* Not collective.  Number of term types, and each type's name and summary. */
+/*
+ * crl_term_type_count - the number of registered term types.
+ *
+ * Not Collective
+ *
+ * Output Parameters:
+ *   returns the count
+ */
 CRL_API int crl_term_type_count(void);
+
+/*
+ * crl_term_type_name - the name of a term type.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   index - 0 .. crl_term_type_count - 1
+ *
+ * Output Parameters:
+ *   returns the name (e.g. "fr_dist"); NULL out of range
+ */
 CRL_API const char *crl_term_type_name(int index);
+
+/*
+ * crl_term_type_summary - one line on a term type.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   index - 0 .. crl_term_type_count - 1
+ *
+ * Output Parameters:
+ *   returns the summary; NULL out of range
+ */
 CRL_API const char *crl_term_type_summary(int index);
 
-/* Not collective.  The parameters of a type; NULL past the end or for an
- * unknown type. */
+/* A term type as the catalogue describes it (crl_term_type_describe). */
+typedef struct crl_term_type_info {
+    const char *name;          /* the type, e.g. "fr_dist"                       */
+    const char *summary;       /* one line                                       */
+    const char *python_name;   /* the criterion's class, e.g. "FiringRateDistLoss" */
+    const char *example;       /* a --term of the command-line tool              */
+    unsigned inputs;           /* 1u << crl_role of every input it may read      */
+    unsigned gradients;        /* those whose gradient it can give               */
+    int n_params;              /* parameters 0 .. n_params - 1 (crl_term_type_param) */
+} crl_term_type_info;
+
+/*
+ * crl_term_type_describe - everything the catalogue says of a term type.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   index - 0 .. crl_term_type_count - 1
+ *
+ * Output Parameters:
+ *   info - name, summary, the criterion's Python class name, an example --term,
+ *          the roles read and those with gradients, the number of parameters
+ *          (crl_term_type_param)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - index out of range or info NULL
+ */
+CRL_API int crl_term_type_describe(int index, crl_term_type_info *info);
+
+/*
+ * crl_term_type_param - a parameter of a term type.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   type - the type's name
+ *   index - 0, 1, ...
+ *
+ * Output Parameters:
+ *   returns its key, kind, default, range, choices and help; NULL past the end
+ *     or for an unknown type
+ */
 CRL_API const crl_param_info *crl_term_type_param(const char *type, int index);
 
 #ifdef __cplusplus

@@ -357,6 +357,64 @@ PARAMS = {
 }
 
 
+def catalogue_mismatches(library):
+    """The differences between PARAMS and the C library's catalogue of term
+    types (crl_term_type_param), read through ctypes from the shared library
+    at path `library`: types in order, and per parameter key, kind, default,
+    range (+-DBL_MAX reads as +-inf) and choices.  [] when they agree."""
+    import ctypes
+
+    class ParamInfo(ctypes.Structure):
+        _fields_ = [("key", ctypes.c_char_p), ("kind", ctypes.c_int),
+                    ("default_value", ctypes.c_double), ("min", ctypes.c_double),
+                    ("max", ctypes.c_double), ("choices", ctypes.POINTER(ctypes.c_char_p)),
+                    ("help", ctypes.c_char_p)]
+
+    lib = ctypes.CDLL(library)
+    lib.crl_term_type_name.restype = ctypes.c_char_p
+    lib.crl_term_type_param.restype = ctypes.POINTER(ParamInfo)
+    lib.crl_term_type_param.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    kinds = {1: "real", 2: "int", 3: "bool", 4: "choice"}
+
+    def unbounded(x):
+        return INF if x >= sys.float_info.max else -INF if x <= -sys.float_info.max else x
+
+    problems = []
+    types = [lib.crl_term_type_name(k).decode() for k in range(lib.crl_term_type_count())]
+    if types != list(PARAMS):
+        problems.append("types: C %s, reference.py %s" % (types, list(PARAMS)))
+    for t in types:
+        c_params = {}
+        k = 0
+        while True:
+            info = lib.crl_term_type_param(t.encode(), k)
+            if not info:
+                break
+            i = info.contents
+            choices = None
+            if i.kind == 4:
+                choices, j = [], 0
+                while i.choices[j] is not None:
+                    choices.append(i.choices[j].decode())
+                    j += 1
+            default = i.default_value
+            if i.kind == 4:
+                default = choices[int(default)]
+            elif i.kind == 3:
+                default = bool(default)
+            limits = (tuple(choices) if i.kind == 4 else None if i.kind == 3
+                      else (unbounded(i.min), unbounded(i.max)))
+            c_params[i.key.decode()] = (kinds.get(i.kind, "?"), default, limits)
+            k += 1
+        mine = PARAMS.get(t, {})
+        if list(c_params) != list(mine):
+            problems.append("%s: parameters C %s, reference.py %s" % (t, list(c_params), list(mine)))
+        for key in c_params:
+            if key in mine and tuple(c_params[key]) != tuple(mine[key]):
+                problems.append("%s.%s: C %r, reference.py %r" % (t, key, c_params[key], mine[key]))
+    return problems
+
+
 class Term:
     """One named term: type, weight lambda_k, parameters (all filled in)."""
 
@@ -699,9 +757,17 @@ def main(argv=None):
     parser.add_argument("--time-major", action="store_true",
                         help="batched inputs are (T, B, .) instead of (B, T, .)")
     parser.add_argument("--grad-dir", metavar="DIR", help="write d_<input>.npy (float64) here")
+    parser.add_argument("--check-catalogue", metavar="LIBRARY",
+                        help="compare the parameter table with libctrnnloss's catalogue and "
+                             "exit (status 1 on a difference)")
     parser.add_argument("--nn4n", action="store_true",
                         help="print SPEC's values next to nn4n's for each difference instead")
     args = parser.parse_args(argv)
+    if args.check_catalogue:
+        problems = catalogue_mismatches(args.check_catalogue)
+        for line in problems:
+            print("catalogue: " + line, file=sys.stderr)
+        return 1 if problems else 0
     torch.set_default_dtype(torch.float64)
 
     def fail(kind, message):

@@ -13,7 +13,7 @@
 
 /* Checksum of a matrix's bits, its squared Frobenius norm, and the first
  * non-finite element (replicated weights must be identical on all ranks). */
-int crl_scan_weight(const crl_matrix *m, int role, uint64_t *checksum, double *sumsq,
+static int scan_weight(const crl_matrix *m, int role, uint64_t *checksum, double *sumsq,
                        crl_error *err)
 {
     uint64_t h1 = 0, h2 = 0;
@@ -60,7 +60,7 @@ int crl_scan_weight(const crl_matrix *m, int role, uint64_t *checksum, double *s
 /* The used roles whose gradient the backward can write, given the requests
  * announced at accumulate: every active term reading a role must be able to
  * differentiate it (a term's grads hook; without one, all it reads). */
-unsigned crl_differentiable(const crl_loss *loss, unsigned uses, unsigned announced)
+static unsigned differentiable(const crl_loss *loss, unsigned uses, unsigned announced)
 {
     unsigned mask = uses & ~CRL_USES(CRL_ROLE_MASK); /* weights, not an input to fit */
     for (int k = 0; k < loss->n_terms; k++) {
@@ -126,8 +126,11 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
             if (used && crl_matrix_check(m, crl_role_name(role), err) == CRL_OK) {
                 if (want)
                     crl_matrix_check_grad(d, m, crl_role_name(role), err);
+                double norm = 0;
                 if (err->code == CRL_OK)
-                    crl_scan_weight(m, role, &checksum, &g->weight_sumsq[slot], err);
+                    scan_weight(m, role, &checksum, &norm, err);
+                if (crl_pass_needed(loss, role, CRL_PASS_WEIGHT_NORMS))
+                    g->weights.sumsq[slot] = norm;
             }
             if (used)
                 blame_role(err, role);
@@ -141,7 +144,7 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                 g->grad_announced |= CRL_USES(role);
         }
     }
-    g->grad_mask = crl_differentiable(loss, uses, g->grad_announced);
+    g->grad_mask = differentiable(loss, uses, g->grad_announced);
     /* Weight gradients are global sums for some terms (hebbian): their
      * requests shape the packed buffer, so all ranks must make the same. */
     unsigned weight_grads = g->grad_announced & ~((1u << CRL_FIRST_MATRIX_ROLE) - 1);
@@ -169,7 +172,7 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
     layout[REGION_COUNTS] = 0;
     for (int p = 0; p < 2; p++) {
         layout[REGION_POP0 + p] = at;
-        if (uses & CRL_USES(p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1))
+        if ((uses & CRL_USES(pop_role(p))) && crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS))
             at += 2 * (err->code == CRL_OK ? g->pop[p].array->width : 0);
     }
     layout[REGION_SQERR] = at;

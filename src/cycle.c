@@ -48,25 +48,27 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         if ((uses & CRL_USES(pop_role(p)))
             && crl_finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
                                    crl_dd_round(payload[REGION_COUNTS + p]), loss->ctx->size,
-                                   pop_role(p), err) != CRL_OK)
+                                   pop_role(p),
+                                   crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS), err)
+                   != CRL_OK)
             return err->code;
     }
     if (uses & CRL_USES(CRL_ROLE_PRED)) {
         const crl_array *x = &g->inputs->pred;
-        g->out_batch = (int64_t) crl_dd_round(payload[REGION_COUNTS + 2]);
-        g->out_time = x->time;
-        g->out_width = x->width;
-        g->out_count = (double) g->out_batch * (double) x->time * (double) x->width;
-        g->sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
-        g->out_coef = 0;
-        if (g->out_batch == 0)
+        g->out.batch = (int64_t) crl_dd_round(payload[REGION_COUNTS + 2]);
+        g->out.time = x->time;
+        g->out.width = x->width;
+        g->out.count = (double) g->out.batch * (double) x->time * (double) x->width;
+        g->out.sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
+        g->out.coef = 0;
+        if (g->out.batch == 0)
             return crl_fail_at(err, CRL_ERR_INVALID, CRL_ROLE_PRED, -1, -1, -1,
                                "pred: no rank holds a batch element");
     }
     for (int s = 0; s < 4; s++)
-        if (g->dweight[s]) {
+        if (g->weights.grad[s]) {
             const crl_matrix *m = crl_tensors_matrix(g->inputs, CRL_FIRST_MATRIX_ROLE + s);
-            memset(g->dweight[s], 0, sizeof(double) * (size_t) (m->rows * m->cols));
+            memset(g->weights.grad[s], 0, sizeof(double) * (size_t) (m->rows * m->cols));
         }
     for (int k = 0; k < loss->n_terms; k++) {
         crl_term *t = &loss->terms[k];
@@ -271,7 +273,7 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
     /* Weight gradients are whole on every rank: stored once per cycle. */
     for (int s = 0; s < 4 && !loss->weights_written; s++)
         if (want & CRL_USES(CRL_FIRST_MATRIX_ROLE + s))
-            crl_matrix_store(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s), g->dweight[s],
+            crl_matrix_store(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s), g->weights.grad[s],
                              store_how(loss));
     loss->weights_written = true;
     for (int k = 0; k < 3; k++)

@@ -69,12 +69,12 @@ typedef struct value_entry {
 
 /* Per-evaluation work memory, grown as needed and kept between calls. */
 typedef struct scratch {
-    double *tile, *tile2, *grad_tile;   /* rows x N, as doubles         */
-    double *tile3, *grad_tile2;         /* rows x K: mask, d label      */
+    double *tile, *tile2, *grad_tile, *grad_tile2;   /* rows x N, as doubles */
+    double *tile3;                                   /* rows x K: the mask    */
     double *shift, *s1, *s2;            /* N: per-element moments       */
     double *pop_data[2];                /* mean, var, alpha, beta: 4 N  */
-    double *dweight[4];
-    int64_t tile_cap, n_cap, pop_cap[2], dweight_cap[4];
+    double *weight_grad[4];
+    int64_t tile_cap, n_cap, pop_cap[2], weight_grad_cap[4];
 } scratch;
 
 enum { PHASE_IDLE, PHASE_ACCUMULATING, PHASE_REDUCED };
@@ -152,6 +152,17 @@ static inline bool term_uses_pop(const crl_term *t, int p)
     return term_active(t) && (t->cls->uses(t) & CRL_USES(pop_role(p)));
 }
 
+/* Whether an active term reading role declares the shared pass. */
+static inline bool crl_pass_needed(const crl_loss *loss, int role, unsigned pass)
+{
+    for (int k = 0; k < loss->n_terms; k++) {
+        const crl_term *t = &loss->terms[k];
+        if (term_active(t) && (t->cls->passes & pass) && (t->cls->uses(t) & CRL_USES(role)))
+            return true;
+    }
+    return false;
+}
+
 /* Names the role of an error a check of that role's input just recorded. */
 static inline void blame_role(crl_error *err, int role)
 {
@@ -198,7 +209,7 @@ int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *er
 /* moments.c */
 int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, crl_error *err);
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int ranks, int role, crl_error *err);
+                            double batch, int ranks, int role, bool moments, crl_error *err);
 void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out);
 
 /* outputs.c */

@@ -209,6 +209,22 @@ typedef struct crl_population {
     bool affine;              /* some term wrote alpha or beta              */
 } crl_population;
 
+/* The shared output-error pass over pred / label (terms/mse.c), run when
+ * an active term declares CRL_PASS_OUTPUT_ERROR. */
+typedef struct crl_output_error {
+    int64_t batch, time, width;    /* global B, T and K                      */
+    double count;                  /* B * T * K                              */
+    double sqerr;                  /* sum of (pred - label)^2                */
+    double coef;                   /* backward: d pred += coef (pred - label),
+                                      filled by the terms' finalize          */
+} crl_output_error;
+
+/* The replicated weights, by role - CRL_FIRST_MATRIX_ROLE. */
+typedef struct crl_weights {
+    double sumsq[4];               /* squared Frobenius norm (CRL_PASS_WEIGHT_NORMS) */
+    double *grad[4];               /* gradient sink, rows * cols doubles, or NULL */
+} crl_weights;
+
 /* What finalize and backward see: global statistics and backward sinks. */
 typedef struct crl_global {
     const crl_tensors *inputs;
@@ -217,20 +233,15 @@ typedef struct crl_global {
      * subset requested already at accumulate. */
     unsigned grad_mask;
     unsigned grad_announced;
-    crl_population pop[2];         /* states, states1                        */
-    /* pred / label */
-    int64_t out_batch, out_time, out_width;
-    double out_count;              /* B * T * K                              */
-    double sqerr;                  /* sum of (pred - label)^2                */
-    double out_coef;               /* backward: d pred += out_coef (pred-label) */
-    /* replicated weights (index role - CRL_FIRST_MATRIX_ROLE) */
-    double weight_sumsq[4];        /* squared Frobenius norm                 */
-    double *dweight[4];            /* gradient sink, rows*cols doubles, or NULL */
+    crl_population pop[2];         /* states, states1 (CRL_PASS_MOMENTS)     */
+    crl_output_error out;          /* pred / label                           */
+    crl_weights weights;
 } crl_global;
 
-/* Rows of one batch element of a population, as seen by the hooks. */
+/* Rows of one batch element, as seen by the hooks: of a population
+ * (states, states1), or of pred with the same rows of label. */
 typedef struct crl_rows {
-    int population;           /* 0 states, 1 states1                        */
+    int role;                 /* CRL_ROLE_STATES, _STATES1 or _PRED         */
     const crl_array *array;   /* the raw local array (this chunk)           */
     int64_t b;                /* batch index in array                       */
     int64_t element;          /* this rank's running element index across the
@@ -241,24 +252,42 @@ typedef struct crl_rows {
     const double *x;          /* row r at x + r * ld (NULL for a whole element,
                                  and for raw_rows terms when no term needs it) */
     int64_t ld;
+    const crl_array *label;   /* pred rows: label, and its rows as doubles  */
+    const double *y;          /* (row r at y + r * ldy; NULL as x is)       */
+    int64_t ldy;
+    /* pred rows: the optional mask (SPEC "Output masks"), row r at
+     * m + r * ldm, mask_width K or 1 (broadcast over K); NULL without one. */
+    const double *m;
+    int64_t ldm, mask_width;
+    const crl_array *mask;    /* the raw mask (this chunk), or NULL         */
 } crl_rows;
 
-/* Rows t0 .. t0 + count - 1 of batch element b of pred, label and the
- * optional mask, as doubles (row r of pred at pred + r * ld_pred, ...);
- * mask is NULL when absent, and has mask_width 1 (broadcast over K) or K. */
-typedef struct crl_output_rows {
-    int64_t b, t0, count, k;
-    const double *pred, *label, *mask;
-    int64_t ld_pred, ld_label, ld_mask, mask_width;
-} crl_output_rows;
-
-/* Element j of row r of the mask (1 without one). */
-static inline double crl_mask_at(const crl_output_rows *rows, int64_t r, int64_t j)
+/* Element j of row r of the mask of pred rows (1 without a mask). */
+static inline double crl_mask_at(const crl_rows *rows, int64_t r, int64_t j)
 {
-    if (rows->mask == NULL)
+    if (rows->m == NULL)
         return 1.0;
-    return rows->mask[r * rows->ld_mask + (rows->mask_width == 1 ? 0 : j)];
+    return rows->m[r * rows->ldm + (rows->mask_width == 1 ? 0 : j)];
 }
+
+/* Whether the T rows of a batch element lie back to back (time stride ==
+ * width): a whole-element hook may then read them as one block. */
+static inline bool crl_rows_contiguous(const crl_array *a)
+{
+    return a->time_stride == a->width || a->time == 1;
+}
+
+/* Shared passes a term declares in its class table (crl_term_class.passes);
+ * the engine runs a pass only when an active term reading its inputs asks. */
+enum {
+    CRL_PASS_MOMENTS = 1u << 0,       /* per-neuron sums and sums of squares of
+                                         each population read (mu_i, variances,
+                                         sum S^2, the affine backward), and the
+                                         check that every rate is finite      */
+    CRL_PASS_OUTPUT_ERROR = 1u << 1,  /* sum (pred - label)^2 and its gradient
+                                         coef (pred - label) (terms/mse.c)     */
+    CRL_PASS_WEIGHT_NORMS = 1u << 2,  /* squared Frobenius norms of the weights */
+};
 
 /* Values a term reports from finalize (before its weight lambda_k). */
 #define CRL_MAX_PARTS 8
@@ -284,8 +313,13 @@ struct crl_term {
  * may be NULL.  Hooks receive only their own slots of the packed buffer.
  */
 struct crl_term_class {
+    /* The catalogue (crl_term_type_describe): everything a front end needs. */
     const char *type;
     const char *summary;
+    const char *python_name;        /* the criterion's class in the binding  */
+    const char *example;            /* a --term of the command-line tool     */
+    unsigned inputs;                /* CRL_USES bits of every role it may read */
+    unsigned gradients;             /* those it can give the gradient of     */
     const crl_param_info *params;   /* terminated by an entry with key NULL  */
     const char *const *parts;       /* names of the parts, NULL-terminated, or NULL */
     int64_t tile_rows;              /* rows per tile the backward hook wants (0: any) */
@@ -296,6 +330,9 @@ struct crl_term_class {
     /* The term weighs its output error by the optional mask input (SPEC
      * "Output masks"): the engine then reads the mask when one is given. */
     bool takes_mask;
+
+    /* Shared passes it reads (CRL_PASS_ bits). */
+    unsigned passes;
 
     /* Roles (CRL_USES bits) the term reads with its current parameters. */
     unsigned (*uses)(const crl_term *t);
@@ -309,11 +346,19 @@ struct crl_term_class {
      * preparation (weights are final; batch sizes may grow chunk by chunk);
      * returns the number of packed slots it needs in *slots. */
     int (*prepare)(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err);
-    /* Forward, per row tile of each population the term uses. */
-    int (*forward_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err);
-    /* Forward, after the last tile of a batch element (whole: t0 = 0,
+    /* Accumulate, per row tile of each population the term uses. */
+    int (*accumulate_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err);
+    /* Accumulate, after the last tile of a batch element (whole: t0 = 0,
      * count = T, x = NULL; read the raw array). */
-    int (*forward_element)(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err);
+    int (*accumulate_element)(crl_term *t, const crl_rows *element, crl_dd *slots,
+                              crl_error *err);
+    /* The same over pred rows (rows->x) and label rows (rows->y), K wide,
+     * for terms that read pred; the element hook sees the raw arrays whole
+     * (one block when crl_rows_contiguous). */
+    int (*accumulate_output_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots,
+                                  crl_error *err);
+    int (*accumulate_output_element)(crl_term *t, const crl_rows *element, crl_dd *slots,
+                                     crl_error *err);
     /* Values from the global sums; with gradients wanted, also adds the
      * backward coefficients (times t->weight) into g.  Runs on every rank
      * with the same sums, so its errors are collective; it must not fail for
@@ -323,15 +368,10 @@ struct crl_term_class {
     /* Backward, per row tile: adds t->weight * dL/dS into grad (count x n). */
     void (*backward_rows)(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad);
-    /* Accumulate, per row tile of pred / label (and the mask) of each batch
-     * element, in time order. */
-    int (*accumulate_outputs)(crl_term *t, const crl_output_rows *rows, crl_dd *slots,
-                              crl_error *err);
-    /* Backward, per row tile: adds t->weight * dL/d pred into dpred and
-     * t->weight * dL/d label into dlabel (count x k each; either may be
-     * NULL when not wanted). */
-    void (*backward_outputs)(const crl_term *t, const crl_global *g, const crl_output_rows *rows,
-                             double *dpred, double *dlabel);
+    /* Backward over pred / label rows: adds t->weight * dL/dpred into
+     * grad_pred and t->weight * dL/dlabel into grad_label (count x K each). */
+    void (*backward_output_rows)(const crl_term *t, const crl_global *g, const crl_rows *rows,
+                                 double *grad_pred, double *grad_label);
     void (*destroy)(crl_term *t);
 };
 
@@ -361,6 +401,20 @@ crl_spread crl_spread_of(const double *mean, int64_t n, double correction);
 void crl_spread_grad_sd(const double *mean, int64_t n, crl_spread s, double scale, double *g);
 /* Adds d (sigma_c / m) / d mu_i * scale into g. */
 void crl_spread_grad_cv(const double *mean, int64_t n, crl_spread s, double scale, double *g);
+
+/* The output-error pass (terms/mse.c) over pred rows (x, y and the mask m
+ * of rows): acc[j] += (m (x - y))^2 over the rows; after an element's last
+ * rows, its sum into *slot in a fixed order (a non-finite sum names the
+ * element of pred, label or mask); backward out = coef m^2 (x - y). */
+void crl_output_error_rows(const crl_rows *rows, double *acc);
+int crl_output_error_element(const crl_array *pred, const crl_array *label,
+                             const crl_array *mask, int64_t b, const double *acc, crl_dd *slot,
+                             crl_error *err);
+void crl_output_error_backward_rows(const crl_rows *rows, double coef, double *out);
+/* The first non-finite element of batch element b of pred, label or the
+ * mask (NULL: none), as crl_report_nonfinite reports it; CRL_OK if none. */
+int crl_report_nonfinite_outputs(const crl_array *pred, const crl_array *label,
+                                 const crl_array *mask, int64_t b, crl_error *err);
 
 /* Sign with sign(0) = 0. */
 static inline double crl_sign(double x)

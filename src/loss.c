@@ -59,10 +59,10 @@ int crl_loss_create(crl_context *ctx, crl_loss **out)
     return CRL_OK;
 }
 
-void crl_loss_destroy(crl_loss **loss)
+int crl_loss_destroy(crl_loss **loss)
 {
     if (loss == NULL || *loss == NULL)
-        return;
+        return CRL_OK;
     crl_loss *l = *loss;
     for (int k = 0; k < l->n_terms; k++)
         if (l->terms[k].cls->destroy)
@@ -79,6 +79,7 @@ void crl_loss_destroy(crl_loss **loss)
     free(l->value_data);
     free(l);
     *loss = NULL;
+    return CRL_OK;
 }
 
 /* Applies "key=value,key=value" to t. */
@@ -175,7 +176,12 @@ int crl_loss_add(crl_loss *loss, const char *name, const char *type, double weig
     return crl_context_set(ctx, CRL_OK, NULL);
 }
 
-int crl_loss_set(crl_loss *loss, const char *name, const char *key, double value)
+/* The one way a parameter changes after crl_loss_add: the term called name,
+ * its parameter key, of kind `kind` (0: any numeric kind), set from value or,
+ * for a choice given by name, from text; validated by crl_param_validate
+ * (crl_param_parse for text, which validates the same way). */
+static int set_param(crl_loss *loss, const char *name, const char *key, int kind, double value,
+                     const char *text)
 {
     if (loss == NULL)
         return CRL_ERR_INVALID;
@@ -183,16 +189,48 @@ int crl_loss_set(crl_loss *loss, const char *name, const char *key, double value
     crl_term *t = name ? find_term(loss, name) : NULL;
     if (t == NULL) {
         crl_fail(&err, CRL_ERR_INVALID, "no term named '%s'", name ? name : "(null)");
-        return crl_context_set(loss->ctx, err.code, err.message);
+        return crl_context_set_error(loss->ctx, &err);
     }
     int k = key ? crl_term_param_index(t->cls, key) : -1;
-    if (k < 0)
+    const crl_param_info *info = k >= 0 ? &t->cls->params[k] : NULL;
+    static const char *const kinds[] = {"", "real", "integer", "boolean", "choice"};
+    if (info == NULL)
         crl_fail(&err, CRL_ERR_INVALID, "unknown parameter '%s'", key ? key : "(null)");
-    else if (crl_param_validate(&t->cls->params[k], value, &err) == CRL_OK)
+    else if (kind != 0 && (int) info->kind != kind)
+        crl_fail(&err, CRL_ERR_INVALID, "parameter %s is not a %s", key, kinds[kind]);
+    else if (text != NULL ? crl_param_parse(info, text, &value, &err) == CRL_OK
+                          : crl_param_validate(info, value, &err) == CRL_OK)
         t->param[k] = value;
     if (err.code != CRL_OK)
         crl_term_error(loss, t, &err);
     return crl_context_set_error(loss->ctx, &err);
+}
+
+int crl_loss_set(crl_loss *loss, const char *name, const char *key, double value)
+{
+    return set_param(loss, name, key, 0, value, NULL);
+}
+
+int crl_loss_set_real(crl_loss *loss, const char *name, const char *key, double value)
+{
+    return set_param(loss, name, key, CRL_PARAM_REAL, value, NULL);
+}
+
+int crl_loss_set_int(crl_loss *loss, const char *name, const char *key, int64_t value)
+{
+    return set_param(loss, name, key, CRL_PARAM_INT, (double) value, NULL);
+}
+
+int crl_loss_set_bool(crl_loss *loss, const char *name, const char *key, int value)
+{
+    return set_param(loss, name, key, CRL_PARAM_BOOL, value != 0, NULL);
+}
+
+int crl_loss_set_choice(crl_loss *loss, const char *name, const char *key, const char *choice)
+{
+    if (choice == NULL)
+        return set_param(loss, name, key, CRL_PARAM_CHOICE, -1, NULL);
+    return set_param(loss, name, key, CRL_PARAM_CHOICE, 0, choice);
 }
 
 int crl_loss_set_weight(crl_loss *loss, const char *name, double weight)
@@ -297,16 +335,22 @@ const double *crl_loss_value(const crl_loss *loss, int64_t index, int64_t *lengt
 
 int crl_loss_find(const crl_loss *loss, const char *name, double *value)
 {
-    if (loss == NULL || name == NULL)
+    if (loss == NULL)
         return CRL_ERR_INVALID;
-    for (int64_t k = 0; k < loss->n_values; k++)
+    for (int64_t k = 0; name != NULL && k < loss->n_values; k++)
         if (strcmp(loss->values[k].name, name) == 0) {
-            if (loss->values[k].length != 1)
-                return CRL_ERR_INVALID;
+            if (loss->values[k].length != 1) {
+                char msg[CRL_MESSAGE_MAX];
+                snprintf(msg, sizeof msg, "value '%s' is a vector of %lld numbers", name,
+                         (long long) loss->values[k].length);
+                return crl_context_set(loss->ctx, CRL_ERR_INVALID, msg);
+            }
             if (value)
                 *value = loss->value_data[loss->values[k].offset];
             return CRL_OK;
         }
-    return CRL_ERR_INVALID;
+    char msg[CRL_MESSAGE_MAX];
+    snprintf(msg, sizeof msg, "no value named '%s'%s", name ? name : "(null)",
+             loss->n_values ? "" : " (no successful evaluation yet)");
+    return crl_context_set(loss->ctx, CRL_ERR_INVALID, msg);
 }
-

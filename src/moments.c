@@ -62,13 +62,13 @@ static void fold_moments(crl_dd *sum, crl_dd *sumsq, const double *c, const doub
 
 /* Whether some term reading population p has row hooks, and whether one of
  * them needs the rows as doubles. */
-void crl_row_hook_needs(const crl_loss *loss, int p, bool backward, bool *hooks,
+static void row_hook_needs(const crl_loss *loss, int p, bool backward, bool *hooks,
                            bool *doubles)
 {
     *hooks = *doubles = false;
     for (int k = 0; k < loss->n_terms; k++) {
         const crl_term_class *cls = loss->terms[k].cls;
-        bool has = backward ? cls->backward_rows != NULL : cls->forward_rows != NULL;
+        bool has = backward ? cls->backward_rows != NULL : cls->accumulate_rows != NULL;
         if (term_uses_pop(&loss->terms[k], p) && has) {
             *hooks = true;
             *doubles |= !cls->raw_rows;
@@ -87,8 +87,11 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, cr
     int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
     crl_dd *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
     bool row_hooks, doubles;
-    crl_row_hook_needs(loss, p, false, &row_hooks, &doubles);
+    bool moments = crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS);
+    row_hook_needs(loss, p, false, &row_hooks, &doubles);
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
+    if (!moments)
+        doubles = doubles && row_hooks;
 
     for (int64_t b = 0; b < a->batch; b++) {
         int64_t ld, element = loss->seen[p] + b;
@@ -103,19 +106,21 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, cr
                 crl_prefetch_rows(a, b, t0 + rows, rows, false);
             if (doubles) {
                 x = crl_rows_load(a, b, t0, count, w->tile, &ld);
-                moments_f64(x, ld, count, n, c, w->s1, w->s2);
-            } else {
+                if (moments)
+                    moments_f64(x, ld, count, n, c, w->s1, w->s2);
+            } else if (moments) {
                 moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
             }
-            crl_rows view = {p, a, b, element, t0, count, n, x, ld};
+            crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
+                             NULL, NULL, 0, NULL, 0, 0, NULL};
             for (int k = 0; k < loss->n_terms && row_hooks; k++) {
                 crl_term *t = &loss->terms[k];
-                if (term_uses_pop(t, p) && t->cls->forward_rows
-                    && t->cls->forward_rows(t, &view, payload + t->slot, err) != CRL_OK)
+                if (term_uses_pop(t, p) && t->cls->accumulate_rows
+                    && t->cls->accumulate_rows(t, &view, payload + t->slot, err) != CRL_OK)
                     return crl_term_error(loss, t, err);
             }
         }
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n && moments; i++)
             if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
                 if (crl_report_nonfinite(a, pop_role(p), b, err) == CRL_OK)
                     crl_fail_at(err, CRL_ERR_DOMAIN, pop_role(p), b, -1, -1,
@@ -123,12 +128,14 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, cr
                              (long long) b);
                 return err->code;
             }
-        fold_moments(sum, sumsq, c, w->s1, w->s2, n, (double) time);
-        crl_rows whole = {p, a, b, element, 0, time, n, NULL, 0};
+        if (moments)
+            fold_moments(sum, sumsq, c, w->s1, w->s2, n, (double) time);
+        crl_rows whole = {pop_role(p), a, b, element, 0, time, n, NULL, 0,
+                          NULL, NULL, 0, NULL, 0, 0, NULL};
         for (int k = 0; k < loss->n_terms; k++) {
             crl_term *t = &loss->terms[k];
-            if (term_uses_pop(t, p) && t->cls->forward_element
-                && t->cls->forward_element(t, &whole, payload + t->slot, err) != CRL_OK)
+            if (term_uses_pop(t, p) && t->cls->accumulate_element
+                && t->cls->accumulate_element(t, &whole, payload + t->slot, err) != CRL_OK)
                 return crl_term_error(loss, t, err);
         }
     }
@@ -143,7 +150,7 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, cr
  * check must not depend on the value of the constant.
  */
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                               double batch, int ranks, int role, crl_error *err)
+                            double batch, int ranks, int role, bool moments, crl_error *err)
 {
     const char *what = crl_role_name(role);
     const crl_array *a = pop->array;
@@ -154,6 +161,15 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
     if (pop->batch == 0)
         return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
                            "%s: no rank holds a batch element", what);
+    memset(pop->alpha, 0, sizeof(double) * (size_t) pop->n);
+    memset(pop->beta, 0, sizeof(double) * (size_t) pop->n);
+    pop->affine = false;
+    if (!moments) {
+        memset(pop->mean, 0, sizeof(double) * (size_t) pop->n);
+        memset(pop->var, 0, sizeof(double) * (size_t) pop->n);
+        pop->sumsq = 0;
+        return CRL_OK;
+    }
     crl_dd total = crl_dd_make(0.0);
     for (int64_t i = 0; i < pop->n; i++) {
         pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
@@ -167,9 +183,6 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
     if (!isfinite(pop->sumsq))
         return crl_fail_at(err, CRL_ERR_DOMAIN, role, -1, -1, -1, "%s: the sum of squares overflows",
                            what);
-    memset(pop->alpha, 0, sizeof(double) * (size_t) pop->n);
-    memset(pop->beta, 0, sizeof(double) * (size_t) pop->n);
-    pop->affine = false;
     return CRL_OK;
 }
 
@@ -220,7 +233,7 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
     const crl_array *a = pop->array;
     scratch *w = &loss->work;
     bool hooks, doubles;
-    crl_row_hook_needs(loss, p, true, &hooks, &doubles);
+    row_hook_needs(loss, p, true, &hooks, &doubles);
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
     crl_store how = store_how(loss);
     if (!pop->affine && !hooks) {
@@ -257,7 +270,8 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
                                 pop->alpha, pop->beta, w->grad_tile);
             else
                 memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
-            crl_rows view = {p, a, b, loss->done[p] + b, t0, count, n, x, ld};
+            crl_rows view = {pop_role(p), a, b, loss->done[p] + b, t0, count, n, x, ld,
+                             NULL, NULL, 0, NULL, 0, 0, NULL};
             for (int k = 0; k < loss->n_terms; k++) {
                 const crl_term *t = &loss->terms[k];
                 if (term_uses_pop(t, p) && t->cls->backward_rows)

@@ -38,15 +38,15 @@ void crl_free_scratch(scratch *w)
     free(w->tile);
     free(w->tile2);
     free(w->grad_tile);
-    free(w->tile3);
     free(w->grad_tile2);
+    free(w->tile3);
     free(w->shift);
     free(w->s1);
     free(w->s2);
     for (int p = 0; p < 2; p++)
         free(w->pop_data[p]);
     for (int k = 0; k < 4; k++)
-        free(w->dweight[k]);
+        free(w->weight_grad[k]);
 }
 
 /* Rows per tile: about 64 KiB of doubles, at least what the terms ask for. */
@@ -76,7 +76,7 @@ static bool reserve_all(double **buffers[], int k, int64_t *cap, int64_t want)
 
 bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n)
 {
-    double **tiles[] = {&w->tile, &w->tile2, &w->grad_tile, &w->tile3, &w->grad_tile2};
+    double **tiles[] = {&w->tile, &w->tile2, &w->grad_tile, &w->grad_tile2, &w->tile3};
     double **vectors[] = {&w->shift, &w->s1, &w->s2};
     return reserve_all(tiles, 5, &w->tile_cap, rows * n)
            && reserve_all(vectors, 3, &w->n_cap, n);
@@ -106,8 +106,8 @@ int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *er
         int s = role - CRL_FIRST_MATRIX_ROLE;
         const crl_matrix *m = crl_tensors_matrix(in, role);
         if (g->grad_mask & CRL_USES(role)) {
-            ok = crl_reserve(&w->dweight[s], &w->dweight_cap[s], m->rows * m->cols, sizeof(double));
-            g->dweight[s] = w->dweight[s];
+            ok = crl_reserve(&w->weight_grad[s], &w->weight_grad_cap[s], m->rows * m->cols, sizeof(double));
+            g->weights.grad[s] = w->weight_grad[s];
         }
     }
     /* Room for the reported values: each term's value (a vector of at most

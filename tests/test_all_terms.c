@@ -57,6 +57,23 @@ static int n_inputs_of(const h_problem *p, int k)
     return (int) n[k];
 }
 
+/* The composite holds every registered type: a type added to the registry
+ * without a term here fails. */
+static void test_every_registered_type_is_in_the_composite(void **state)
+{
+    (void) state;
+    bool all = true;
+    for (int k = 0; k < crl_term_type_count(); k++) {
+        bool found = false;
+        for (int j = 0; j < N_TERMS; j++)
+            found = found || strcmp(every_type[j].type, crl_term_type_name(k)) == 0;
+        if (!found)
+            fprintf(stderr, "type %s is missing from every_type\n", crl_term_type_name(k));
+        all = all && found;
+    }
+    h_assert_all(all);
+}
+
 /* Every value of the composite is bitwise the value of its term alone; the
  * total is their sum in term order; the gradient is the sum of the terms'
  * gradients (one rounding per term instead of one: 1e-13 relative). */
@@ -196,6 +213,7 @@ static void test_one_reduction_for_every_type(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_registered_type_is_in_the_composite),
         cmocka_unit_test(test_composite_is_the_sum_of_its_terms),
         cmocka_unit_test(test_every_type_at_once_is_exact),
         cmocka_unit_test(test_every_type_at_once_in_chunks),

@@ -227,7 +227,8 @@ static void test_nan_in_one_ranks_mask(void **state)
         p.mask[((theirs.start + 0) * p.T + 3) * p.K_mask + 2] = NAN;
         h_term terms[] = {{"ce", "cross_entropy", 1.0, NULL}};
         char needle[96];
-        snprintf(needle, sizeof needle, "rank %d: mask[b=0, t=3, i=2] is NaN", last);
+        snprintf(needle, sizeof needle, "rank %d: term 'ce' (cross_entropy): mask[b=0, t=3, i=2] is NaN",
+                 last);
         h_check_error(&p, terms, 1, h_split(0, p.B, h_rank, h_size), (h_range){0, 0},
                       H_GRAD_PRED | H_GRAD_LABEL, CRL_ERR_NONFINITE, needle);
         h_problem_free(&p);
@@ -243,13 +244,30 @@ static void test_inf_in_one_ranks_pred(void **state)
     p.pred[((theirs.start + 1) * p.T + 4) * p.K + 0] = INFINITY;
     h_term terms[] = {{"ce", "cross_entropy", 1.0, NULL}};
     char needle[96];
-    snprintf(needle, sizeof needle, "rank %d: pred[b=1, t=4, i=0] is infinite", last);
+    snprintf(needle, sizeof needle,
+             "rank %d: term 'ce' (cross_entropy): pred[b=1, t=4, i=0] is infinite", last);
     h_check_error(&p, terms, 1, h_split(2, p.B, h_rank, h_size), (h_range){0, 0}, H_GRAD_PRED,
                   CRL_ERR_NONFINITE, needle);
     h_problem_free(&p);
 }
 
 /* pred and label must agree; the mask has no gradient to ask for. */
+/* -inf in pred is hidden by the softmax (exp gives 0) and, without one, by
+ * the clamp: still a non-finite input. */
+static void test_minus_inf_hidden_by_softmax_and_clamp(void **state)
+{
+    (void) state;
+    for (int softmax = 0; softmax < 2; softmax++) {
+        h_problem p = random_problem(CRL_FLOAT64, false, 43);
+        p.pred[(2 * p.T + 1) * p.K + 3] = -INFINITY;
+        h_term terms[] = {{"ce", "cross_entropy", 1.0,
+                           softmax ? "apply_softmax=true" : "apply_softmax=false"}};
+        h_check_error(&p, terms, 1, h_split(0, p.B, h_rank, h_size), (h_range){0, 0}, H_GRAD_PRED,
+                      CRL_ERR_NONFINITE, "is infinite");
+        h_problem_free(&p);
+    }
+}
+
 static void test_shapes_and_mask_gradient(void **state)
 {
     (void) state;
@@ -291,6 +309,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mask_of_the_wrong_width),
         cmocka_unit_test(test_nan_in_one_ranks_mask),
         cmocka_unit_test(test_inf_in_one_ranks_pred),
+        cmocka_unit_test(test_minus_inf_hidden_by_softmax_and_clamp),
         cmocka_unit_test(test_shapes_and_mask_gradient),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "cross_entropy");

@@ -14,8 +14,9 @@
  * Slots: [0] sum of m y log q, per row tile of a batch element in double in
  * row order (the tiles of an element do not move with the decomposition),
  * tiles combined double-double.
- * Errors: a non-finite pred, label or mask is found by the output pass; a
- * finite input whose products overflow is a domain error.
+ * Errors: a non-finite pred, label or mask (found while accumulating: the
+ * softmax and the clamp would hide an infinite pred); a finite input whose
+ * products overflow is a domain error.
  */
 #include "../internal.h"
 
@@ -60,44 +61,43 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
 }
 
 /* p of row r (into s->p). */
-static const double *row_probabilities(const crl_term *t, const crl_output_rows *v, int64_t r)
+static const double *row_probabilities(const crl_term *t, const crl_rows *v, int64_t r)
 {
     state *s = t->state;
-    const double *x = v->pred + r * v->ld_pred;
+    const double *x = v->x + r * v->ld;
     if (!t->param[APPLY_SOFTMAX])
         return x;
     double top = x[0], z = 0;
-    for (int64_t j = 1; j < v->k; j++)
+    for (int64_t j = 1; j < v->n; j++)
         top = x[j] > top ? x[j] : top;
-    for (int64_t j = 0; j < v->k; j++) {
+    for (int64_t j = 0; j < v->n; j++) {
         s->p[j] = exp(x[j] - top);
         z += s->p[j];
     }
-    for (int64_t j = 0; j < v->k; j++)
+    for (int64_t j = 0; j < v->n; j++)
         s->p[j] /= z;
     return s->p;
 }
 
-static int accumulate_outputs(crl_term *t, const crl_output_rows *v, crl_dd *slots,
-                              crl_error *err)
+static int accumulate_output_rows(crl_term *t, const crl_rows *v, crl_dd *slots, crl_error *err)
 {
-    double clamp = t->param[CLAMP], sum = 0;
+    double clamp = t->param[CLAMP], sum = 0, probe = 0;
     for (int64_t r = 0; r < v->count; r++) {
-        const double *p = row_probabilities(t, v, r), *y = v->label + r * v->ld_label;
-        for (int64_t j = 0; j < v->k; j++)
-            sum += crl_mask_at(v, r, j) * y[j] * log(p[j] > clamp ? p[j] : clamp);
+        const double *p = row_probabilities(t, v, r), *x = v->x + r * v->ld;
+        const double *y = v->y + r * v->ldy;
+        for (int64_t j = 0; j < v->n; j++) {
+            double m = crl_mask_at(v, r, j);
+            sum += m * y[j] * log(p[j] > clamp ? p[j] : clamp);
+            /* NaN unless all three are finite (a softmax or the clamp can
+             * hide an infinity of pred). */
+            probe += (x[j] * 0) * (y[j] * 0) * (m * 0);
+        }
     }
-    /* Non-finite inputs are reported by the output pass after the element. */
-    if (!isfinite(sum) && isfinite(slots[0].hi)) {
-        bool finite = true;
-        for (int64_t r = 0; r < v->count; r++)
-            for (int64_t j = 0; j < v->k; j++)
-                finite = finite && isfinite(v->pred[r * v->ld_pred + j])
-                         && isfinite(v->label[r * v->ld_label + j]) && isfinite(crl_mask_at(v, r, j));
-        if (finite)
-            return crl_fail(err, CRL_ERR_DOMAIN, "m y log q overflows at b=%lld, t=%lld..%lld",
-                            (long long) v->b, (long long) v->t0,
-                            (long long) (v->t0 + v->count - 1));
+    if (!isfinite(sum) || !isfinite(probe)) {
+        if (crl_report_nonfinite_outputs(v->array, v->label, v->mask, v->b, err) == CRL_OK)
+            crl_fail_at(err, CRL_ERR_DOMAIN, CRL_ROLE_PRED, v->b, -1, -1,
+                        "m y log q overflows at b=%lld", (long long) v->b);
+        return err->code;
     }
     slots[0] = crl_dd_add(slots[0], crl_dd_make(sum));
     return CRL_OK;
@@ -108,33 +108,31 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 {
     (void) err;
     state *s = t->state;
-    double count = (double) g->out_batch * (double) g->out_time;
+    double count = (double) g->out.batch * (double) g->out.time;
     out->value = -crl_dd_round(slots[0]) / count;
     s->scale = t->weight / count;
     return CRL_OK;
 }
 
-static void backward_outputs(const crl_term *t, const crl_global *g, const crl_output_rows *v,
-                             double *dpred, double *dlabel)
+static void backward_output_rows(const crl_term *t, const crl_global *g, const crl_rows *v,
+                                 double *dpred, double *dlabel)
 {
     (void) g;
     const state *s = t->state;
     double clamp = t->param[CLAMP], scale = s->scale;
     bool softmax = t->param[APPLY_SOFTMAX];
+    int64_t k = v->n;
     for (int64_t r = 0; r < v->count; r++) {
-        const double *p = row_probabilities(t, v, r), *y = v->label + r * v->ld_label;
-        double *dp = dpred ? dpred + r * v->k : NULL, *dl = dlabel ? dlabel + r * v->k : NULL;
-        if (dl)
-            for (int64_t j = 0; j < v->k; j++)
-                dl[j] -= scale * crl_mask_at(v, r, j) * log(p[j] > clamp ? p[j] : clamp);
-        if (dp == NULL)
-            continue;
+        const double *p = row_probabilities(t, v, r), *y = v->y + r * v->ldy;
+        double *dp = dpred + r * k, *dl = dlabel + r * k;
+        for (int64_t j = 0; j < k; j++)
+            dl[j] -= scale * crl_mask_at(v, r, j) * log(p[j] > clamp ? p[j] : clamp);
         /* g_j = -m_j y_j / q_j (times scale, below), 0 where p_j < clamp. */
         double pg = 0;
-        for (int64_t j = 0; j < v->k; j++)
+        for (int64_t j = 0; j < k; j++)
             if (p[j] >= clamp)
                 pg += p[j] * (-crl_mask_at(v, r, j) * y[j] / p[j]);
-        for (int64_t j = 0; j < v->k; j++) {
+        for (int64_t j = 0; j < k; j++) {
             double gj = p[j] >= clamp ? -crl_mask_at(v, r, j) * y[j] / p[j] : 0;
             dp[j] += scale * (softmax ? p[j] * (gj - pg) : gj);
         }
@@ -153,12 +151,16 @@ static void destroy(crl_term *t)
 const crl_term_class crl_term_cross_entropy = {
     .type = "cross_entropy",
     .summary = "CrossEntropyLoss: -mean over (b, t) of sum_k y_k log softmax(pred)_k (nn4n)",
+    .python_name = "CrossEntropyLoss",
+    .example = "c=cross_entropy:apply_softmax=true,clamp=1e-12",
+    .inputs = CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL) | CRL_USES(CRL_ROLE_MASK),
+    .gradients = CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL),
     .params = params,
     .takes_mask = true,
     .uses = uses,
     .prepare = prepare,
     .finalize = finalize,
-    .accumulate_outputs = accumulate_outputs,
-    .backward_outputs = backward_outputs,
+    .accumulate_output_rows = accumulate_output_rows,
+    .backward_output_rows = backward_output_rows,
     .destroy = destroy,
 };

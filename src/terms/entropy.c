@@ -163,7 +163,7 @@ static int report_negative(const crl_rows *rows, int64_t t, crl_error *err)
     return CRL_OK;
 }
 
-static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err)
+static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err)
 {
     (void) slots;
     entropy *s = t->state;
@@ -199,7 +199,7 @@ static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_er
 }
 
 /* Sum over t of H_t = -(sum over neurons of h_sum), in a fixed order. */
-static int forward_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
 {
     (void) err;
     const entropy *s = t->state;
@@ -256,12 +256,17 @@ const crl_term_class crl_term_entropy = {
     .type = "entropy",
     .summary = "EntropyLoss: mean entropy of the normalized rates of each step, plus "
                "reg mean |s|^2 (seed 001)",
+    .python_name = "EntropyLoss",
+    .example = "e=entropy:reg=0.5,eps=1e-6",
+    .inputs = CRL_USES(CRL_ROLE_STATES),
+    .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
     .raw_rows = true,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .prepare = prepare,
-    .forward_rows = forward_rows,
-    .forward_element = forward_element,
+    .accumulate_rows = accumulate_rows,
+    .accumulate_element = accumulate_element,
     .finalize = finalize,
     .backward_rows = backward_rows,
     .destroy = destroy,

@@ -121,7 +121,12 @@ const crl_term_class crl_term_fr_dist = {
     .type = "fr_dist",
     .summary = "FiringRateDistLoss: SD, CV, mean or max absolute deviation of the mean rates "
                "across neurons (seed 001)",
+    .python_name = "FiringRateDistLoss",
+    .example = "d=fr_dist:metric=cv,correction=1",
+    .inputs = CRL_USES(CRL_ROLE_STATES),
+    .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .prepare = prepare,
     .finalize = finalize,

@@ -218,7 +218,7 @@ CRL_HOT static void add_signed_upper(crl_dd *restrict sums, const double *restri
 
 /* One batch element: |h_b| into slot 0, sign(h_b) kept for the backward,
  * sign(h_b) G_b into the weight-gradient slots. */
-static int forward_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
 {
     hebbian_state *s = t->state;
     const crl_array *a = element->array;
@@ -252,7 +252,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
     int64_t n = s->n;
     out->value = crl_dd_round(crl_dd_div_d(slots[0], (double) pop->batch));
     s->scale = t->weight / pop->count;
-    double *d = g->dweight[CRL_ROLE_W_HEBB - CRL_FIRST_MATRIX_ROLE];
+    double *d = g->weights.grad[CRL_ROLE_W_HEBB - CRL_FIRST_MATRIX_ROLE];
     if (d != NULL) {
         /* dL/dW = 1/(B T) sum_b sign(h_b) G_b, symmetric. */
         const crl_dd *sum = slots + 1;
@@ -335,13 +335,18 @@ const crl_term_class crl_term_hebbian = {
     .type = "hebbian",
     .summary = "HebbianLoss: mean over batch elements of |sum_ij W_ij C_ij|, C the time-averaged "
                "correlation of the rates (seed 001)",
+    .python_name = "HebbianLoss",
+    .example = "h=hebbian:lambda=0.3",
+    .inputs = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_W_HEBB),
+    .gradients = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_W_HEBB),
     .params = params,
     .tile_rows = BLOCK_ROWS,
     .raw_rows = true,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .grads = grads,
     .prepare = prepare,
-    .forward_element = forward_element,
+    .accumulate_element = accumulate_element,
     .finalize = finalize,
     .backward_rows = backward_rows,
     .destroy = destroy,

@@ -184,8 +184,13 @@ const crl_term_class crl_term_population_kl = {
     .type = "population_kl",
     .summary = "PopulationKL: per-neuron Gaussian KL divergence between states and states1, "
                "plus an L2 regularizer (seed 001)",
+    .python_name = "PopulationKL",
+    .example = "k=population_kl:symmetric=false,reg=0.01",
+    .inputs = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1),
+    .gradients = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1),
     .params = params,
     .parts = parts,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .grads = grads,
     .has_parts = has_parts,

@@ -59,6 +59,19 @@ const char *crl_term_type_summary(int index)
     return index >= 0 && index < crl_term_type_count() ? crl_term_classes[index]->summary : NULL;
 }
 
+int crl_term_type_describe(int index, crl_term_type_info *info)
+{
+    if (info == NULL || index < 0 || index >= crl_term_type_count())
+        return CRL_ERR_INVALID;
+    const crl_term_class *cls = crl_term_classes[index];
+    int n_params = 0;
+    while (cls->params[n_params].key != NULL)
+        n_params++;
+    *info = (crl_term_type_info){cls->type, cls->summary, cls->python_name, cls->example,
+                                 cls->inputs, cls->gradients, n_params};
+    return CRL_OK;
+}
+
 const crl_param_info *crl_term_type_param(const char *type, int index)
 {
     const crl_term_class *cls = type ? crl_term_class_find(type) : NULL;

@@ -72,14 +72,14 @@ static double sparsity(crl_term *t, crl_global *g, int k, int role)
     const crl_matrix *m = crl_tensors_matrix(g->inputs, role);
     int s = role - CRL_FIRST_MATRIX_ROLE;
     double size = (double) m->rows * (double) m->cols;
-    double *d = g->dweight[s];
+    double *d = g->weights.grad[s];
     if (d) {
         double c = t->weight * 2 * t->param[k] / size;
         for (int64_t r = 0; r < m->rows; r++)
             for (int64_t j = 0; j < m->cols; j++)
                 d[r * m->cols + j] += c * crl_matrix_get(m, r, j);
     }
-    return t->param[k] * g->weight_sumsq[s] / size;
+    return t->param[k] * g->weights.sumsq[s] / size;
 }
 
 static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_out *out,
@@ -88,8 +88,8 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
     (void) slots;
     double *part = out->part;
     if (on(t, MSE)) {
-        part[0] = t->param[MSE] * g->sqerr / g->out_count;
-        g->out_coef += t->weight * 2 * t->param[MSE] / g->out_count;
+        part[0] = t->param[MSE] * g->out.sqerr / g->out.count;
+        g->out.coef += t->weight * 2 * t->param[MSE] / g->out.count;
     }
     part[1] = sparsity(t, g, IN, CRL_ROLE_W_IN);
     part[2] = sparsity(t, g, HID, CRL_ROLE_W_HID);
@@ -131,9 +131,17 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 const crl_term_class crl_term_rnn = {
     .type = "rnn",
     .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers (seed 000)",
+    .python_name = "RNNLoss",
+    .example = "r=rnn:lambda_mse=1,lambda_hid=0.01,lambda_fr=0.01,lambda_fr_sd=0.1",
+    .inputs = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)
+              | CRL_USES(CRL_ROLE_MASK) | CRL_USES(CRL_ROLE_W_IN) | CRL_USES(CRL_ROLE_W_HID)
+              | CRL_USES(CRL_ROLE_W_OUT),
+    .gradients = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL) | CRL_USES(CRL_ROLE_W_IN)
+                  | CRL_USES(CRL_ROLE_W_HID) | CRL_USES(CRL_ROLE_W_OUT),
     .params = params,
     .takes_mask = true,
     .parts = parts,
+    .passes = CRL_PASS_MOMENTS | CRL_PASS_OUTPUT_ERROR | CRL_PASS_WEIGHT_NORMS,
     .uses = uses,
     .prepare = prepare,
     .finalize = finalize,

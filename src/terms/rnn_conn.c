@@ -81,7 +81,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
         const crl_matrix *m = crl_tensors_matrix(g->inputs, role);
         double sum = matrix_sum(m, l1), norm = l1 ? sum : sqrt(sum);
         out->value += norm;
-        double *d = g->dweight[role - CRL_FIRST_MATRIX_ROLE];
+        double *d = g->weights.grad[role - CRL_FIRST_MATRIX_ROLE];
         if (d == NULL || (!l1 && norm == 0))
             continue;
         for (int64_t r = 0; r < m->rows; r++)
@@ -96,6 +96,10 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 const crl_term_class crl_term_rnn_conn = {
     .type = "rnn_conn",
     .summary = "RNNConnectivityLoss: Frobenius or L1 norm of the weight matrices (nn4n)",
+    .python_name = "RNNConnectivityLoss",
+    .example = "a=rnn_conn:layer=all,metric=fro",
+    .inputs = CRL_USES(CRL_ROLE_W_IN) | CRL_USES(CRL_ROLE_W_HID) | CRL_USES(CRL_ROLE_W_OUT),
+    .gradients = CRL_USES(CRL_ROLE_W_IN) | CRL_USES(CRL_ROLE_W_HID) | CRL_USES(CRL_ROLE_W_OUT),
     .params = params,
     .uses = uses,
     .prepare = prepare,

@@ -147,7 +147,7 @@ LAG_GRAD_KERNEL(lag_grad_f64, double)
 
 /* Rows t < T - tau of the tile add D_t^2 to the element's per-neuron sums,
  * in time order whatever the tiles. */
-static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err)
+static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err)
 {
     (void) slots;
     (void) err;
@@ -171,7 +171,7 @@ static int forward_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_er
 }
 
 /* The element's sum over neurons, in a fixed order, into the slot. */
-static int forward_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
 {
     const state_pred *s = t->state;
     double sum = crl_sum_fixed(s->sq_sum, element->n);
@@ -217,12 +217,17 @@ const crl_term_class crl_term_state_pred = {
     .type = "state_pred",
     .summary = "StatePredictionLoss: mean squared change of the rates over tau time steps "
                "(seed 001)",
+    .python_name = "StatePredictionLoss",
+    .example = "s=state_pred:tau=2",
+    .inputs = CRL_USES(CRL_ROLE_STATES),
+    .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
     .raw_rows = true,
+    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .prepare = prepare,
-    .forward_rows = forward_rows,
-    .forward_element = forward_element,
+    .accumulate_rows = accumulate_rows,
+    .accumulate_element = accumulate_element,
     .finalize = finalize,
     .backward_rows = backward_rows,
     .destroy = destroy,
