@@ -447,6 +447,16 @@ def error_cases(seed):
                   dict(states=g.uniform(0, 1, (4, 3, 1))), "batch",
                   "d=fr_dist:correction=1", 1, "correction 1 needs more than 1 neurons",
                   "invalid", None, None))
+    # cross_entropy: -inf in pred, which the softmax would turn into p = 0.
+    pred, label = g.normal(0.0, 1.0, (4, 3, 3)), g.uniform(0.0, 1.0, (4, 3, 3))
+    pred[2, 1, 0] = -np.inf
+    cases.append(("cross_entropy with -inf in pred", dict(pred=pred, label=label), "time",
+                  "c=cross_entropy", 1, "pred[b=", "nonfinite", None, None))
+    # A mask of neither width K nor 1.
+    cases.append(("mse with a mask of width 2 for K = 3",
+                  dict(pred=g.normal(0.0, 1.0, (4, 3, 3)), label=label,
+                       mask=g.uniform(0.0, 1.0, (4, 3, 2))), "batch",
+                  "m=mse", 1, "must be pred's shape", "invalid", None, None))
     return cases
 
 

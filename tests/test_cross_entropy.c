@@ -119,7 +119,8 @@ static h_problem random_problem_mask1(crl_dtype dtype, bool time_major, uint64_t
 static void test_gradients_match_finite_differences(void **state)
 {
     (void) state;
-    const char *variants[] = {"", "apply_softmax=false", "clamp=0.3", "apply_softmax=false,clamp=1e-3"};
+    const char *variants[] = {"", "apply_softmax=false", "clamp=0.3",
+                              "apply_softmax=false,clamp=1e-3"};
     for (int v = 0; v < 4; v++)
         for (int masked = 0; masked < 2; masked++) {
             h_problem p = random_problem(CRL_FLOAT64, v % 2, 10 + (uint64_t) v);
@@ -227,8 +228,8 @@ static void test_nan_in_one_ranks_mask(void **state)
         p.mask[((theirs.start + 0) * p.T + 3) * p.K_mask + 2] = NAN;
         h_term terms[] = {{"ce", "cross_entropy", 1.0, NULL}};
         char needle[96];
-        snprintf(needle, sizeof needle, "rank %d: term 'ce' (cross_entropy): mask[b=0, t=3, i=2] is NaN",
-                 last);
+        snprintf(needle, sizeof needle,
+                 "rank %d: term 'ce' (cross_entropy): mask[b=0, t=3, i=2] is NaN", last);
         h_check_error(&p, terms, 1, h_split(0, p.B, h_rank, h_size), (h_range){0, 0},
                       H_GRAD_PRED | H_GRAD_LABEL, CRL_ERR_NONFINITE, needle);
         h_problem_free(&p);
@@ -281,7 +282,8 @@ static void test_shapes_and_mask_gradient(void **state)
     in.pred = crl_array_batch_major(CRL_FLOAT64, pred, 1, 2, 3);
     in.label = crl_array_batch_major(CRL_FLOAT64, label, 1, 2, 2);
     h_assert_all(crl_loss_evaluate(loss, &in, NULL) == CRL_ERR_INVALID);
-    h_assert_all(strstr(crl_context_error(ctx), "pred (1, 2, 3) and label (1, 2, 2) differ") != NULL);
+    h_assert_all(strstr(crl_context_error(ctx), "pred (1, 2, 3) and label (1, 2, 2) differ")
+                 != NULL);
     in.pred.width = 2;
     in.pred.batch_stride = 4;
     in.pred.time_stride = 2;

@@ -196,8 +196,8 @@ static void test_matrices_must_fit_one_model(void **state)
     in.w_hid = crl_matrix_dense(CRL_FLOAT64, p.w_hid, p.N, p.N);
     in.w_out = crl_matrix_dense(CRL_FLOAT64, p.w_out, p.N_out, p.N);
     h_assert_all(crl_loss_evaluate(loss, &in, NULL) == CRL_ERR_INVALID);
-    h_assert_all(strstr(crl_context_error(ctx), "term 'c' (rnn_conn): w_in has 3 rows, expected N = 6")
-                 != NULL);
+    h_assert_all(strstr(crl_context_error(ctx),
+                        "term 'c' (rnn_conn): w_in has 3 rows, expected N = 6") != NULL);
     /* A missing matrix of the layer (the engine names it; its words are the
      * matrix checks'). */
     in.w_in = (crl_matrix){0};
