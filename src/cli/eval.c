@@ -39,6 +39,8 @@ static const char eval_usage[] =
     "  --states1 FILE     second population S1 (B1, T1, N) (population_kl)\n"
     "  --pred FILE        network outputs (B, T, K)\n"
     "  --label FILE       targets (B, T, K)\n"
+    "  --mask FILE        output mask (B, T, K) or (B, T, 1) for mse, rnn's mse and\n"
+    "                     cross_entropy (no gradient file)\n"
     "  --w-in FILE        input weights (N, N_in)\n"
     "  --w-hid FILE       recurrent weights (N, N)\n"
     "  --w-out FILE       output weights (K, N)\n"
