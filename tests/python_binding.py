@@ -7,6 +7,11 @@ tests/python_binding.sh in phases, each a separate mpirun:
     ctrnn-loss eval on the files of DIR/cli (1 and 2 ranks; the driver)
     mpirun -np 2 python3 python_binding.py compare DIR   2 ranks: against DIR
 
+Both phases also check the training path (gradient buffers reused only
+when nothing holds them, calls pending a backward, double backward), nn4n's
+call forms against scripts/reference.py, and that every term type of the
+library has a criterion class and a case here.
+
 record: the criteria on whole batches (float32 and float64), torch and NumPy
 front ends bitwise equal, values and gradients against scripts/reference.py
 (where the tree has it), autograd behaviour, one training step; writes the
@@ -337,6 +342,206 @@ def check_autograd():
         check(close(float(d.sum() + r), float(d_sum), 1e-14), "sum of the divergences")
 
 
+def check_torch_path():
+    """The training path: gradient buffers are reused once nothing holds
+    them and never while a tensor does; calls before a backward keep their
+    own statistics; double backward is refused clearly."""
+    whole = case_inputs("fr_l1", np.float64)["states"]
+    lo, hi = shard(B, RANK, SIZE, "even")
+    base = torch.from_numpy(whole[lo:hi].copy())
+    crit = ct.FiringRateDistLoss(metric="cv")
+    # Non-leaf states (as in training): autograd frees their gradient after
+    # use, so the next step gets the same memory back.
+    seen, kept = [], []
+    for step in range(3):
+        leaf = (base + step).requires_grad_()
+        x = leaf * 1.0
+        x.register_hook(lambda g: seen.append(g.data_ptr()) or (kept.append(g) if step == 1
+                                                                 else None))
+        crit(x).backward()
+    if hi > lo:
+        check(seen[2] != seen[1], "a gradient a hook retained was handed out again")
+        check(seen[0] == seen[1], "a gradient buffer nothing holds was not reused")
+    frozen = kept[0].clone()
+    crit((base + 7).requires_grad_() * 1.0).backward()
+    check(torch.equal(kept[0], frozen), "a retained gradient changed under the next call")
+    # A retained .grad of a leaf is not touched by later calls.
+    a = base.clone().requires_grad_()
+    crit(a).backward()
+    grad_a = a.grad
+    copy_a = grad_a.clone()
+    for shift in (1.0, 2.0):
+        b = (base + shift).requires_grad_()
+        crit(b).backward()
+        check(b.grad.data_ptr() != grad_a.data_ptr() or b.grad.numel() == 0,
+              "two live leaves share a gradient buffer")
+    check(torch.equal(grad_a, copy_a), "a retained leaf .grad changed under the next call")
+    # Two calls before one backward: each keeps its own statistics.
+    c1, c2 = base.clone().requires_grad_(), (base * 2 + 1).requires_grad_()
+    (crit(c1) + crit(c2)).backward()
+    alone = base.clone().requires_grad_()
+    crit(alone).backward()
+    check(torch.equal(c1.grad, alone.grad), "a second call before backward changed the first")
+    # Double backward: a clear error.
+    d = base.clone().requires_grad_()
+    try:
+        torch.autograd.grad(crit(d), d, create_graph=True)
+        got = "no error"
+    except RuntimeError as exc:
+        got = str(exc)
+    check("double backward (create_graph=True) is not supported" in got,
+          "create_graph=True: %s" % got)
+    # No gradient is computed for a loss that is never back-propagated:
+    # the call leaves a crl_loss waiting, the next call takes another one.
+    crit(base.clone().requires_grad_())
+    check(len(crit.loss.handles) <= 3, "evaluations never back-propagated pile up crl_losses "
+          "(%d)" % len(crit.loss.handles))
+    note("torch path: buffer reuse, retained gradients, pending calls, double backward")
+
+
+class Nn4nModel(torch.nn.Module):
+    """The attributes an nn4n CTRNN holds its three weight matrices in."""
+
+    def __init__(self, w_in, w_hid, w_out):
+        super().__init__()
+        self.recurrent_layer = torch.nn.Module()
+        self.recurrent_layer.input_layer = torch.nn.Module()
+        self.recurrent_layer.hidden_layer = torch.nn.Module()
+        self.readout_layer = torch.nn.Module()
+        self.recurrent_layer.input_layer.weight = torch.nn.Parameter(w_in.clone())
+        self.recurrent_layer.hidden_layer.weight = torch.nn.Parameter(w_hid.clone())
+        self.readout_layer.weight = torch.nn.Parameter(w_out.clone())
+
+
+def check_call_forms():
+    """nn4n's call forms (its code's and its documentation's argument names,
+    positional parameters) give the keyword forms' bits and the reference's
+    values and gradients."""
+    data = {c: case_inputs(c, np.float64) for c in ("rnn", "population_kl", "mse")}
+    lo, hi = shard(B, RANK, SIZE, "even")
+    lo1, hi1 = shard(B1, RANK, SIZE, "even")
+
+    def mine(x, first=(lo, hi)):
+        return torch.from_numpy(x[first[0]:first[1]].copy()).requires_grad_()
+
+    states = data["rnn"]["states"]
+    forms = [  # (what, nn4n form, keyword form, reference function of the whole batch)
+        ("FiringRateLoss('l1')(state=)", lambda s: ct.FiringRateLoss("l1")(state=s),
+         lambda s: ct.FiringRateLoss(metric="l1")(states=s),
+         lambda s: reference.fr(s, metric="l1")),
+        ("FiringRateDistLoss('cv')(states)", lambda s: ct.FiringRateDistLoss("cv")(s),
+         lambda s: ct.FiringRateDistLoss(metric="cv")(states=s),
+         lambda s: reference.fr_dist(s, metric="cv")),
+        ("StatePredictionLoss(2)(state=)", lambda s: ct.StatePredictionLoss(2)(state=s),
+         lambda s: ct.StatePredictionLoss(tau=2)(states=s),
+         lambda s: reference.state_pred(s, tau=2)),
+        ("EntropyLoss(5.0)(states)", lambda s: ct.EntropyLoss(5.0)(s),
+         lambda s: ct.EntropyLoss(reg=5.0)(states=s),
+         lambda s: reference.entropy(s, reg=5.0)),
+    ]
+    for what, nn4n, keyword, ref in forms:
+        a, b = mine(states), mine(states)
+        la, lb = nn4n(a), keyword(b)
+        la.backward()
+        lb.backward()
+        check(float(la) == float(lb) and torch.equal(a.grad, b.grad),
+              "%s differs from the keyword form" % what)
+        if reference is not None:
+            whole = torch.from_numpy(states.copy()).requires_grad_()
+            r = ref(whole)
+            r.backward()
+            check(close(float(la), float(r), 1e-12), "%s = %r, reference %r"
+                  % (what, float(la), float(r)))
+            check(close(a.grad.numpy(), whole.grad[lo:hi].numpy(), 1e-11),
+                  "%s: gradient differs from the reference" % what)
+    # PopulationKL(False, 1e-3, 'sum')(state_0=, state_1=)
+    kl_data = data["population_kl"]
+    p, q = mine(kl_data["states"]), mine(kl_data["states1"], (lo1, hi1))
+    loss = ct.PopulationKL(False, 1e-3, "sum")(state_0=p, state_1=q)
+    loss.backward()
+    p2, q2 = mine(kl_data["states"]), mine(kl_data["states1"], (lo1, hi1))
+    ct.PopulationKL(symmetric=False, reg=1e-3, reduction="sum")(states_0=p2,
+                                                                states_1=q2).backward()
+    check(torch.equal(p.grad, p2.grad) and torch.equal(q.grad, q2.grad),
+          "PopulationKL(False, 1e-3, 'sum') differs from the keyword form")
+    if reference is not None:
+        wp = torch.from_numpy(kl_data["states"].copy()).requires_grad_()
+        wq = torch.from_numpy(kl_data["states1"].copy()).requires_grad_()
+        r = reference.population_kl(wp, wq, symmetric=False, reg=1e-3, reduction="sum")
+        r.backward()
+        check(close(float(loss), float(r), 1e-12), "PopulationKL positional: value")
+        check(close(p.grad.numpy(), wp.grad[lo:hi].numpy(), 1e-11)
+              and close(q.grad.numpy(), wq.grad[lo1:hi1].numpy(), 1e-11),
+              "PopulationKL positional: gradients")
+    # MSELoss with nn4n's names (input, target) and ours (pred, label).
+    m = data["mse"]
+    x1, x2 = mine(m["pred"]), mine(m["pred"])
+    y = torch.from_numpy(m["label"][lo:hi].copy())
+    l1, l2 = ct.MSELoss()(input=x1, target=y), ct.MSELoss()(pred=x2, label=y)
+    l1.backward()
+    l2.backward()
+    check(float(l1) == float(l2) and torch.equal(x1.grad, x2.grad), "MSELoss(input=, target=)")
+    # RNNLoss(model, **lambdas): weights read from the model at each call,
+    # (total, components) as nn4n returns them.
+    r = data["rnn"]
+    lambdas = dict(lambda_in=0.1, lambda_hid=0.2, lambda_fr=0.5, lambda_fr_sd=2)
+    w = {k: torch.from_numpy(r[k].copy()) for k in ("w_in", "w_hid", "w_out")}
+    model = Nn4nModel(w["w_in"], w["w_hid"], w["w_out"])
+    crit = ct.RNNLoss(model, **lambdas)
+    s1, o1 = mine(r["states"]), mine(r["pred"])
+    label = torch.from_numpy(r["label"][lo:hi].copy())
+    total, losses = crit(pred=o1, label=label, states=s1)
+    check(losses.shape == (5,), "RNNLoss components: shape %s (mse, in, hid, fr, fr_sd)"
+          % (tuple(losses.shape),))
+    losses.sum().backward()   # the components are differentiable
+    wl = {k: v.clone().requires_grad_() for k, v in w.items()}
+    s2, o2 = mine(r["states"]), mine(r["pred"])
+    total2, _ = ct.RNNLoss(**lambdas)(o2, label, states=s2, **wl)
+    total2.backward()
+    check(float(total) == float(total2), "RNNLoss(model) total differs from passing weights")
+    check(close(float(losses.sum()), float(total), 1e-14), "components do not add up")
+    check(torch.equal(s1.grad, s2.grad) and torch.equal(o1.grad, o2.grad),
+          "RNNLoss(model): gradients of states and pred")
+    check(torch.equal(model.recurrent_layer.hidden_layer.weight.grad, wl["w_hid"].grad)
+          and torch.equal(model.recurrent_layer.input_layer.weight.grad, wl["w_in"].grad),
+          "RNNLoss(model): the model's weights get the weight gradients")
+    with torch.no_grad():
+        model.recurrent_layer.hidden_layer.weight.mul_(2)
+    again, _ = crit(pred=o1.detach(), label=label, states=s1.detach())
+    check(float(again) != float(total), "RNNLoss(model) reads the weights at each call")
+    # CompositeLoss with nn4n's input dictionary (code's and docs' keys);
+    # per-term values are differentiable.
+    comp = ct.CompositeLoss({"act": {"type": "fr", "lambda": 0.1},
+                             "task": {"type": "mse", "lambda": 2.0}})
+    sa, xa = mine(states), mine(m["pred"])
+    total, parts = comp({"act": {"state": sa}, "task": {"input": xa, "target": y}})
+    sb, xb = mine(states), mine(m["pred"])
+    total_b, _ = comp(states=sb, pred=xb, label=y)
+    check(float(total) == float(total_b), "CompositeLoss with nn4n's dictionary")
+    (parts["act"] + parts["task"]).backward()
+    total_b.backward()
+    check(torch.equal(sa.grad, sb.grad) and torch.equal(xa.grad, xb.grad),
+          "CompositeLoss parts back-propagate as the total")
+    single = ct.CompositeLoss({"a": {"type": "fr", "lambda": 0.5}})
+    sc = mine(states)
+    single(states=sc)[1]["a"].backward()
+    check(sc.grad is not None, "parts['a'].backward() of a one-term CompositeLoss")
+    note("call forms: nn4n's positional parameters, argument names, RNNLoss(model), "
+         "CompositeLoss dictionaries")
+
+
+def check_catalogue():
+    """Every term type of the library has a criterion class in both front
+    ends and a test case here."""
+    tested = set().union(*(case_types(c) for c in CASES))
+    for t in TYPES:
+        name = ctrnnloss._core.CRITERION_OF_TYPE.get(t)
+        check(name is not None and isinstance(getattr(ct, name, None), type)
+              and isinstance(getattr(cnp, name, None), type),
+              "term type %s has no criterion class" % t)
+        check(t in tested, "term type %s has no test case in python_binding.py" % t)
+
+
 # ------------------------------------------------------------ compare ---
 
 def compare_cases(saved):
@@ -462,6 +667,24 @@ def check_errors():
                  "parameter reg", lambda: ct.PopulationKL(reg=-1.0))
     expect_error("an unknown type", ctrnnloss.InvalidArgumentError, "unknown type 'frr'",
                  lambda: ct.CompositeLoss({"x": {"type": "frr"}}))
+    # A call's arguments wrong on one rank only: the same TypeError on
+    # every rank, nobody left waiting.
+    expect_error("too many arguments on one rank", TypeError,
+                 "HebbianLoss takes at most 2 inputs",
+                 lambda: hebb(states, weights, weights) if RANK == LAST else hebb(states, weights))
+    expect_error("an unknown argument on one rank", TypeError, "unexpected input 'rates'",
+                 lambda: hebb(rates=states, weights=weights) if RANK == LAST
+                 else hebb(states, weights))
+    expect_error("an unknown argument (numpy) on one rank", TypeError, "unexpected input",
+                 lambda: cnp.HebbianLoss()(rates=states.numpy(), weights=weights.numpy())
+                 if RANK == LAST else cnp.HebbianLoss()(states.numpy(), weights.numpy()))
+    # A bad parameter on one rank only, at construction.
+    expect_error("a bad parameter on one rank", ctrnnloss.InvalidArgumentError,
+                 "unknown value 'l3'",
+                 lambda: ct.FiringRateLoss(metric="l3" if RANK == LAST else "l1"))
+    expect_error("too many positional parameters on one rank", TypeError,
+                 "takes at most 1 positional parameters",
+                 lambda: ct.FiringRateLoss("l1", 2) if RANK == LAST else ct.FiringRateLoss("l1"))
     # After all of that the criterion works, and agrees with a fresh one.
     good = float(hebb(states, weights))
     check(good == float(ct.HebbianLoss()(states, weights)), "a criterion works after errors")
@@ -650,6 +873,9 @@ def main():
                           if k.startswith("train/")})
         compare_cli(directory, saved)
         check_example_learns()
+    check_torch_path()
+    check_call_forms()
+    check_catalogue()
     check_errors()
     total = COMM.allreduce(failures)
     note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))

@@ -333,15 +333,18 @@ class Loss:
     Construction is collective: a parameter refused on one rank raises the
     same error on every rank."""
 
-    def __init__(self, terms, comm=None):
+    def __init__(self, terms, comm=None, error=None):
+        """error: what the front end refused in the constructor's arguments
+        on this rank (raised on every rank)."""
         self.context = context_for(comm)
-        self.terms = tuple(Term(*t) for t in terms)
         first = None
-        try:
-            first = _Handle(self.context, self.terms)
-            error = first.error
-        except (TypeError, ValueError) as exc:   # parameter text the binding refused
-            error = exc
+        if error is None:
+            try:
+                self.terms = tuple(Term(*t) for t in (terms() if callable(terms) else terms))
+                first = _Handle(self.context, self.terms)
+                error = first.error
+            except (TypeError, ValueError) as exc:   # parameters the binding refused
+                error = exc
         agree(self.context, error)
         self.handles = [first]
         # With a forward-only term the library refuses every gradient request.

@@ -100,9 +100,10 @@ class _Criterion(_Evaluator):
         cls.__doc__ = _core.inspect.cleandoc(spec.doc)
 
     def __init__(self, *args, comm=None, batch_first=True, **params):
-        params = _core.bind_params(type(self).__name__, self.positional, args, params)
-        super().__init__([(self.term_type, self.term_type, 1.0, params)], comm, batch_first)
-        self.params = params
+        def terms():
+            self.params = _core.bind_params(type(self).__name__, self.positional, args, params)
+            return [(self.term_type, self.term_type, 1.0, self.params)]
+        super().__init__(terms, comm, batch_first)
 
     def __call__(self, *args, grad=False, **kwargs):
         """Collective.  The criterion's inputs; grad=True for the gradients of
@@ -168,7 +169,7 @@ class CompositeLoss(_Evaluator):
     {name: {argument: array}}; gradients are keyed by role."""
 
     def __init__(self, loss_cfg, *, comm=None, batch_first=True):
-        super().__init__(_core.composite_terms(loss_cfg), comm, batch_first)
+        super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first)
 
     def __call__(self, loss_input_dict=None, *, grad=False, **inputs):
         try:

@@ -196,6 +196,8 @@ class _Module(torch.nn.Module):
     total as a double."""
 
     def __init__(self, terms, comm, batch_first, ddp=False):
+        """terms: a function returning the terms (what it raises is raised on
+        every rank)."""
         super().__init__()
         self.batch_first = batch_first
         self.loss = _core.Loss(terms, comm)
@@ -280,9 +282,10 @@ class _Criterion(_Module):
         cls.__doc__ = _core.inspect.cleandoc(spec.doc)
 
     def __init__(self, *args, comm=None, batch_first=True, ddp=False, **params):
-        params = _core.bind_params(type(self).__name__, self.positional, args, params)
-        super().__init__([(self.term_type, self.term_type, 1.0, params)], comm, batch_first, ddp)
-        self.params = params
+        def terms():
+            self.params = _core.bind_params(type(self).__name__, self.positional, args, params)
+            return [(self.term_type, self.term_type, 1.0, self.params)]
+        super().__init__(terms, comm, batch_first, ddp)
 
     def forward(self, *args, **kwargs):
         bound, error = _bound(self, args, kwargs)
@@ -317,7 +320,7 @@ class RNNLoss(_Criterion):
         # Held outside the module's children: the criterion does not own it.
         self.__dict__["model"] = model
         self.components = ("mse",) + tuple(p for p in self._PARTS[1:]
-                                           if float(params.get("lambda_" + p, 0)) != 0)
+                                           if float(self.params.get("lambda_" + p, 0)) != 0)
 
     def forward(self, *args, **kwargs):
         bound, error = _bound(self, args, kwargs)
@@ -386,7 +389,7 @@ class CompositeLoss(_Module):
     0-d tensor."""
 
     def __init__(self, loss_cfg, *, comm=None, batch_first=True, ddp=False):
-        super().__init__(_core.composite_terms(loss_cfg), comm, batch_first, ddp)
+        super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first, ddp)
 
     def forward(self, loss_input_dict=None, **inputs):
         try:
