@@ -305,15 +305,13 @@ class Evaluation:
 
     def backward(self, grads, scale):
         """Not collective.  Writes scale * d(total)/d(input) into the buffer
-        descriptions grads {role: crl_array/crl_matrix} (overwriting them;
-        announced ones included)."""
+        descriptions grads (a crl_tensors, or {role: crl_array/crl_matrix};
+        overwriting them; announced ones included)."""
         if self.backward_done:
             raise RuntimeError("ctrnnloss: backward through the same call twice "
                                "(retain_graph=True) is not supported; call the criterion again")
         self.backward_done = True
-        tgrad = _lib.Tensors()
-        for role, desc in grads.items():
-            setattr(tgrad, role, desc)
+        tgrad = grads if isinstance(grads, _lib.Tensors) else self.loss.inputs(grads)[0]
         ptr = self.handle.ptr
         lib.crl_loss_set_grad_scale(ptr, scale)
         status = lib.crl_loss_backward(ptr, ctypes.byref(self.tin), ctypes.byref(tgrad))

@@ -142,19 +142,27 @@ class _Call:
     def backward(self, needs, scale):
         """The gradients of the inputs that need one (None for the others)."""
         module, batch_first = self.module, self.module.batch_first
-        out, grads = [], {}
+        announced = self.evaluation.announced
+        out = []
         for role, x, need in zip(self.roles, self.tensors, needs):
             g = None
-            if need:
-                g = self.evaluation.announced.get(role)
+            if need or role in announced:
+                g = announced.get(role)
                 if g is None:
                     g = _pool.take(tuple(x.shape), x.dtype)
-                grads[role] = _describe(role, g, batch_first)
             out.append(g)
-        for role, g in self.evaluation.announced.items():
-            grads.setdefault(role, _describe(role, g, batch_first))
+        # The crl_tensors of these buffers (contiguous, of the inputs'
+        # shapes): built once per signature, only the pointers set.
+        present = [(role, g) for role, g in zip(self.roles, out) if g is not None]
+        signature = ("grads", batch_first) + tuple((role, g.dtype, tuple(g.shape))
+                                                   for role, g in present)
+        tgrad = module.loss.tensors(signature, lambda: module.loss.inputs(
+            {role: _describe(role, g, batch_first) for role, g in present})[0])
+        for role, g in present:
+            getattr(tgrad, role).data = g.data_ptr() or None
+        out = [g if need else None for g, need in zip(out, needs)]
         batched = module.ddp_factor
-        self.evaluation.backward(grads, scale * batched)
+        self.evaluation.backward(tgrad, scale * batched)
         if batched != 1:
             # Under DDP the weight gradients (global already) are not
             # multiplied: DDP's average of equal values is the value.
@@ -172,8 +180,8 @@ class _LossFunction(torch.autograd.Function):
         ctx.call = call
         ctx.save_for_backward(*tensors)   # refuses inputs changed in place since
         dtype = call.module.result_dtype
-        out = (torch.tensor(call.evaluation.total, dtype=dtype),)
-        return out + tuple(torch.tensor(call.evaluation.values[name], dtype=dtype)
+        out = (torch.scalar_tensor(call.evaluation.total, dtype=dtype),)
+        return out + tuple(torch.scalar_tensor(call.evaluation.values[name], dtype=dtype)
                            for name in call.parts)
 
     @staticmethod
@@ -234,7 +242,8 @@ class _Module(torch.nn.Module):
         dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs
                       and isinstance(inputs[r], torch.Tensor) and inputs[r].dtype in _DTYPES),
                      torch.float64)
-        self.result_dtype = dtype
+        attributes = self.__dict__   # plain attributes, without Module.__setattr__
+        attributes["result_dtype"] = dtype
         grad_on = torch.is_grad_enabled() and not self.loss.forward_only
         want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad for x in tensors]
         tin, problems = self._inputs(roles, tensors)
@@ -248,9 +257,9 @@ class _Module(torch.nn.Module):
             announce = _lib.Tensors()
             announce.w_hebb = _describe("w_hebb", announced["w_hebb"], self.batch_first)
         total, values, evaluation = self.loss.forward(tin, problems, announce, keep=any(want))
-        self.values, self.total = values, total
+        attributes["values"], attributes["total"] = values, total
         if evaluation is None:
-            return (torch.tensor(total, dtype=dtype),) + tuple(
+            return (torch.scalar_tensor(total, dtype=dtype),) + tuple(
                 torch.tensor(values[name], dtype=dtype) for name in parts)
         evaluation.announced = announced
         call = _Call(self, roles, tensors, evaluation, tuple(parts))
