@@ -522,6 +522,14 @@ def check_call_forms():
     total_b.backward()
     check(torch.equal(sa.grad, sb.grad) and torch.equal(xa.grad, xb.grad),
           "CompositeLoss parts back-propagate as the total")
+    _, parts = comp(states=mine(states), pred=mine(m["pred"]), label=y)
+    try:
+        parts["act"].backward()
+        got = "no error"
+    except RuntimeError as exc:
+        got = str(exc)
+    check("back-propagate the total" in got, "parts['act'].backward() of a two-term "
+          "CompositeLoss: %s" % got)
     single = ct.CompositeLoss({"a": {"type": "fr", "lambda": 0.5}})
     sc = mine(states)
     single(states=sc)[1]["a"].backward()
@@ -678,6 +686,11 @@ def check_errors():
     expect_error("an unknown argument (numpy) on one rank", TypeError, "unexpected input",
                  lambda: cnp.HebbianLoss()(rates=states.numpy(), weights=weights.numpy())
                  if RANK == LAST else cnp.HebbianLoss()(states.numpy(), weights.numpy()))
+    comp = ct.CompositeLoss({"a": {"type": "fr"}, "b": {"type": "fr_dist"}})
+    expect_error("two tensors for one role on one rank", ValueError,
+                 "two different values for input 'states'",
+                 lambda: comp({"a": {"states": states}, "b": {"state": states.clone()}})
+                 if RANK == LAST else comp(states=states))
     # A bad parameter on one rank only, at construction.
     expect_error("a bad parameter on one rank", ctrnnloss.InvalidArgumentError,
                  "unknown value 'l3'",

@@ -438,8 +438,12 @@ class Loss:
         every = self.context.comm.allgather(problems)
         calls = [(rank, found["call"]) for rank, found in enumerate(every) if "call" in found]
         if calls:
-            same = len(calls) == len(every) and len({why for _, why in calls}) == 1
-            raise TypeError(calls[0][1] if same else "rank %d: %s" % calls[0])
+            # The exception a front end found in a call's arguments (a
+            # TypeError, a ValueError), raised on every rank.
+            texts = {str(why) for _, why in calls}
+            rank, first = calls[0]
+            same = len(calls) == len(every) and len(texts) == 1
+            raise type(first)(str(first) if same else "rank %d: %s" % (rank, first))
         detail = None
         for rank, found in enumerate(every):
             for role, reason in found.items():

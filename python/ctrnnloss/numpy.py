@@ -62,8 +62,9 @@ class _Evaluator:
             grad = []
         unknown = [g for g in grad if g not in named]
         if unknown and call_error is None:
-            call_error = ("ctrnnloss: gradient asked for %s, not among the inputs given (%s)"
-                          % (", ".join(map(repr, unknown)), ", ".join(named)))
+            call_error = ValueError("ctrnnloss: gradient asked for %s, not among the inputs "
+                                    "given (%s)" % (", ".join(map(repr, unknown)),
+                                                    ", ".join(named)))
         inputs, grads, buffers = {}, {}, {}
         for name, (role, x) in named.items():
             inputs[role] = _describe(role, x, self.batch_first)
@@ -113,7 +114,7 @@ class _Criterion(_Evaluator):
             bound, error = _core.bind_arguments(type(self).__name__, self.arguments, args,
                                                 kwargs), None
         except TypeError as exc:
-            bound, error = {}, str(exc)
+            bound, error = {}, exc
         names = {role: a for a, role, _ in self.arguments}
         return self._evaluate({names[r]: (r, x) for r, x in bound.items()}, grad, error)
 
@@ -175,5 +176,5 @@ class CompositeLoss(_Evaluator):
         try:
             roles, error = _core.composite_inputs(loss_input_dict, inputs), None
         except (TypeError, ValueError) as exc:
-            roles, error = {}, str(exc)
+            roles, error = {}, exc
         return self._evaluate({role: (role, x) for role, x in roles.items()}, grad, error)

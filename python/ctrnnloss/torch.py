@@ -272,7 +272,7 @@ def _bound(module, args, kwargs):
     try:
         return _core.bind_arguments(type(module).__name__, module.arguments, args, kwargs), None
     except TypeError as exc:
-        return {}, str(exc)
+        return {}, exc
 
 
 class _Criterion(_Module):
@@ -404,7 +404,7 @@ class CompositeLoss(_Module):
         try:
             roles, error = _core.composite_inputs(loss_input_dict, inputs), None
         except (TypeError, ValueError) as exc:
-            roles, error = {}, str(exc)
+            roles, error = {}, exc
         names = [t.name for t in self.loss.terms]
         total, *parts = self._evaluate(roles, names, error)
         return total, dict(zip(names, parts))
