@@ -144,11 +144,16 @@ CRL_API crl_matrix crl_matrix_dense(crl_dtype dtype, void *data, int64_t rows, i
  *   states   S  (B, T, N)      firing rates
  *   states1  S1 (B1, T1, N)    second population (population_kl)
  *   pred     y^ (B, T, K)      network outputs
- *   label    y  (B, T, K)      targets (its gradient is -d/d pred)
+ *   label    y  (B, T, K)      targets
+ *   mask     m  (B, T, K) or (B, T, 1)  optional weights of the output error
+ *                               of mse, rnn's mse and cross_entropy, per
+ *                               element (width 1: broadcast over K); read
+ *                               only when given and some such term is in
+ *                               the loss; it has no gradient
  *   w_in     N x N_in, w_hid N x N, w_out N_out x N, w_hebb N x N
  */
 typedef struct crl_tensors {
-    crl_array states, states1, pred, label;
+    crl_array states, states1, pred, label, mask;
     crl_matrix w_in, w_hid, w_out, w_hebb;
 } crl_tensors;
 
@@ -164,6 +169,7 @@ typedef enum crl_role {
     CRL_ROLE_STATES1,
     CRL_ROLE_PRED,
     CRL_ROLE_LABEL,
+    CRL_ROLE_MASK,
     CRL_ROLE_W_IN,
     CRL_ROLE_W_HID,
     CRL_ROLE_W_OUT,
@@ -270,7 +276,7 @@ CRL_API void crl_loss_destroy(crl_loss **loss);
  *   name    unique within the loss; letters, digits, '_' and '-' (reported
  *           values are "name" and, for some types, "name.part")
  *   type    "rnn", "fr", "fr_dist", "state_pred", "hebbian", "entropy",
- *           "population_kl" or "mse"
+ *           "population_kl", "mse", "rnn_conn" or "cross_entropy"
  *   weight  lambda_k (finite)
  *   params  "key=value,key=value" or NULL/"" for the defaults; keys and values
  *           as in SPEC (e.g. "metric=cv,correction=1", "symmetric=false")

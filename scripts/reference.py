@@ -23,11 +23,11 @@ As a command (the same --term format and JSON as `ctrnn-loss eval --json`):
     scripts/reference.py DIR --term 'rnn=rnn:lambda_fr=0.1' [--term ...]
                          [--time-major] [--grad-dir OUT] [--nn4n]
 
-reads DIR/{states,states1,pred,label,w_in,w_hid,w_out,w_hebb}.npy (those that
+reads DIR/{states,states1,pred,label,mask,w_in,w_hid,w_out,w_hebb}.npy (those that
 exist; --states FILE etc. name files one by one), computes in float64 and
 prints {"total": x, "terms": {...}, "meta": {...}}.  --grad-dir writes
 d_<input>.npy (float64, the input's shape and layout) for every given input
-but label.  --nn4n prints, for the same inputs, each SPEC-vs-nn4n difference
+but label and mask.  --nn4n prints, for the same inputs, each SPEC-vs-nn4n difference
 side by side instead.  Exit status: 0 success, 1 a bad input or a failed
 evaluation, 2 a wrong command line or term specification.
 
@@ -109,7 +109,7 @@ def population_variance(states, exact_zero=True):
 RNN_PARTS = ("mse", "in", "hid", "out", "fr", "fr_sd", "fr_cv")
 
 
-def rnn(pred=None, label=None, states=None, w_in=None, w_hid=None, w_out=None, *,
+def rnn(pred=None, label=None, states=None, w_in=None, w_hid=None, w_out=None, *, mask=None,
         lambda_mse=1.0, lambda_in=0.0, lambda_hid=0.0, lambda_out=0.0, lambda_fr=0.0,
         lambda_fr_sd=0.0, lambda_fr_cv=0.0, correction=0):
     """SPEC RNNLoss.  Returns (total, parts): parts maps each name of
@@ -127,7 +127,7 @@ def rnn(pred=None, label=None, states=None, w_in=None, w_hid=None, w_out=None, *
         return (w ** 2).sum() / w.numel()
 
     unweighted = {
-        "mse": lambda: mse(pred, label),
+        "mse": lambda: mse(pred, label, mask),
         "in": lambda: frobenius(w_in),
         "hid": lambda: frobenius(w_hid),
         "out": lambda: frobenius(w_out),
@@ -232,11 +232,53 @@ def population_kl(states, states1, symmetric=True, reg=1e-3, reduction="mean", v
     return d.mean() + r
 
 
-def mse(pred, label):
-    """SPEC MSE: 1/(B T K) sum (pred - label)^2."""
+def _check_mask(pred, mask):
+    """SPEC "Output masks": (B, T, K) or (B, T, 1), broadcast over K."""
+    if mask is not None:
+        _require(mask.dim() == 3 and mask.shape[:2] == pred.shape[:2]
+                 and mask.shape[2] in (1, pred.shape[2]), "invalid",
+                 "mask %s must be pred's shape %s or have width 1"
+                 % (tuple(mask.shape), tuple(pred.shape)))
+
+
+def mse(pred, label, mask=None):
+    """SPEC MSE: 1/(B T K) sum (pred - label)^2; with a mask (SPEC "Output
+    masks", PsychRNN's form) 1/(B T K) sum (m (pred - label))^2."""
     _require(pred.shape == label.shape, "invalid",
              "pred is %s but label is %s" % (tuple(pred.shape), tuple(label.shape)))
-    return ((pred - label) ** 2).mean()
+    _check_mask(pred, mask)
+    d = pred - label if mask is None else mask * (pred - label)
+    return (d ** 2).mean()
+
+
+def rnn_conn(w_in=None, w_hid=None, w_out=None, layer="all", metric="fro"):
+    """SPEC RNNConnectivityLoss: ||W||_F = sqrt(sum W^2) (not squared, not
+    normalised; gradient 0 at W = 0) or sum |W|, summed over the layer's
+    matrices (all: w_in, w_hid, w_out)."""
+    chosen = {"all": (w_in, w_hid, w_out), "input": (w_in,), "hidden": (w_hid,),
+              "readout": (w_out,)}
+    _require(layer in chosen, "invalid", "unknown layer '%s'" % layer)
+    _require(metric in ("fro", "l1"), "invalid", "unknown metric '%s'" % metric)
+    _require(all(w is not None for w in chosen[layer]), "invalid",
+             "layer=%s needs its weight matrices" % layer)
+    norms = [_sqrt_zero_grad((w ** 2).sum()) if metric == "fro" else w.abs().sum()
+             for w in chosen[layer]]
+    return sum(norms[1:], norms[0])
+
+
+def cross_entropy(pred, label, mask=None, apply_softmax=True, clamp=1e-12):
+    """SPEC CrossEntropyLoss: p = softmax(pred) along K (or pred),
+    q = max(p, clamp), L = -1/(B T) sum m y log q; autograd's clamp passes
+    the gradient where p >= clamp only, as SPEC says."""
+    _require(pred.shape == label.shape, "invalid",
+             "pred is %s but label is %s" % (tuple(pred.shape), tuple(label.shape)))
+    _require(clamp > 0, "invalid", "clamp must be > 0")
+    _check_mask(pred, mask)
+    p = torch.softmax(pred, dim=-1) if apply_softmax else pred
+    terms = label * torch.log(torch.clamp(p, min=clamp))
+    if mask is not None:
+        terms = mask * terms
+    return -terms.sum(dim=-1).mean()
 
 
 # --------------------------------------------------------------------------
@@ -287,8 +329,10 @@ def entropy_nn4n(states, reg=10.0):
 # Composite of named terms: the term specifications of the C library
 # --------------------------------------------------------------------------
 
-INPUTS = ("states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb")
-BATCHED = ("states", "states1", "pred", "label")
+INPUTS = ("states", "states1", "pred", "label", "mask", "w_in", "w_hid", "w_out", "w_hebb")
+BATCHED = ("states", "states1", "pred", "label", "mask")
+# Types whose output error the optional mask weighs (when they read pred).
+MASKED = ("rnn", "mse", "cross_entropy")
 INF = float("inf")
 
 # type -> {key: (kind, default, choices or (min, max))}, in the C tables' order.
@@ -306,6 +350,10 @@ PARAMS = {
                           reduction=("choice", "mean", ("mean", "sum", "none")),
                           var_eps=("real", 0.0, (0, INF))),
     "mse": {},
+    "rnn_conn": dict(layer=("choice", "all", ("all", "input", "hidden", "readout")),
+                     metric=("choice", "fro", ("fro", "l1"))),
+    "cross_entropy": dict(apply_softmax=("bool", True, None),
+                          clamp=("real", 1e-12, (sys.float_info.min, 1.0))),
 }
 
 
@@ -338,9 +386,17 @@ class Term:
             if on & {"fr", "fr_sd", "fr_cv"}:
                 used.add("states")
             return used
+        if self.type == "rnn_conn":
+            return {"all": {"w_in", "w_hid", "w_out"}, "input": {"w_in"}, "hidden": {"w_hid"},
+                    "readout": {"w_out"}}[self.params["layer"]]
         return {"fr": {"states"}, "fr_dist": {"states"}, "state_pred": {"states"},
                 "hebbian": {"states", "w_hebb"}, "entropy": {"states"},
-                "population_kl": {"states", "states1"}, "mse": {"pred", "label"}}[self.type]
+                "population_kl": {"states", "states1"}, "mse": {"pred", "label"},
+                "cross_entropy": {"pred", "label"}}[self.type]
+
+    def takes_mask(self):
+        """Whether the optional mask weighs this term's output error."""
+        return self.type in MASKED and "pred" in self.uses()
 
     def __repr__(self):
         return "Term(%r, %r, %r, %r)" % (self.name, self.type, self.weight, self.params)
@@ -418,6 +474,8 @@ def check_inputs(terms, inputs, want_grad=False):
         _require(t.name not in names, "invalid", "term '%s': the name is already used" % t.name)
         names.add(t.name)
     used = set().union(*(t.uses() for t in terms)) if terms else set()
+    if inputs.get("mask") is not None and any(t.takes_mask() for t in terms):
+        used.add("mask")
     for t in terms:
         for role in sorted(t.uses()):
             _require(inputs.get(role) is not None, "invalid",
@@ -447,6 +505,8 @@ def check_inputs(terms, inputs, want_grad=False):
     if "pred" in used:
         _require(p.shape == y.shape, "invalid", "pred is %s but label is %s"
                  % (tuple(p.shape), tuple(y.shape)))
+        if "mask" in used:
+            _check_mask(p, inputs["mask"])
         if s is not None and "states" in used:
             _require(p.shape[:2] == s.shape[:2], "invalid",
                      "pred is %s but states is %s" % (tuple(p.shape), tuple(s.shape)))
@@ -467,9 +527,14 @@ def evaluate_term(term, inputs, check=True):
     """The unweighted value of one term: a 0-d tensor, or for population_kl
     with reduction=none a pair (d, R); and the unweighted rnn parts."""
     p, x = term.params, inputs
+    mask = x.get("mask") if term.takes_mask() else None
     if term.type == "rnn":
         return rnn(x.get("pred"), x.get("label"), x.get("states"), x.get("w_in"), x.get("w_hid"),
-                   x.get("w_out"), **p)
+                   x.get("w_out"), mask=mask, **p)
+    if term.type == "rnn_conn":
+        return rnn_conn(x.get("w_in"), x.get("w_hid"), x.get("w_out"), **p)
+    if term.type == "cross_entropy":
+        return cross_entropy(x["pred"], x["label"], mask, **p)
     if term.type == "fr":
         return fr(x["states"], **p)
     if term.type == "fr_dist":
@@ -482,7 +547,7 @@ def evaluate_term(term, inputs, check=True):
         return entropy(x["states"], check=check, **p)
     if term.type == "population_kl":
         return population_kl(x["states"], x["states1"], check=check, **p)
-    return mse(x["pred"], x["label"])
+    return mse(x["pred"], x["label"], mask)
 
 
 def evaluate(terms, inputs, check=True, want_grad=False):
@@ -583,12 +648,12 @@ def _meta(inputs, dtypes, time_major):
 
 
 def write_gradients(inputs, grad_dir, time_major):
-    """d_<role>.npy for every given input but label (as ctrnn-loss writes
-    them): float64, the input file's shape; zeros for an unused input."""
+    """d_<role>.npy for every given input but label and mask (as ctrnn-loss
+    writes them): float64, the input file's shape; zeros for an unused input."""
     import numpy as np
     os.makedirs(grad_dir, exist_ok=True)
     for role, x in inputs.items():
-        if role == "label":
+        if role in ("label", "mask"):
             continue
         g = x.grad if x.grad is not None else torch.zeros_like(x)
         if role in BATCHED and time_major:

@@ -196,6 +196,60 @@ class HandValues(unittest.TestCase):
         self.assertEqual(float(parts["fr_cv"]), 0.0)
         self.assertNotAlmostEqual(float(ref.rnn_fr_nn4n(s)), float((s ** 2).mean()))
 
+    def test_rnn_conn(self):
+        w_in = torch.tensor([[1.0], [-2.0]], dtype=torch.float64, requires_grad=True)
+        w_hid = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64, requires_grad=True)
+        w_out = torch.tensor([[3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+        fro = ref.rnn_conn(w_in, w_hid, w_out)
+        self.assertAlmostEqual(float(fro), 2 * math.sqrt(5) + 5, places=14)
+        # d ||W||_F / dW = W / ||W||_F (SPEC), not 2 W.
+        self.assertTrue(torch.allclose(grad(fro, w_out), w_out.detach() / 5))
+        l1 = ref.rnn_conn(w_in, w_hid, w_out, metric="l1")
+        self.assertEqual(float(l1), 13.0)
+        self.assertTrue(torch.equal(grad(l1, w_hid), torch.tensor([[1.0, 0.0], [0.0, 1.0]],
+                                                                  dtype=torch.float64)))
+        self.assertEqual(float(ref.rnn_conn(w_in=w_in, layer="input", metric="l1")), 3.0)
+        zero = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+        loss = ref.rnn_conn(w_hid=zero, layer="hidden")
+        self.assertEqual(float(loss), 0.0)
+        self.assertTrue(torch.equal(grad(loss, zero), torch.zeros(2, 2, dtype=torch.float64)))
+
+    def test_cross_entropy(self):
+        # Logits (0, ln 3) -> p = (1/4, 3/4); (0, 0) -> (1/2, 1/2).
+        pred = torch.tensor([[[0.0, math.log(3)], [0.0, 0.0]]], dtype=torch.float64,
+                            requires_grad=True)
+        label = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]], dtype=torch.float64, requires_grad=True)
+        loss = ref.cross_entropy(pred, label)
+        self.assertAlmostEqual(float(loss), 1.5 * math.log(2), places=14)
+        # dL/dpred = (p sum(y) - y) / (B T)
+        want = torch.tensor([[[-0.375, 0.375], [0.0, 0.0]]], dtype=torch.float64)
+        self.assertTrue(torch.allclose(grad(loss, pred), want))
+        mask = torch.tensor([[[1.0], [0.0]]], dtype=torch.float64)
+        self.assertAlmostEqual(float(ref.cross_entropy(pred, label, mask)), math.log(2), places=14)
+        # Probabilities, clamp 0.1: no gradient where p < clamp.
+        p = torch.tensor([[[0.5, 0.05, 0.45]]], dtype=torch.float64, requires_grad=True)
+        y = torch.tensor([[[0.2, 0.3, 0.5]]], dtype=torch.float64)
+        loss = ref.cross_entropy(p, y, apply_softmax=False, clamp=0.1)
+        self.assertAlmostEqual(float(loss), -(0.2 * math.log(0.5) + 0.3 * math.log(0.1)
+                                              + 0.5 * math.log(0.45)), places=14)
+        g = grad(loss, p).reshape(-1)
+        self.assertAlmostEqual(float(g[0]), -0.4, places=14)
+        self.assertEqual(float(g[1]), 0.0)
+        with self.assertRaises(ref.LossError):
+            ref.cross_entropy(pred, label, torch.ones(1, 2, 3, dtype=torch.float64))
+
+    def test_masked_mse(self):
+        pred = torch.tensor([[[0.5], [-1.0]], [[2.0], [0.0]]], dtype=torch.float64)
+        label = torch.tensor([[[0.0], [0.0]], [[1.0], [1.0]]], dtype=torch.float64)
+        mask = torch.tensor([[[1.0], [0.5]], [[0.0], [2.0]]], dtype=torch.float64)
+        self.assertAlmostEqual(float(ref.mse(pred, label, mask)), 4.5 / 4, places=15)
+        total, parts = ref.rnn(pred, label, mask=mask)
+        self.assertAlmostEqual(float(parts["mse"]), 4.5 / 4, places=15)
+        # evaluate() hands the mask to the terms that take one, not to others.
+        terms = [ref.parse_term("m=mse"), ref.parse_term("c=cross_entropy")]
+        _, values = ref.evaluate(terms, dict(pred=pred, label=label, mask=mask))
+        self.assertAlmostEqual(float(dict(values)["m"]), 4.5 / 4, places=15)
+
     def test_cv_of_zero_mean_is_a_domain_error(self):
         s = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
         with self.assertRaises(ref.LossError) as e:

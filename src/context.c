@@ -1,6 +1,6 @@
 /*
- * context.c - the communicator, collective error agreement, and the packed
- * double-double reduction (one user-defined MPI_Op).
+ * context.c - the communicator, the error record of the last call, and the
+ * packed double-double reduction (one user-defined MPI_Op).
  */
 #include "internal.h"
 
@@ -156,60 +156,4 @@ int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
     if (rc != MPI_SUCCESS)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");
     return CRL_OK;
-}
-
-static uint64_t text_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-    return h;
-}
-
-int crl_context_agree_error(crl_context *ctx, const crl_error *local)
-{
-    int mine = local->code != CRL_OK ? ctx->rank : INT_MAX, first = INT_MAX;
-    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
-    if (first == INT_MAX)
-        return crl_context_set(ctx, CRL_ERR_MPI, "error agreement found no failing rank");
-    /* An error every rank found alike (a shape all ranks share, a NaN in a
-     * replicated weight) has no rank to name: compare the messages. */
-    int64_t h = local->code != CRL_OK ? (int64_t) (text_hash(local->message) >> 1) : -1;
-    int64_t pair[2] = {-h, h}, range[2];
-    if (MPI_Allreduce(pair, range, 2, MPI_INT64_T, MPI_MAX, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
-    bool everywhere = ctx->size > 1 && -range[0] == range[1] && range[1] >= 0;
-    crl_error record = {0};
-    if (ctx->rank == first) {
-        record = *local;
-        record.rank = everywhere ? -1 : first;
-        if (!everywhere)
-            snprintf(record.message, sizeof record.message, "rank %d: %.480s", first,
-                     local->message);
-    }
-    if (MPI_Bcast(&record, (int) sizeof record, MPI_BYTE, first, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Bcast of the error message failed");
-    return crl_context_set_error(ctx, &record);
-}
-
-int crl_agree(crl_context *ctx, const crl_error *local)
-{
-    int failed = local->code != CRL_OK, any = 0;
-    if (MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
-    if (!any)
-        return crl_context_set(ctx, CRL_OK, NULL);
-    return crl_context_agree_error(ctx, local);
-}
-
-int crl_context_agree(crl_context *ctx, int local_code, const char *local_message)
-{
-    if (ctx == NULL)
-        return CRL_ERR_INVALID;
-    crl_error local = {0};
-    if (local_code != CRL_OK)
-        crl_fail(&local, local_code, "%s",
-                 local_message ? local_message : crl_strerror(local_code));
-    return crl_agree(ctx, &local);
 }

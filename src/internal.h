@@ -105,6 +105,10 @@ const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role);
 /* Local checks of an input array or matrix (types, sizes, strides, overflow). */
 int crl_array_check(const crl_array *a, const char *what, crl_error *err);
 int crl_matrix_check(const crl_matrix *m, const char *what, crl_error *err);
+/* The weight matrices among roles (CRL_USES bits) fit one hidden size N:
+ * w_in N x N_in, w_hid N x N, w_out N_out x N.  n = 0: N is that of w_hid
+ * when roles hold it, else unknown (nothing to compare). */
+int crl_weights_fit(const crl_tensors *in, unsigned roles, int64_t n, crl_error *err);
 /* A gradient buffer must match its input's dtype and shape. */
 int crl_array_check_grad(const crl_array *g, const crl_array *a, const char *what, crl_error *err);
 int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *what, crl_error *err);
@@ -147,6 +151,11 @@ void crl_array_zero(const crl_array *out);
 
 /* The first non-finite element of batch element b; false if there is none. */
 bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t *i);
+/* Records the first non-finite element of batch element b of a (input role)
+ * as CRL_ERR_NONFINITE; CRL_OK when there is none. */
+int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err);
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b. */
+void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write);
 
 /* Matrix element as double. */
 static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
@@ -160,7 +169,7 @@ static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
 void crl_matrix_store(const crl_matrix *out, const double *values, crl_store how);
 void crl_matrix_zero(const crl_matrix *out);
 
-/* Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
+/* Memory (work.c).  Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
  * hold want elements, doubling; false when out of memory (*ptr unchanged). */
 bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size);
 
@@ -234,6 +243,23 @@ typedef struct crl_rows {
     int64_t ld;
 } crl_rows;
 
+/* Rows t0 .. t0 + count - 1 of batch element b of pred, label and the
+ * optional mask, as doubles (row r of pred at pred + r * ld_pred, ...);
+ * mask is NULL when absent, and has mask_width 1 (broadcast over K) or K. */
+typedef struct crl_output_rows {
+    int64_t b, t0, count, k;
+    const double *pred, *label, *mask;
+    int64_t ld_pred, ld_label, ld_mask, mask_width;
+} crl_output_rows;
+
+/* Element j of row r of the mask (1 without one). */
+static inline double crl_mask_at(const crl_output_rows *rows, int64_t r, int64_t j)
+{
+    if (rows->mask == NULL)
+        return 1.0;
+    return rows->mask[r * rows->ld_mask + (rows->mask_width == 1 ? 0 : j)];
+}
+
 /* Values a term reports from finalize (before its weight lambda_k). */
 #define CRL_MAX_PARTS 8
 typedef struct crl_term_out {
@@ -267,6 +293,9 @@ struct crl_term_class {
      * engine then need not widen float32 rows into doubles for them, and
      * rows->x is NULL unless another term asked for doubles. */
     bool raw_rows;
+    /* The term weighs its output error by the optional mask input (SPEC
+     * "Output masks"): the engine then reads the mask when one is given. */
+    bool takes_mask;
 
     /* Roles (CRL_USES bits) the term reads with its current parameters. */
     unsigned (*uses)(const crl_term *t);
@@ -294,6 +323,15 @@ struct crl_term_class {
     /* Backward, per row tile: adds t->weight * dL/dS into grad (count x n). */
     void (*backward_rows)(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad);
+    /* Accumulate, per row tile of pred / label (and the mask) of each batch
+     * element, in time order. */
+    int (*accumulate_outputs)(crl_term *t, const crl_output_rows *rows, crl_dd *slots,
+                              crl_error *err);
+    /* Backward, per row tile: adds t->weight * dL/d pred into dpred and
+     * t->weight * dL/d label into dlabel (count x k each; either may be
+     * NULL when not wanted). */
+    void (*backward_outputs)(const crl_term *t, const crl_global *g, const crl_output_rows *rows,
+                             double *dpred, double *dlabel);
     void (*destroy)(crl_term *t);
 };
 

@@ -36,7 +36,7 @@ crl_matrix crl_matrix_dense(crl_dtype dtype, void *data, int64_t rows, int64_t c
 }
 
 static const char *const role_names[CRL_ROLE_COUNT] = {
-    "states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb",
+    "states", "states1", "pred", "label", "mask", "w_in", "w_hid", "w_out", "w_hebb",
 };
 
 const char *crl_role_name(int role)
@@ -51,6 +51,7 @@ const crl_array *crl_tensors_array(const crl_tensors *t, int role)
     case CRL_ROLE_STATES1: return &t->states1;
     case CRL_ROLE_PRED: return &t->pred;
     case CRL_ROLE_LABEL: return &t->label;
+    case CRL_ROLE_MASK: return &t->mask;
     default: return NULL;
     }
 }
@@ -64,29 +65,6 @@ const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role)
     case CRL_ROLE_W_HEBB: return &t->w_hebb;
     default: return NULL;
     }
-}
-
-bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size)
-{
-    if (want <= *cap)
-        return true;
-    int64_t n = *cap > 0 ? *cap : 16, bytes;
-    while (n < want)
-        n *= 2;
-    void **pp = ptr_to_ptr;
-    void *p = crl_mul_size(n, (int64_t) size, &bytes) ? realloc(*pp, (size_t) bytes) : NULL;
-    if (p == NULL)
-        return false;
-    *pp = p;
-    *cap = n;
-    return true;
-}
-
-bool crl_mul_size(int64_t a, int64_t b, int64_t *out)
-{
-    if (a < 0 || b < 0)
-        return false;
-    return !__builtin_mul_overflow(a, b, out);
 }
 
 /* Largest element offset + 1 of a (rows x cols) grid with the given strides,
@@ -154,6 +132,23 @@ int crl_matrix_check(const crl_matrix *m, const char *what, crl_error *err)
         || !extent(m->rows, m->row_stride, 1, 0, m->cols, size, &e))
         return crl_fail(err, CRL_ERR_INVALID, "%s: row stride %lld for %lld columns", what,
                         (long long) m->row_stride, (long long) m->cols);
+    return CRL_OK;
+}
+
+int crl_weights_fit(const crl_tensors *in, unsigned roles, int64_t n, crl_error *err)
+{
+    bool hid = roles & CRL_USES(CRL_ROLE_W_HID);
+    if (n == 0 && hid)
+        n = in->w_hid.rows;
+    if (hid && (in->w_hid.rows != in->w_hid.cols || (n && in->w_hid.rows != n)))
+        return crl_fail(err, CRL_ERR_INVALID, "w_hid is %lld x %lld, expected N x N with N = %lld",
+                        (long long) in->w_hid.rows, (long long) in->w_hid.cols, (long long) n);
+    if ((roles & CRL_USES(CRL_ROLE_W_IN)) && n && in->w_in.rows != n)
+        return crl_fail(err, CRL_ERR_INVALID, "w_in has %lld rows, expected N = %lld",
+                        (long long) in->w_in.rows, (long long) n);
+    if ((roles & CRL_USES(CRL_ROLE_W_OUT)) && n && in->w_out.cols != n)
+        return crl_fail(err, CRL_ERR_INVALID, "w_out has %lld columns, expected N = %lld",
+                        (long long) in->w_out.cols, (long long) n);
     return CRL_OK;
 }
 
@@ -292,4 +287,35 @@ void crl_matrix_zero(const crl_matrix *out)
     for (int64_t r = 0; r < out->rows; r++)
         memset((char *) out->data + (size_t) (r * out->row_stride) * size, 0,
                (size_t) out->cols * size);
+}
+
+int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err)
+{
+    const char *what = crl_role_name(role);
+    int64_t t, i;
+    if (crl_array_find_nonfinite(a, b, &t, &i)) {
+        const void *row = crl_array_row(a, b, t);
+        double v = a->dtype == CRL_FLOAT32 ? ((const float *) row)[i] : ((const double *) row)[i];
+        return crl_fail_at(err, CRL_ERR_NONFINITE, role, b, t, i, "%s[b=%lld, t=%lld, i=%lld] is %s", what,
+                        (long long) b, (long long) t, (long long) i,
+                        isnan(v) ? "NaN" : "infinite");
+    }
+    return CRL_OK;
+}
+
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b ahead
+ * of use: the tile passes touch memory in bursts between passes in cache,
+ * which the hardware prefetchers alone do not overlap. */
+void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write)
+{
+    size_t bytes = (size_t) a->width * crl_dtype_size(a->dtype);
+    for (int64_t t = t0; t < t0 + count && t < a->time; t++) {
+        const char *row = crl_array_row(a, b, t);
+        for (size_t k = 0; k < bytes; k += 64) {
+            if (write)
+                __builtin_prefetch(row + k, 1, 3);
+            else
+                __builtin_prefetch(row + k, 0, 3);
+        }
+    }
 }

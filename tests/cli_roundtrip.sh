@@ -6,7 +6,7 @@
 # by --term and by --config gives the same result, chunked or not, batch- or
 # time-major; .npy format versions 2.0 and 3.0 read like 1.0.
 #
-# The cases cover all eight SPEC types; a type not registered in this build
+# The cases cover all ten SPEC types; a type not registered in this build
 # is skipped with a message (its case runs once it is).
 . "$(dirname "$0")/cli-lib.sh"
 
@@ -26,6 +26,8 @@ hebbian|h=hebbian:lambda=0.3|states w_hebb
 entropy|e=entropy:reg=0.5,eps=1e-6|states
 population_kl|k=population_kl:symmetric=false,reg=0.01,reduction=sum,var_eps=0|states states1
 mse|m=mse:lambda=1.5|pred label
+rnn_conn|a=rnn_conn:layer=all,metric=fro|w_in w_hid w_out
+cross_entropy|c=cross_entropy|pred label
 "
 
 is_registered() {
@@ -108,6 +110,21 @@ else
     echo "SKIP: population_kl is not registered (reduction=none case)"
 fi
 
+# --mask of width 1 (broadcast over K) for the terms that take one: the
+# reference reads the same file.
+for src in f8 f4tm; do
+    dst="$WORK/mask1-$src"   # a name ending in tm reads time-major
+    mkdir "$dst" && cp "$WORK/$src/pred.npy" "$WORK/$src/label.npy" "$dst/" \
+        && cp "$WORK/$src/mask1.npy" "$dst/mask.npy" || exit 99
+done
+echo "== --mask (B, T, 1): cross_entropy, mse, rnn"
+spec_m="c=cross_entropy:clamp=1e-6"
+for np in $RANKS; do
+    check_against_ref masked "$WORK/mask1-f8" "pred label mask" "$spec_m" "$np"
+done
+check_against_ref masked "$WORK/mask1-f4tm" "pred label mask" "$spec_m" "$(max_ranks)" --chunk-batch 2
+check_against_ref masked-mse "$WORK/mask1-f8" "pred label mask" "m=mse:lambda=2" "$(max_ranks)"
+
 # ---------------------------------------------------------------------------
 # A composite of every registered type: --term and --config, chunks, layouts.
 specs=
@@ -127,7 +144,7 @@ while read -r spec; do
     esac
     specs="$specs --term $spec"
 done <"$WORK/specs"
-all_inputs="states states1 pred label w_in w_hid w_out w_hebb"
+all_inputs="states states1 pred label mask w_in w_hid w_out w_hebb"
 echo "== composite of every registered type"
 np=$(max_ranks)
 # shellcheck disable=SC2086,SC2046

@@ -81,6 +81,9 @@ void h_problem_fill(h_problem *p, uint64_t seed, double rate_lo, double rate_hi)
     p->w_hid = p->N_in || p->N_out ? filled(p->N * p->N, &s, -0.5, 0.5, p->dtype) : NULL;
     p->w_out = filled(p->N_out * p->N, &s, -0.5, 0.5, p->dtype);
     p->w_hebb = p->hebb ? filled(p->N * p->N, &s, -0.5, 0.5, p->dtype) : NULL;
+    p->mask = filled(p->B * p->T * p->K_mask, &s, 0, 1, p->dtype);
+    for (int64_t e = 0; p->mask && e < p->B * p->T * p->K_mask; e += 4)
+        p->mask[e] = 0;
 }
 
 void h_problem_free(h_problem *p)
@@ -93,6 +96,7 @@ void h_problem_free(h_problem *p)
     free(p->w_hid);
     free(p->w_out);
     free(p->w_hebb);
+    free(p->mask);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -238,9 +242,9 @@ static crl_array chunk_of(const crl_array *a, int64_t b0, int64_t count)
 static crl_tensors chunk_tensors(const crl_tensors *t, int64_t b0, int64_t count)
 {
     crl_tensors c = *t;
-    crl_array *arrays[4] = {&c.states, &c.states1, &c.pred, &c.label};
-    const crl_array *whole[4] = {&t->states, &t->states1, &t->pred, &t->label};
-    for (int k = 0; k < 4; k++)
+    crl_array *arrays[5] = {&c.states, &c.states1, &c.pred, &c.label, &c.mask};
+    const crl_array *whole[5] = {&t->states, &t->states1, &t->pred, &t->label, &t->mask};
+    for (int k = 0; k < 5; k++)
         if (whole[k]->time > 0)
             *arrays[k] = chunk_of(whole[k], b0, count);
     return c;
@@ -262,6 +266,8 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
         bufs[nb++] = local_array(p, p->pred, p->T, p->K, r, &in.pred);
         bufs[nb++] = local_array(p, p->label, p->T, p->K, r, &in.label);
     }
+    if (p->mask)
+        bufs[nb++] = local_array(p, p->mask, p->T, p->K_mask, r, &in.mask);
     if (p->w_in)
         bufs[nb++] = matrix_copy(p, p->w_in, p->N, p->N_in, &in.w_in);
     if (p->w_hid)

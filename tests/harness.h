@@ -48,12 +48,14 @@ typedef struct h_problem {
     int64_t B1, T1;            /* states1 (0 when absent)                */
     int64_t N_in, N_out;       /* weights (0 when absent)                */
     bool hebb;                 /* w_hebb present                         */
-    double *states, *states1, *pred, *label;
+    int64_t K_mask;            /* mask (B, T, K_mask): K, 1, or 0 absent  */
+    double *states, *states1, *pred, *label, *mask;
     double *w_in, *w_hid, *w_out, *w_hebb;
 } h_problem;
 
 /* Fills every array of p that its sizes ask for: rates in [lo, hi), outputs
- * in [-1, 1), weights in [-0.5, 0.5). */
+ * in [-1, 1), weights in [-0.5, 0.5), the mask in [0, 1) with every fourth
+ * element 0 (drawn last: the other arrays do not depend on it). */
 void h_problem_fill(h_problem *p, uint64_t seed, double rate_lo, double rate_hi);
 void h_problem_free(h_problem *p);
 

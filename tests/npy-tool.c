@@ -5,7 +5,7 @@
  *   npy-tool gen DIR [--dtype f4|f8] [--time-major] [--seed S]
  *                    [--B n --T n --N n --K n --N-in n --B1 n --T1 n]
  *       deterministic inputs states, states1, pred, label, w_in, w_hid,
- *       w_out, w_hebb (.npy); the same values for every layout, so that
+ *       w_out, w_hebb, mask (B, T, K) and mask1 (B, T, 1) (.npy); the same values for every layout, so that
  *       batch-major and time-major directories hold the same arrays
  *   npy-tool variants DIR SRC     SRC (an .npy file) as format 2.0 and 3.0 and
  *       with a differently written header: v2.npy v3.npy reordered.npy
@@ -203,6 +203,9 @@ static int cmd_gen(int argc, char **argv)
     gen_matrix(dir, "w_hid.npy", dtype, N, N, s + 6);
     gen_matrix(dir, "w_out.npy", dtype, K, N, s + 7);
     gen_matrix(dir, "w_hebb.npy", dtype, N, N, s + 8);
+    /* Output masks: per output, and per (b, t) broadcast over K. */
+    gen_batched(dir, "mask.npy", dtype, tm, B, T, K, 0, 1, s + 9);
+    gen_batched(dir, "mask1.npy", dtype, tm, B, T, 1, 0, 1, s + 10);
     return 0;
 }
 
@@ -396,7 +399,7 @@ static int cmd_transpose(int argc, char **argv)
 /* ------------------------------------------------------------------------ */
 
 static const char *const options[CRL_ROLE_COUNT] = {
-    "--states", "--states1", "--pred", "--label", "--w-in", "--w-hid", "--w-out", "--w-hebb",
+    "--states", "--states1", "--pred", "--label", "--mask", "--w-in", "--w-hid", "--w-out", "--w-hebb",
 };
 
 static char *read_text(const char *path, size_t *len)
@@ -466,7 +469,7 @@ static int cmd_ref(int argc, char **argv)
             continue;
         const crl_npy_header *h = &in[role].h;
         dtype = h->dtype;
-        bool want = grad_dir != NULL && role != CRL_ROLE_LABEL;
+        bool want = grad_dir != NULL && role != CRL_ROLE_LABEL && role != CRL_ROLE_MASK;
         grad[role] = calloc(1, (size_t) h->data_bytes + 1);
         if (role < CRL_FIRST_MATRIX_ROLE) {
             int64_t B = h->shape[time_major ? 1 : 0], T = h->shape[time_major ? 0 : 1];
@@ -476,6 +479,7 @@ static int cmd_ref(int argc, char **argv)
             crl_array d = layout(dtype, grad[role], B, T, h->shape[2]);
             *(role == CRL_ROLE_STATES ? &t.states : role == CRL_ROLE_STATES1 ? &t.states1
                                                     : role == CRL_ROLE_PRED  ? &t.pred
+                                                    : role == CRL_ROLE_MASK  ? &t.mask
                                                                              : &t.label) = a;
             if (want)
                 *(role == CRL_ROLE_STATES ? &g.states : role == CRL_ROLE_STATES1 ? &g.states1
@@ -521,7 +525,7 @@ static int cmd_ref(int argc, char **argv)
     cli_print_json(stdout, loss, &meta);
 
     static const char *const files[CRL_ROLE_COUNT] = {
-        "d_states.npy", "d_states1.npy", "d_pred.npy", NULL,
+        "d_states.npy", "d_states1.npy", "d_pred.npy", NULL, NULL,
         "d_w_in.npy", "d_w_hid.npy", "d_w_out.npy", "d_w_hebb.npy",
     };
     for (int role = 0; role < CRL_ROLE_COUNT && grad_dir; role++)

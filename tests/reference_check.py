@@ -52,7 +52,7 @@ import reference as ref  # noqa: E402
 
 DEFAULT_SEED = 20240905
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
-ROLES = ("states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb")
+ROLES = ("states", "states1", "pred", "label", "mask", "w_in", "w_hid", "w_out", "w_hebb")
 
 
 # --------------------------------------------------------------------------
@@ -130,7 +130,11 @@ class Case:
             "w_hid": g.normal(0.0, 0.5, (N, N)),
             "w_out": g.normal(0.0, 0.5, (K, N)),
             "w_hebb": g.normal(0.0, 1.0, (N, N)),
+            # The output mask, per output or broadcast over K, with exact
+            # zeros (a masked-out fixation period).
+            "mask": g.uniform(0.0, 2.0, (B, T, K if g.random() < 0.5 else 1)),
         }
+        a["mask"][g.random(a["mask"].shape) < 0.25] = 0.0
         if self.rates == "signed":
             a["states1"] = np.abs(a["states1"])
         # Hebbian: remove from W its component along the mean correlation so
@@ -193,6 +197,14 @@ def make_terms(case):
         terms.append(("kl%d" % k, "population_kl:symmetric=%s,reg=%g,reduction=%s,var_eps=%g"
                       % (pick(["true", "false"]), _number(g, 1e-4, 1), reduction, var_eps)))
     terms.append(("fit", "mse"))
+    terms.append(("conn", "rnn_conn:layer=%s,metric=%s"
+                  % (pick(["all", "input", "hidden", "readout"]), pick(["fro", "l1"]))))
+    terms.append(("conn_all", "rnn_conn:layer=all,metric=%s" % pick(["fro", "l1"])))
+    # cross_entropy on logits, and on probabilities (a softmax of the logits
+    # written as pred would be another input: pred as given, some below the
+    # clamp and some negative, where the gradient is 0).
+    terms.append(("ce", "cross_entropy:clamp=%g" % pick([1e-12, 1e-6, 0.05])))
+    terms.append(("ce_p", "cross_entropy:apply_softmax=false,clamp=%g" % pick([1e-3, 0.05])))
     return terms
 
 
@@ -238,7 +250,7 @@ def reference_outputs(case, directory, specs):
     if case.grad:
         total.backward()
         for role, x in inputs.items():
-            if role == "label":
+            if role in ("label", "mask"):
                 continue
             gr = x.grad if x.grad is not None else torch.zeros_like(x)
             if role in ref.BATCHED and case.layout == "time":

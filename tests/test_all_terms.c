@@ -35,6 +35,9 @@ static const h_term every_type[] = {
     {"ent", "entropy", 0.05, "reg=0.5"},
     {"kl", "population_kl", 1.2, "symmetric=false,reg=0.01,reduction=sum"},
     {"mse", "mse", 2.0, ""},
+    {"conn", "rnn_conn", 0.15, "layer=all,metric=fro"},
+    {"conn1", "rnn_conn", 0.25, "layer=hidden,metric=l1"},
+    {"ce", "cross_entropy", 0.5, "clamp=1e-6"},
 };
 enum { N_TERMS = sizeof every_type / sizeof every_type[0] };
 
@@ -56,7 +59,7 @@ static int n_inputs_of(const h_problem *p, int k)
 
 /* Every value of the composite is bitwise the value of its term alone; the
  * total is their sum in term order; the gradient is the sum of the terms'
- * gradients (one rounding instead of thirteen: 1e-13 relative). */
+ * gradients (one rounding per term instead of one: 1e-13 relative). */
 static void test_composite_is_the_sum_of_its_terms(void **state)
 {
     (void) state;

@@ -29,6 +29,8 @@ static const h_term cases[] = {
     {"entropy", "entropy", 0.05, "reg=0.5"},
     {"population_kl", "population_kl", 1.2, "symmetric=true,reg=0.01,reduction=mean"},
     {"mse", "mse", 2.0, ""},
+    {"rnn_conn", "rnn_conn", 0.4, "layer=all,metric=fro"},
+    {"cross_entropy", "cross_entropy", 0.6, "apply_softmax=true,clamp=1e-9"},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 

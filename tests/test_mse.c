@@ -40,6 +40,50 @@ static void test_by_hand(void **state)
     h_result_free(&r);
 }
 
+/* SPEC "Output masks": 1/(B T K) sum (m (pred - label))^2, PsychRNN's form. */
+static void test_mask_by_hand(void **state)
+{
+    (void) state;
+    double pred[4] = {0.5, -1, 2, 0}, label[4] = {0, 0, 1, 1}, mask[4] = {1, 0.5, 0, 2};
+    h_problem p = {.dtype = CRL_FLOAT64, .B = 2, .T = 2, .K = 1, .pred = pred, .label = label,
+                   .mask = mask, .K_mask = 1};
+    h_term terms[] = {{"mse", "mse", 3.0, NULL}};
+    h_result r;
+    h_eval_self(&p, terms, 1, H_GRAD_PRED | H_GRAD_LABEL, &r);
+    assert_int_equal(r.status, CRL_OK);
+    /* (m d)^2 = 0.25, 0.25, 0, 4; the mean still over all B T K. */
+    assert_close(r.total, 3 * 4.5 / 4);
+    /* d/d pred = 3 * 2 m^2 d / 4 */
+    const double want[4] = {0.75, -0.375, 0, -6};
+    const double *dp = r.grad[2], *dl = r.grad[3];
+    for (int k = 0; k < 4; k++) {
+        assert_close(dp[k], want[k]);
+        assert_close(dl[k], -want[k]);
+    }
+    h_result_free(&r);
+}
+
+static h_problem masked_problem(crl_dtype dtype, bool time_major, uint64_t seed)
+{
+    h_problem p = {.dtype = dtype, .time_major = time_major, .B = 7, .T = 5, .K = 3,
+                   .K_mask = seed % 2 ? 1 : 3};
+    h_problem_fill(&p, seed, 0, 1);
+    return p;
+}
+
+static void test_masked_gradients_and_exactness(void **state)
+{
+    (void) state;
+    h_term terms[] = {{"mse", "mse", 1.5, NULL}};
+    for (uint64_t seed = 50; seed < 52; seed++) {
+        h_problem p = masked_problem(CRL_FLOAT64, seed % 2, seed);
+        p.B = 3;
+        h_check_gradients(&p, terms, 1, H_GRAD_PRED | H_GRAD_LABEL, 1e-6, 1e-6, 60);
+        h_problem_free(&p);
+        h_check_exact(masked_problem, seed, terms, 1, H_GRAD_PRED | H_GRAD_LABEL);
+    }
+}
+
 static h_problem random_problem(crl_dtype dtype, bool time_major, uint64_t seed)
 {
     h_problem p = {.dtype = dtype, .time_major = time_major, .B = 7, .T = 5, .K = 3};
@@ -107,6 +151,8 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_by_hand),
+        cmocka_unit_test(test_mask_by_hand),
+        cmocka_unit_test(test_masked_gradients_and_exactness),
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),
         cmocka_unit_test(test_two_mse_terms_add_up),

@@ -76,6 +76,32 @@ static void test_hand_computed_values(void **state)
     h_result_free(&r);
 }
 
+/* The mask weighs the mse component only (SPEC "Output masks"). */
+static void test_mask_weighs_the_mse_component(void **state)
+{
+    (void) state;
+    double s[8], y[4], l[4], wi[2], wh[4], wo[2], mask[4] = {1, 0.5, 0, 2};
+    h_problem p;
+    hand_problem(&p, s, y, l, wi, wh, wo);
+    p.mask = mask;
+    p.K_mask = 1;
+    h_term terms[] = {{"rnn", "rnn", 2.0, all_on}};
+    h_result r;
+    h_eval_self(&p, terms, 1, H_GRAD_PRED | H_GRAD_LABEL | H_GRAD_STATES, &r);
+    assert_int_equal(r.status, CRL_OK);
+    /* (m (pred - label))^2 = 0.25, 0.25, 0, 4 */
+    assert_close(h_value(&r, "rnn.mse"), 2 * 4.5 / 4);
+    assert_close(h_value(&r, "rnn.in"), 2 * 0.1 * 5 / 2);
+    assert_close(h_value(&r, "rnn.fr"), 2 * 0.5 * 44 / 8);
+    const double want[4] = {0.5, -0.25, 0, -4}; /* 2 * 2 m^2 d / 4 */
+    const double *dp = r.grad[2], *dl = r.grad[3];
+    for (int k = 0; k < 4; k++) {
+        assert_close(dp[k], want[k]);
+        assert_close(dl[k], -want[k]);
+    }
+    h_result_free(&r);
+}
+
 static void test_correction_one_is_torch_std(void **state)
 {
     (void) state;
@@ -279,6 +305,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_computed_values),
+        cmocka_unit_test(test_mask_weighs_the_mse_component),
         cmocka_unit_test(test_correction_one_is_torch_std),
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_bitwise_identical_across_splits),

@@ -31,10 +31,10 @@ PARAM_REAL, PARAM_INT, PARAM_BOOL, PARAM_CHOICE = 1, 2, 3, 4
 GRAD_ACCUMULATE, GRAD_OVERWRITE = 0, 1
 ERR_INVALID = 1
 
-# The input roles, in the order of crl_tensors: four batched arrays, then
-# four replicated matrices.
-ROLES = ("states", "states1", "pred", "label", "w_in", "w_hid", "w_out", "w_hebb")
-BATCHED_ROLES = ROLES[:4]
+# The input roles, in the order of crl_tensors: five batched arrays (the
+# mask optional, without a gradient), then four replicated matrices.
+ROLES = ("states", "states1", "pred", "label", "mask", "w_in", "w_hid", "w_out", "w_hebb")
+BATCHED_ROLES = ROLES[:5]
 
 
 class Array(ctypes.Structure):

@@ -75,6 +75,7 @@ static const struct role_text {
     [CRL_ROLE_STATES1] = {"--states1", "d_states1.npy", "(B1, T1, N)"},
     [CRL_ROLE_PRED] = {"--pred", "d_pred.npy", "(B, T, K)"},
     [CRL_ROLE_LABEL] = {"--label", NULL, "(B, T, K)"},
+    [CRL_ROLE_MASK] = {"--mask", NULL, "(B, T, K) or (B, T, 1)"},
     [CRL_ROLE_W_IN] = {"--w-in", "d_w_in.npy", "(N, N_in)"},
     [CRL_ROLE_W_HID] = {"--w-hid", "d_w_hid.npy", "(N, N)"},
     [CRL_ROLE_W_OUT] = {"--w-out", "d_w_out.npy", "(K, N)"},
@@ -144,6 +145,7 @@ static const struct option long_options[] = {
     {"states1", required_argument, NULL, OPT_ROLE + CRL_ROLE_STATES1},
     {"pred", required_argument, NULL, OPT_ROLE + CRL_ROLE_PRED},
     {"label", required_argument, NULL, OPT_ROLE + CRL_ROLE_LABEL},
+    {"mask", required_argument, NULL, OPT_ROLE + CRL_ROLE_MASK},
     {"w-in", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_IN},
     {"w-hid", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_HID},
     {"w-out", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_OUT},
@@ -355,6 +357,7 @@ static crl_array *array_of(crl_tensors *t, int role)
     case CRL_ROLE_STATES: return &t->states;
     case CRL_ROLE_STATES1: return &t->states1;
     case CRL_ROLE_PRED: return &t->pred;
+    case CRL_ROLE_MASK: return &t->mask;
     default: return &t->label;
     }
 }
@@ -473,7 +476,7 @@ static int check_shapes(eval_run *r, crl_error *err)
     const input *w_out = &r->in[CRL_ROLE_W_OUT], *w_hebb = &r->in[CRL_ROLE_W_HEBB];
     dimension batch = {"B", 0, NULL, NULL}, time = {"T", 0, NULL, NULL};
     dimension n = {"N", 0, NULL, NULL}, k = {"K", 0, NULL, NULL};
-    const input *outputs[2] = {pred, label};
+    const input *outputs[2] = {pred, label}, *mask = &r->in[CRL_ROLE_MASK];
     if (states->given) {
         agree_dimension(&batch, states->batch, states, "batch elements", err);
         agree_dimension(&time, states->time, states, "time steps", err);
@@ -485,6 +488,11 @@ static int check_shapes(eval_run *r, crl_error *err)
             agree_dimension(&time, outputs[j]->time, outputs[j], "time steps", err);
             agree_dimension(&k, outputs[j]->width, outputs[j], "outputs", err);
         }
+    if (mask->given && err->code == CRL_OK) {
+        /* Its width, K or 1, is the library's rule. */
+        agree_dimension(&batch, mask->batch, mask, "batch elements", err);
+        agree_dimension(&time, mask->time, mask, "time steps", err);
+    }
     if (states1->given)
         agree_dimension(&n, states1->width, states1, "neurons", err);
     if (w_hid->given) {

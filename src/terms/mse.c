@@ -1,10 +1,12 @@
 /*
  * mse.c - the mean squared error of the outputs on its own (SPEC "MSE and
- * CompositeLoss"): 1/(B T K) sum (pred - label)^2.  It needs no slots of its
- * own: the sum of squared errors is a shared statistic, and the gradient
- * 2 (pred - label) / (B T K) goes through the shared output coefficient.
+ * CompositeLoss"): 1/(B T K) sum (pred - label)^2, or with a mask
+ * 1/(B T K) sum (m (pred - label))^2 (SPEC "Output masks").  It needs no
+ * slots of its own: the sum of squared errors is a shared statistic, and the
+ * gradient 2 m^2 (pred - label) / (B T K) goes through the shared output
+ * coefficient (outputs.c).
  *
- * Reads: pred, label.
+ * Reads: pred, label; mask when given.
  */
 #include "../internal.h"
 
@@ -32,6 +34,7 @@ const crl_term_class crl_term_mse = {
     .type = "mse",
     .summary = "MSE: mean squared error of pred against label",
     .params = params,
+    .takes_mask = true,
     .uses = uses,
     .finalize = finalize,
 };

@@ -16,6 +16,8 @@ extern const crl_term_class crl_term_hebbian;
 extern const crl_term_class crl_term_entropy;
 extern const crl_term_class crl_term_population_kl;
 extern const crl_term_class crl_term_mse;
+extern const crl_term_class crl_term_rnn_conn;
+extern const crl_term_class crl_term_cross_entropy;
 
 const crl_term_class *const crl_term_classes[] = {
     &crl_term_rnn,
@@ -26,6 +28,8 @@ const crl_term_class *const crl_term_classes[] = {
     &crl_term_entropy,
     &crl_term_population_kl,
     &crl_term_mse,
+    &crl_term_rnn_conn,
+    &crl_term_cross_entropy,
     NULL,
 };
 

@@ -5,7 +5,7 @@
  * statistics (sum of squared errors, per-neuron means, sum of S^2, the weights'
  * norms), and its states gradient is affine in S.
  *
- * Reads: pred, label (mse); w_in, w_hid, w_out; states (fr, fr_sd, fr_cv).
+ * Reads: pred, label and the mask when given (mse); w_in, w_hid, w_out; states (fr, fr_sd, fr_cv).
  */
 #include "../internal.h"
 
@@ -56,22 +56,12 @@ static unsigned uses(const crl_term *t)
 static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err)
 {
     const crl_tensors *in = g->inputs;
-    bool states = uses(t) & CRL_USES(CRL_ROLE_STATES);
-    int64_t n = states ? in->states.width : on(t, HID) ? in->w_hid.rows : 0;
+    unsigned used = uses(t);
     *slots = 0;
     if ((on(t, FR_SD) || on(t, FR_CV)) && in->states.width <= t->param[CORRECTION])
         return crl_fail(err, CRL_ERR_INVALID, "correction %g needs more than %g neurons",
                         t->param[CORRECTION], t->param[CORRECTION]);
-    if (on(t, HID) && (in->w_hid.rows != in->w_hid.cols || (n && in->w_hid.rows != n)))
-        return crl_fail(err, CRL_ERR_INVALID, "w_hid is %lld x %lld, expected N x N with N = %lld",
-                        (long long) in->w_hid.rows, (long long) in->w_hid.cols, (long long) n);
-    if (on(t, IN) && n && in->w_in.rows != n)
-        return crl_fail(err, CRL_ERR_INVALID, "w_in has %lld rows, expected N = %lld",
-                        (long long) in->w_in.rows, (long long) n);
-    if (on(t, OUT) && n && in->w_out.cols != n)
-        return crl_fail(err, CRL_ERR_INVALID, "w_out has %lld columns, expected N = %lld",
-                        (long long) in->w_out.cols, (long long) n);
-    return CRL_OK;
+    return crl_weights_fit(in, used, used & CRL_USES(CRL_ROLE_STATES) ? in->states.width : 0, err);
 }
 
 /* lambda ||W||_F^2 / (rows cols); gradient 2 lambda W / (rows cols). */
@@ -142,6 +132,7 @@ const crl_term_class crl_term_rnn = {
     .type = "rnn",
     .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers (seed 000)",
     .params = params,
+    .takes_mask = true,
     .parts = parts,
     .uses = uses,
     .prepare = prepare,
