@@ -481,7 +481,8 @@ Criterion = namedtuple("Criterion", "type arguments positional doc")
 CRITERIA = {
     "RNNLoss": Criterion("rnn", (("pred", "pred", ()), ("label", "label", ()),
                                  ("states", "states", ("state",)), ("w_in", "w_in", ()),
-                                 ("w_hid", "w_hid", ()), ("w_out", "w_out", ())), (), """
+                                 ("w_hid", "w_hid", ()), ("w_out", "w_out", ()),
+                                 ("mask", "mask", ())), (), """
         SPEC RNNLoss: RNNLoss(model=None, **lambdas), called as
         (pred, label, states=None, w_in=None, w_hid=None, w_out=None).
         Parameters lambda_mse (1), lambda_in, lambda_hid, lambda_out, lambda_fr,
@@ -517,9 +518,11 @@ CRITERIA = {
         reduction='none' the result is the (N,) vector of weighted per-neuron
         divergences, without gradient; the regularizer is the criterion's
         .regularizer (and .values['population_kl.reg'])."""),
-    "MSELoss": Criterion("mse", (("input", "pred", ("pred",)), ("target", "label", ("label",))),
-                         (), """
-        SPEC MSE: (input, target), both (B, T, K) and batch-sharded."""),
+    "MSELoss": Criterion("mse", (("input", "pred", ("pred",)), ("target", "label", ("label",)),
+                                 ("mask", "mask", ())), (), """
+        SPEC MSE: (input, target, mask=None), (B, T, K) and batch-sharded;
+        the optional mask (B, T, K) or (B, T, 1) weights the error (SPEC
+        "Output masks"), without a gradient."""),
     "RNNConnectivityLoss": Criterion("rnn_conn", (("w_in", "w_in", ()), ("w_hid", "w_hid", ()),
                                                   ("w_out", "w_out", ())),
                                      ("layer", "metric"), """
@@ -527,11 +530,15 @@ CRITERIA = {
         (model) or with the weights (w_in=, w_hid=, w_out=).  layer 'all',
         'input', 'hidden' or 'readout'; metric 'fro' or 'l1'."""),
     "CrossEntropyLoss": Criterion("cross_entropy", (("input", "pred", ("pred",)),
-                                                    ("target", "label", ("label",))),
+                                                    ("target", "label", ("label",)),
+                                                    ("mask", "mask", ())),
                                   ("apply_softmax", "clamp"), """
         SPEC CrossEntropyLoss(apply_softmax=True, clamp=1e-12): (input, target),
         logits (or probabilities) and target probabilities, both (B, T, K)."""),
 }
+
+# Inputs that never get a gradient.
+NO_GRADIENT = ("mask",)
 
 # The criterion of each term type.
 CRITERION_OF_TYPE = {c.type: name for name, c in CRITERIA.items()}

@@ -56,8 +56,8 @@ class _Evaluator:
     def _evaluate(self, named, grad, call_error=None):
         """Collective.  named: {input name: (role, array)}; grad: False, True
         (every input given) or input names."""
-        if grad is True:
-            grad = list(named)
+        if grad is True:   # every input that has a gradient
+            grad = [n for n, (role, _) in named.items() if role not in _core.NO_GRADIENT]
         elif not grad:
             grad = []
         unknown = [g for g in grad if g not in named]

@@ -51,7 +51,8 @@ __all__ = list(_core.CRITERIA) + ["CompositeLoss", "Error", "InvalidArgumentErro
 _DTYPES = {torch.float32: _lib.FLOAT32, torch.float64: _lib.FLOAT64}
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 # The role whose dtype the returned loss takes, first found.
-_RESULT_ROLES = ("states", "pred", "states1", "label", "w_hebb", "w_in", "w_hid", "w_out")
+_RESULT_ROLES = ("states", "pred", "states1", "label", "w_hebb", "w_in", "w_hid", "w_out",
+                 "mask")
 
 
 def _describe(role, x, batch_first):
@@ -146,7 +147,7 @@ class _Call:
         out = []
         for role, x, need in zip(self.roles, self.tensors, needs):
             g = None
-            if need or role in announced:
+            if (need and role not in _core.NO_GRADIENT) or role in announced:
                 g = announced.get(role)
                 if g is None:
                     g = _pool.take(tuple(x.shape), x.dtype)
@@ -245,7 +246,8 @@ class _Module(torch.nn.Module):
         attributes = self.__dict__   # plain attributes, without Module.__setattr__
         attributes["result_dtype"] = dtype
         grad_on = torch.is_grad_enabled() and not self.loss.forward_only
-        want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad for x in tensors]
+        want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad
+                and r not in _core.NO_GRADIENT for r, x in zip(roles, tensors)]
         tin, problems = self._inputs(roles, tensors)
         if call_error is not None:
             problems["call"] = call_error
