@@ -521,6 +521,26 @@ def check_call_forms():
         model.recurrent_layer.hidden_layer.weight.mul_(2)
     again, _ = crit(pred=o1.detach(), label=label, states=s1.detach())
     check(float(again) != float(total), "RNNLoss(model) reads the weights at each call")
+    # RNNConnectivityLoss(layer, metric)(model), nn4n's form, against the
+    # weights passed and the reference.
+    if "rnn_conn" in TYPES:
+        for layer, metric in (("all", "fro"), ("hidden", "l1")):
+            conn_model = Nn4nModel(w["w_in"], w["w_hid"], w["w_out"])
+            by_model = ct.RNNConnectivityLoss(layer, metric)(conn_model)
+            by_model.backward()
+            wc = {k: v.clone().requires_grad_() for k, v in w.items()}
+            by_weights = ct.RNNConnectivityLoss(layer=layer, metric=metric)(**wc)
+            by_weights.backward()
+            check(float(by_model) == float(by_weights)
+                  and torch.equal(conn_model.recurrent_layer.hidden_layer.weight.grad,
+                                  wc["w_hid"].grad),
+                  "RNNConnectivityLoss(%r, %r)(model) differs from the weights' form"
+                  % (layer, metric))
+            if reference is not None:
+                check(close(float(by_model), float(reference.rnn_conn(
+                    **w, layer=layer, metric=metric)), 1e-12),
+                      "RNNConnectivityLoss(%r, %r): value against the reference"
+                      % (layer, metric))
     # CompositeLoss with nn4n's input dictionary (code's and docs' keys);
     # per-term values are differentiable.
     comp = ct.CompositeLoss({"act": {"type": "fr", "lambda": 0.1},

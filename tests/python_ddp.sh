@@ -6,19 +6,9 @@
 # mpi4py.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-builddir=${CRL_BUILDDIR:-$PWD}
-mpirun=${MPIRUN:-mpirun}
-timeout=${CRL_TEST_TIMEOUT:-300}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-
 PYTHON_NEEDS="numpy torch mpi4py"
 . "$here/python-lib.sh"
-lib=$builddir/.libs/libctrnnloss.so
-[ -e "$lib" ] || { echo "missing $lib (build first; set CRL_BUILDDIR)"; exit 99; }
-export CTRNNLOSS_LIBRARY="$lib"
+python_mpi_setup
 if ldd "$lib" | grep -q libasan; then
     echo "SKIP: the DDP recipe is not run on a sanitizer build (gloo's threads under ASan)"
     exit 77
