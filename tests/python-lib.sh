@@ -29,3 +29,24 @@ if [ -z "$PYTHON" ]; then
         "install$packages (scripts/packages) or set CRL_PYTHON"
     exit 77
 fi
+
+# python_mpi_setup: what the tests that run the binding under mpirun share
+# (tests/python_binding.sh, tests/python_ddp.sh): builddir, mpirun, timeout
+# and lib (the tested libctrnnloss, exported as CTRNNLOSS_LIBRARY) from
+# CRL_BUILDDIR, MPIRUN and CRL_TEST_TIMEOUT (300 s per mpirun), and Open
+# MPI's settings for root, oversubscription and one BLAS thread per rank.
+python_mpi_setup() {
+    builddir=${CRL_BUILDDIR:-$PWD}
+    mpirun=${MPIRUN:-mpirun}
+    timeout=${CRL_TEST_TIMEOUT:-300}
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    export OMPI_MCA_rmaps_base_oversubscribe=1
+    export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+    export OMPI_MCA_btl_vader_single_copy_mechanism=none
+    lib=$builddir/.libs/libctrnnloss.so
+    if [ ! -e "$lib" ]; then
+        echo "missing $lib (build first; set CRL_BUILDDIR)"
+        exit 99
+    fi
+    export CTRNNLOSS_LIBRARY="$lib"
+}

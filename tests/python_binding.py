@@ -7,6 +7,11 @@ tests/python_binding.sh in phases, each a separate mpirun:
     ctrnn-loss eval on the files of DIR/cli (1 and 2 ranks; the driver)
     mpirun -np 2 python3 python_binding.py compare DIR   2 ranks: against DIR
 
+Both phases also check the training path (gradient buffers reused only
+when nothing holds them, calls pending a backward, double backward), nn4n's
+call forms against scripts/reference.py, and that every term type of the
+library has a criterion class and a case here.
+
 record: the criteria on whole batches (float32 and float64), torch and NumPy
 front ends bitwise equal, values and gradients against scripts/reference.py
 (where the tree has it), autograd behaviour, one training step; writes the
@@ -97,6 +102,11 @@ CASES = {
     "population_kl": ("PopulationKL", dict(symmetric=False, reg=0.01, reduction="sum",
                                            var_eps=0.1), ("states", "states1")),
     "mse": ("MSELoss", {}, ("pred", "label")),
+    "mse_mask": ("MSELoss", {}, ("pred", "label", "mask")),
+    "rnn_conn": ("RNNConnectivityLoss", dict(layer="all", metric="fro"),
+                 ("w_in", "w_hid", "w_out")),
+    "rnn_conn_l1": ("RNNConnectivityLoss", dict(layer="hidden", metric="l1"), ("w_hid",)),
+    "cross_entropy": ("CrossEntropyLoss", dict(clamp=1e-6), ("pred", "label", "mask")),
     "composite": ("CompositeLoss", {
         "task": {"type": "mse", "lambda": 2.0},
         "act": {"type": "fr", "params": {"metric": "l1"}, "lambda": 0.1},
@@ -133,12 +143,16 @@ def case_inputs(case, dtype):
     batch-major, as float64 NumPy arrays rounded to dtype."""
     rng = np.random.RandomState(sorted(CASES).index(case))
     shapes = dict(states=(B, T, N), states1=(B1, T1, N), pred=(B, T, K), label=(B, T, K),
-                  w_in=(N, N_IN), w_hid=(N, N), w_out=(K, N), w_hebb=(N, N))
+                  w_in=(N, N_IN), w_hid=(N, N), w_out=(K, N), w_hebb=(N, N), mask=(B, T, K))
     out = {}
     for role in CASES[case][2]:
         x = rng.standard_normal(shapes[role])
         if role in ("states", "states1"):
             x = np.abs(x) + 0.1   # rates: positive (entropy), mean away from 0 (cv)
+        if role == "mask":
+            x = (x > -0.5).astype(np.float64) * 0.75   # a 0 / 0.75 mask
+        if role == "label" and case == "cross_entropy":
+            x = np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True)   # target probabilities
         out[role] = x.astype(dtype)
     return out
 
@@ -164,7 +178,7 @@ def local_inputs(whole, split, time_major=False):
                 t = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))[:, lo:hi]
             else:
                 t = t[lo:hi]
-        out[role] = t.requires_grad_()
+        out[role] = t.requires_grad_(role not in ctrnnloss._core.NO_GRADIENT)
     return out
 
 
@@ -173,8 +187,9 @@ def call(criterion, case, inputs):
     kind, params, roles = CASES[case]
     if kind == "CompositeLoss":
         return criterion(**inputs)[0]
-    names = dict((role, arg) for arg, role in ctrnnloss._core.CRITERIA[kind][1])
-    return criterion(**{names[r]: inputs[r] for r in roles})
+    names = {role: arg for arg, role, _ in ctrnnloss._core.CRITERIA[kind].arguments}
+    out = criterion(**{names[r]: inputs[r] for r in roles})
+    return out[0] if kind == "RNNLoss" else out
 
 
 def torch_results(case, dtype, split="even", time_major=False):
@@ -185,6 +200,8 @@ def torch_results(case, dtype, split="even", time_major=False):
     call(criterion, case, inputs).backward()
     grads = {}
     for role, t in inputs.items():
+        if role in ctrnnloss._core.NO_GRADIENT:
+            continue
         g = t.grad.numpy()
         grads[role] = g.transpose(1, 0, 2) if time_major and g.ndim == 3 else g
     return criterion.total, criterion.values, grads
@@ -235,12 +252,12 @@ def check_numpy_front_end(case, dtype, total, values, grads):
         result = criterion(grad=True, **whole)
         got = result.grads
     else:
-        names = dict((role, arg) for arg, role in ctrnnloss._core.CRITERIA[kind][1])
+        names = {role: arg for arg, role, _ in ctrnnloss._core.CRITERIA[kind].arguments}
         result = criterion(grad=True, **{names[r]: whole[r] for r in roles})
-        got = {r: result.grads[names[r]] for r in roles}
+        got = {r: result.grads[names[r]] for r in roles if names[r] in result.grads}
     check(result.total == total and result.values == values,
           "%s %s: numpy values %s != torch %s" % (case, dtype.__name__, result.values, values))
-    for role in roles:
+    for role in grads:
         check(same_bits(got[role], grads[role]), "%s %s: numpy gradient of %s differs"
               % (case, dtype.__name__, role))
 
@@ -258,7 +275,8 @@ def check_reference(case, dtype, total, values, grads):
     else:
         type_ = ctrnnloss._core.CRITERIA[kind][0]
         terms = [reference.Term(type_, type_, 1.0, params)]
-    inputs = {r: torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    inputs = {r: torch.tensor(x, dtype=torch.float64,
+                              requires_grad=r not in ctrnnloss._core.NO_GRADIENT)
               for r, x in case_inputs(case, dtype).items()}
     ref_total, ref_values = reference.evaluate(terms, inputs)
     ref_total.backward()
@@ -269,7 +287,7 @@ def check_reference(case, dtype, total, values, grads):
     for name, v in ref_values:
         check(close(values[name], v.detach().numpy(), rtol), "%s: %s = %r, reference %r"
               % (what, name, values[name], v.detach().numpy()))
-    for role in roles:
+    for role in grads:
         check(close(grads[role], inputs[role].grad.numpy(), 10 * rtol),
               "%s: gradient of %s differs from the reference" % (what, role))
 
@@ -327,11 +345,241 @@ def check_autograd():
     p = torch.from_numpy(case_inputs("population_kl", np.float64)["states"]).requires_grad_()
     q = torch.from_numpy(case_inputs("population_kl", np.float64)["states1"])
     if "population_kl" in TYPES:
-        d, r = ct.PopulationKL(reduction="none")(p, q)
+        kl = ct.PopulationKL(reduction="none")
+        d = kl(p, q)
+        r = kl.regularizer
         check(d.shape == (N,) and r.dim() == 0 and not d.requires_grad,
               "PopulationKL reduction='none' returns (d (N,), reg), not differentiable")
         d_sum = ct.PopulationKL(reduction="sum")(p, q)
         check(close(float(d.sum() + r), float(d_sum), 1e-14), "sum of the divergences")
+
+
+def check_torch_path():
+    """The training path: gradient buffers are reused once nothing holds
+    them and never while a tensor does; calls before a backward keep their
+    own statistics; double backward is refused clearly."""
+    whole = case_inputs("fr_l1", np.float64)["states"]
+    lo, hi = shard(B, RANK, SIZE, "even")
+    base = torch.from_numpy(whole[lo:hi].copy())
+    crit = ct.FiringRateDistLoss(metric="cv")
+    # Non-leaf states (as in training): autograd frees their gradient after
+    # use, so the next step gets the same memory back.
+    seen, kept = [], []
+    for step in range(3):
+        leaf = (base + step).requires_grad_()
+        x = leaf * 1.0
+        x.register_hook(lambda g: seen.append(g.data_ptr()) or (kept.append(g) if step == 1
+                                                                 else None))
+        crit(x).backward()
+    if hi > lo:
+        check(seen[2] != seen[1], "a gradient a hook retained was handed out again")
+        check(seen[0] == seen[1], "a gradient buffer nothing holds was not reused")
+    frozen = kept[0].clone()
+    crit((base + 7).requires_grad_() * 1.0).backward()
+    check(torch.equal(kept[0], frozen), "a retained gradient changed under the next call")
+    # A retained .grad of a leaf is not touched by later calls.
+    a = base.clone().requires_grad_()
+    crit(a).backward()
+    grad_a = a.grad
+    copy_a = grad_a.clone()
+    for shift in (1.0, 2.0):
+        b = (base + shift).requires_grad_()
+        crit(b).backward()
+        check(b.grad.data_ptr() != grad_a.data_ptr() or b.grad.numel() == 0,
+              "two live leaves share a gradient buffer")
+    check(torch.equal(grad_a, copy_a), "a retained leaf .grad changed under the next call")
+    # Two calls before one backward: each keeps its own statistics.
+    c1, c2 = base.clone().requires_grad_(), (base * 2 + 1).requires_grad_()
+    (crit(c1) + crit(c2)).backward()
+    alone = base.clone().requires_grad_()
+    crit(alone).backward()
+    check(torch.equal(c1.grad, alone.grad), "a second call before backward changed the first")
+    # Double backward: a clear error.
+    d = base.clone().requires_grad_()
+    try:
+        torch.autograd.grad(crit(d), d, create_graph=True)
+        got = "no error"
+    except RuntimeError as exc:
+        got = str(exc)
+    check("double backward (create_graph=True) is not supported" in got,
+          "create_graph=True: %s" % got)
+    # No gradient is computed for a loss that is never back-propagated:
+    # the call leaves a crl_loss waiting, the next call takes another one.
+    crit(base.clone().requires_grad_())
+    check(len(crit.loss.handles) <= 3, "evaluations never back-propagated pile up crl_losses "
+          "(%d)" % len(crit.loss.handles))
+    note("torch path: buffer reuse, retained gradients, pending calls, double backward")
+
+
+class Nn4nModel(torch.nn.Module):
+    """The attributes an nn4n CTRNN holds its three weight matrices in."""
+
+    def __init__(self, w_in, w_hid, w_out):
+        super().__init__()
+        self.recurrent_layer = torch.nn.Module()
+        self.recurrent_layer.input_layer = torch.nn.Module()
+        self.recurrent_layer.hidden_layer = torch.nn.Module()
+        self.readout_layer = torch.nn.Module()
+        self.recurrent_layer.input_layer.weight = torch.nn.Parameter(w_in.clone())
+        self.recurrent_layer.hidden_layer.weight = torch.nn.Parameter(w_hid.clone())
+        self.readout_layer.weight = torch.nn.Parameter(w_out.clone())
+
+
+def check_call_forms():
+    """nn4n's call forms (its code's and its documentation's argument names,
+    positional parameters) give the keyword forms' bits and the reference's
+    values and gradients."""
+    data = {c: case_inputs(c, np.float64) for c in ("rnn", "population_kl", "mse")}
+    lo, hi = shard(B, RANK, SIZE, "even")
+    lo1, hi1 = shard(B1, RANK, SIZE, "even")
+
+    def mine(x, first=(lo, hi)):
+        return torch.from_numpy(x[first[0]:first[1]].copy()).requires_grad_()
+
+    states = data["rnn"]["states"]
+    forms = [  # (what, nn4n form, keyword form, reference function of the whole batch)
+        ("FiringRateLoss('l1')(state=)", lambda s: ct.FiringRateLoss("l1")(state=s),
+         lambda s: ct.FiringRateLoss(metric="l1")(states=s),
+         lambda s: reference.fr(s, metric="l1")),
+        ("FiringRateDistLoss('cv')(states)", lambda s: ct.FiringRateDistLoss("cv")(s),
+         lambda s: ct.FiringRateDistLoss(metric="cv")(states=s),
+         lambda s: reference.fr_dist(s, metric="cv")),
+        ("StatePredictionLoss(2)(state=)", lambda s: ct.StatePredictionLoss(2)(state=s),
+         lambda s: ct.StatePredictionLoss(tau=2)(states=s),
+         lambda s: reference.state_pred(s, tau=2)),
+        ("EntropyLoss(5.0)(states)", lambda s: ct.EntropyLoss(5.0)(s),
+         lambda s: ct.EntropyLoss(reg=5.0)(states=s),
+         lambda s: reference.entropy(s, reg=5.0)),
+    ]
+    for what, nn4n, keyword, ref in forms:
+        a, b = mine(states), mine(states)
+        la, lb = nn4n(a), keyword(b)
+        la.backward()
+        lb.backward()
+        check(float(la) == float(lb) and torch.equal(a.grad, b.grad),
+              "%s differs from the keyword form" % what)
+        if reference is not None:
+            whole = torch.from_numpy(states.copy()).requires_grad_()
+            r = ref(whole)
+            r.backward()
+            check(close(float(la), float(r), 1e-12), "%s = %r, reference %r"
+                  % (what, float(la), float(r)))
+            check(close(a.grad.numpy(), whole.grad[lo:hi].numpy(), 1e-11),
+                  "%s: gradient differs from the reference" % what)
+    # PopulationKL(False, 1e-3, 'sum')(state_0=, state_1=)
+    kl_data = data["population_kl"]
+    p, q = mine(kl_data["states"]), mine(kl_data["states1"], (lo1, hi1))
+    loss = ct.PopulationKL(False, 1e-3, "sum")(state_0=p, state_1=q)
+    loss.backward()
+    p2, q2 = mine(kl_data["states"]), mine(kl_data["states1"], (lo1, hi1))
+    ct.PopulationKL(symmetric=False, reg=1e-3, reduction="sum")(states_0=p2,
+                                                                states_1=q2).backward()
+    check(torch.equal(p.grad, p2.grad) and torch.equal(q.grad, q2.grad),
+          "PopulationKL(False, 1e-3, 'sum') differs from the keyword form")
+    if reference is not None:
+        wp = torch.from_numpy(kl_data["states"].copy()).requires_grad_()
+        wq = torch.from_numpy(kl_data["states1"].copy()).requires_grad_()
+        r = reference.population_kl(wp, wq, symmetric=False, reg=1e-3, reduction="sum")
+        r.backward()
+        check(close(float(loss), float(r), 1e-12), "PopulationKL positional: value")
+        check(close(p.grad.numpy(), wp.grad[lo:hi].numpy(), 1e-11)
+              and close(q.grad.numpy(), wq.grad[lo1:hi1].numpy(), 1e-11),
+              "PopulationKL positional: gradients")
+    # MSELoss with nn4n's names (input, target) and ours (pred, label).
+    m = data["mse"]
+    x1, x2 = mine(m["pred"]), mine(m["pred"])
+    y = torch.from_numpy(m["label"][lo:hi].copy())
+    l1, l2 = ct.MSELoss()(input=x1, target=y), ct.MSELoss()(pred=x2, label=y)
+    l1.backward()
+    l2.backward()
+    check(float(l1) == float(l2) and torch.equal(x1.grad, x2.grad), "MSELoss(input=, target=)")
+    # RNNLoss(model, **lambdas): weights read from the model at each call,
+    # (total, components) as nn4n returns them.
+    r = data["rnn"]
+    lambdas = dict(lambda_in=0.1, lambda_hid=0.2, lambda_fr=0.5, lambda_fr_sd=2)
+    w = {k: torch.from_numpy(r[k].copy()) for k in ("w_in", "w_hid", "w_out")}
+    model = Nn4nModel(w["w_in"], w["w_hid"], w["w_out"])
+    crit = ct.RNNLoss(model, **lambdas)
+    s1, o1 = mine(r["states"]), mine(r["pred"])
+    label = torch.from_numpy(r["label"][lo:hi].copy())
+    total, losses = crit(pred=o1, label=label, states=s1)
+    check(losses.shape == (5,), "RNNLoss components: shape %s (mse, in, hid, fr, fr_sd)"
+          % (tuple(losses.shape),))
+    losses.sum().backward()   # the components are differentiable
+    wl = {k: v.clone().requires_grad_() for k, v in w.items()}
+    s2, o2 = mine(r["states"]), mine(r["pred"])
+    total2, _ = ct.RNNLoss(**lambdas)(o2, label, states=s2, **wl)
+    total2.backward()
+    check(float(total) == float(total2), "RNNLoss(model) total differs from passing weights")
+    check(close(float(losses.sum()), float(total), 1e-14), "components do not add up")
+    check(torch.equal(s1.grad, s2.grad) and torch.equal(o1.grad, o2.grad),
+          "RNNLoss(model): gradients of states and pred")
+    check(torch.equal(model.recurrent_layer.hidden_layer.weight.grad, wl["w_hid"].grad)
+          and torch.equal(model.recurrent_layer.input_layer.weight.grad, wl["w_in"].grad),
+          "RNNLoss(model): the model's weights get the weight gradients")
+    with torch.no_grad():
+        model.recurrent_layer.hidden_layer.weight.mul_(2)
+    again, _ = crit(pred=o1.detach(), label=label, states=s1.detach())
+    check(float(again) != float(total), "RNNLoss(model) reads the weights at each call")
+    # RNNConnectivityLoss(layer, metric)(model), nn4n's form, against the
+    # weights passed and the reference.
+    if "rnn_conn" in TYPES:
+        for layer, metric in (("all", "fro"), ("hidden", "l1")):
+            conn_model = Nn4nModel(w["w_in"], w["w_hid"], w["w_out"])
+            by_model = ct.RNNConnectivityLoss(layer, metric)(conn_model)
+            by_model.backward()
+            wc = {k: v.clone().requires_grad_() for k, v in w.items()}
+            by_weights = ct.RNNConnectivityLoss(layer=layer, metric=metric)(**wc)
+            by_weights.backward()
+            check(float(by_model) == float(by_weights)
+                  and torch.equal(conn_model.recurrent_layer.hidden_layer.weight.grad,
+                                  wc["w_hid"].grad),
+                  "RNNConnectivityLoss(%r, %r)(model) differs from the weights' form"
+                  % (layer, metric))
+            if reference is not None:
+                check(close(float(by_model), float(reference.rnn_conn(
+                    **w, layer=layer, metric=metric)), 1e-12),
+                      "RNNConnectivityLoss(%r, %r): value against the reference"
+                      % (layer, metric))
+    # CompositeLoss with nn4n's input dictionary (code's and docs' keys);
+    # per-term values are differentiable.
+    comp = ct.CompositeLoss({"act": {"type": "fr", "lambda": 0.1},
+                             "task": {"type": "mse", "lambda": 2.0}})
+    sa, xa = mine(states), mine(m["pred"])
+    total, parts = comp({"act": {"state": sa}, "task": {"input": xa, "target": y}})
+    sb, xb = mine(states), mine(m["pred"])
+    total_b, _ = comp(states=sb, pred=xb, label=y)
+    check(float(total) == float(total_b), "CompositeLoss with nn4n's dictionary")
+    (parts["act"] + parts["task"]).backward()
+    total_b.backward()
+    check(torch.equal(sa.grad, sb.grad) and torch.equal(xa.grad, xb.grad),
+          "CompositeLoss parts back-propagate as the total")
+    _, parts = comp(states=mine(states), pred=mine(m["pred"]), label=y)
+    try:
+        parts["act"].backward()
+        got = "no error"
+    except RuntimeError as exc:
+        got = str(exc)
+    check("back-propagate the total" in got, "parts['act'].backward() of a two-term "
+          "CompositeLoss: %s" % got)
+    single = ct.CompositeLoss({"a": {"type": "fr", "lambda": 0.5}})
+    sc = mine(states)
+    single(states=sc)[1]["a"].backward()
+    check(sc.grad is not None, "parts['a'].backward() of a one-term CompositeLoss")
+    note("call forms: nn4n's positional parameters, argument names, RNNLoss(model), "
+         "CompositeLoss dictionaries")
+
+
+def check_catalogue():
+    """Every term type of the library has a criterion class in both front
+    ends and a test case here."""
+    tested = set().union(*(case_types(c) for c in CASES))
+    for t in TYPES:
+        name = ctrnnloss._core.CRITERION_OF_TYPE.get(t)
+        check(name is not None and isinstance(getattr(ct, name, None), type)
+              and isinstance(getattr(cnp, name, None), type),
+              "term type %s has no criterion class" % t)
+        check(t in tested, "term type %s has no test case in python_binding.py" % t)
 
 
 # ------------------------------------------------------------ compare ---
@@ -459,6 +707,29 @@ def check_errors():
                  "parameter reg", lambda: ct.PopulationKL(reg=-1.0))
     expect_error("an unknown type", ctrnnloss.InvalidArgumentError, "unknown type 'frr'",
                  lambda: ct.CompositeLoss({"x": {"type": "frr"}}))
+    # A call's arguments wrong on one rank only: the same TypeError on
+    # every rank, nobody left waiting.
+    expect_error("too many arguments on one rank", TypeError,
+                 "HebbianLoss takes at most 2 inputs",
+                 lambda: hebb(states, weights, weights) if RANK == LAST else hebb(states, weights))
+    expect_error("an unknown argument on one rank", TypeError, "unexpected input 'rates'",
+                 lambda: hebb(rates=states, weights=weights) if RANK == LAST
+                 else hebb(states, weights))
+    expect_error("an unknown argument (numpy) on one rank", TypeError, "unexpected input",
+                 lambda: cnp.HebbianLoss()(rates=states.numpy(), weights=weights.numpy())
+                 if RANK == LAST else cnp.HebbianLoss()(states.numpy(), weights.numpy()))
+    comp = ct.CompositeLoss({"a": {"type": "fr"}, "b": {"type": "fr_dist"}})
+    expect_error("two tensors for one role on one rank", ValueError,
+                 "two different values for input 'states'",
+                 lambda: comp({"a": {"states": states}, "b": {"state": states.clone()}})
+                 if RANK == LAST else comp(states=states))
+    # A bad parameter on one rank only, at construction.
+    expect_error("a bad parameter on one rank", ctrnnloss.InvalidArgumentError,
+                 "unknown value 'l3'",
+                 lambda: ct.FiringRateLoss(metric="l3" if RANK == LAST else "l1"))
+    expect_error("too many positional parameters on one rank", TypeError,
+                 "takes at most 1 positional parameters",
+                 lambda: ct.FiringRateLoss("l1", 2) if RANK == LAST else ct.FiringRateLoss("l1"))
     # After all of that the criterion works, and agrees with a fresh one.
     good = float(hebb(states, weights))
     check(good == float(ct.HebbianLoss()(states, weights)), "a criterion works after errors")
@@ -491,7 +762,7 @@ def training_step():
     r = rates[mine].clone().requires_grad_()
     o = outputs[mine].clone().requires_grad_()
     w = model.w_hid.weight.detach().clone().requires_grad_()
-    criterion(o, y[mine], states=r, w_hid=w).backward()
+    criterion(o, y[mine], states=r, w_hid=w)[0].backward()
     out["loss"] = np.float64(criterion.total)
     out["d_w_hid"] = w.grad.numpy()
     whole = gather_batch({"rates": r.grad.numpy(), "outputs": o.grad.numpy()})
@@ -647,6 +918,9 @@ def main():
                           if k.startswith("train/")})
         compare_cli(directory, saved)
         check_example_learns()
+    check_torch_path()
+    check_call_forms()
+    check_catalogue()
     check_errors()
     total = COMM.allreduce(failures)
     note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))

@@ -9,24 +9,10 @@
 # Exit status 77 (skipped) where no python3 has torch, numpy and mpi4py.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-builddir=${CRL_BUILDDIR:-$PWD}
-mpirun=${MPIRUN:-mpirun}
-timeout=${CRL_TEST_TIMEOUT:-300}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-
 PYTHON_NEEDS="numpy torch mpi4py"
 . "$here/python-lib.sh"
 python=$PYTHON
-
-lib=$builddir/.libs/libctrnnloss.so
-if [ ! -e "$lib" ]; then
-    echo "missing $lib (build first; set CRL_BUILDDIR)"
-    exit 99
-fi
-export CTRNNLOSS_LIBRARY="$lib"
+python_mpi_setup
 # A sanitizer build's library needs the ASan runtime loaded first.  Python
 # and PyTorch leak by design, so leaks are not looked for here, nor is the
 # slow full unwinding on every allocation (scripts/check's setting for them)

@@ -247,52 +247,188 @@ def _is_forward_only(term_type, params):
 Term = namedtuple("Term", "name type weight params")
 
 
-class Loss:
-    """A crl_loss: named terms (name, type, lambda, params dict) in order,
-    evaluated with one MPI_Allreduce on the communicator comm."""
+def agree(context, error):
+    """Collective.  Raises, on every rank, the error (an exception or None)
+    of the lowest rank that has one, so that an error a front end finds on
+    one rank only (a call's arguments, a parameter) never leaves the other
+    ranks waiting in the next collective.  One MPI_Allreduce when no rank
+    has one."""
+    code = _lib.OK if error is None else getattr(error, "status", _lib.ERR_INVALID)
+    text = None if error is None else str(error).encode(errors="replace")
+    status = lib.crl_context_agree(context.handle, code, text)
+    if status == _lib.OK:
+        return
+    # The class the lowest failing rank raised (TypeError for a call's
+    # arguments, the library's classes for its errors), on every rank.
+    kinds = context.comm.allgather(None if error is None else type(error).__name__)
+    first = next(k for k in kinds if k is not None)
+    if first in ("TypeError", "ValueError"):
+        raise {"TypeError": TypeError, "ValueError": ValueError}[first](context.message())
+    raise _error(status, context.message())
 
-    def __init__(self, terms, comm=None):
-        self.context = context_for(comm)
-        self.terms = tuple(Term(*t) for t in terms)
-        self.handle = ctypes.c_void_p()
-        status = lib.crl_loss_create(self.context.handle, ctypes.byref(self.handle))
+
+class _Handle:
+    """One crl_loss of a Loss's terms, and whether an evaluation (its reduced
+    statistics, waiting for a backward pass) holds it."""
+
+    def __init__(self, context, terms):
+        self.ptr = ctypes.c_void_p()
+        status = lib.crl_loss_create(context.handle, ctypes.byref(self.ptr))
         if status != _lib.OK:
-            raise _error(status, self.context.message())
-        for t in self.terms:
+            self.error = _error(status, context.message())
+            return
+        self.error = None
+        for t in terms:
             text = format_params(t.type, t.params)
-            status = lib.crl_loss_add(self.handle, str(t.name).encode(), str(t.type).encode(),
+            status = lib.crl_loss_add(self.ptr, str(t.name).encode(), str(t.type).encode(),
                                       float(t.weight), text.encode())
             if status != _lib.OK:
-                raise _error(status, self.context.message())
-        # With a forward-only term the library refuses every gradient request.
-        self.forward_only = any(_is_forward_only(t.type, t.params) for t in self.terms)
-        self.vector_names = {t.name for t in self.terms if _is_forward_only(t.type, t.params)}
+                self.error = _error(status, context.message())
+                return
+        lib.crl_loss_set_grad_mode(self.ptr, _lib.GRAD_OVERWRITE)
+        self.busy = False
 
     def __del__(self, destroy=lib.crl_loss_destroy):
         # Not collective; the context (never freed) outlives the loss.
-        if getattr(self, "handle", None):
-            destroy(ctypes.byref(self.handle))
+        if getattr(self, "ptr", None):
+            destroy(ctypes.byref(self.ptr))
+
+
+class Evaluation:
+    """A reduced evaluation of a Loss, waiting for its backward pass: the
+    crl_loss that holds the global statistics (not handed to another call
+    until this object is gone) and the inputs as passed."""
+
+    def __init__(self, loss, handle, tin, problems):
+        self.loss, self.handle, self.tin, self.problems = loss, handle, tin, problems
+        self.backward_done = False
+
+    def backward(self, grads, scale):
+        """Not collective.  Writes scale * d(total)/d(input) into the buffer
+        descriptions grads (a crl_tensors, or {role: crl_array/crl_matrix};
+        overwriting them; announced ones included)."""
+        if self.backward_done:
+            raise RuntimeError("ctrnnloss: backward through the same call twice "
+                               "(retain_graph=True) is not supported; call the criterion again")
+        self.backward_done = True
+        tgrad = grads if isinstance(grads, _lib.Tensors) else self.loss.inputs(grads)[0]
+        ptr = self.handle.ptr
+        lib.crl_loss_set_grad_scale(ptr, scale)
+        status = lib.crl_loss_backward(ptr, ctypes.byref(self.tin), ctypes.byref(tgrad))
+        if status != _lib.OK:
+            raise _error(status, self.loss.context.message())
+
+    def __del__(self):
+        handle = getattr(self, "handle", None)
+        if handle is not None:
+            handle.busy = False
+
+
+class Loss:
+    """Named terms (name, type, lambda, params dict) in order, evaluated with
+    one MPI_Allreduce on the communicator comm.
+
+    Construction is collective: a parameter refused on one rank raises the
+    same error on every rank."""
+
+    def __init__(self, terms, comm=None, error=None):
+        """error: what the front end refused in the constructor's arguments
+        on this rank (raised on every rank)."""
+        self.context = context_for(comm)
+        first = None
+        if error is None:
+            try:
+                self.terms = tuple(Term(*t) for t in (terms() if callable(terms) else terms))
+                first = _Handle(self.context, self.terms)
+                error = first.error
+            except (TypeError, ValueError) as exc:   # parameters the binding refused
+                error = exc
+        agree(self.context, error)
+        self.handles = [first]
+        # With a forward-only term the library refuses every gradient request.
+        self.forward_only = any(_is_forward_only(t.type, t.params) for t in self.terms)
+        self.vector_names = {t.name for t in self.terms if _is_forward_only(t.type, t.params)}
+        self._tensors = {}   # the crl_tensors of a call's signature, built once
+
+    def _free_handle(self):
+        for h in self.handles:
+            if not h.busy:
+                return h
+        # Every crl_loss holds an evaluation that waits for its backward
+        # pass: one more (not collective; its terms were accepted already).
+        h = _Handle(self.context, self.terms)
+        if h.error is not None:
+            raise h.error
+        self.handles.append(h)
+        return h
+
+    def tensors(self, signature, make):
+        """The crl_tensors of a call signature (a hashable description of
+        the inputs' roles, dtypes, shapes and strides), built by make() the
+        first time; the caller sets the data pointers."""
+        t = self._tensors.get(signature)
+        if t is None:
+            if len(self._tensors) >= 32:
+                self._tensors.clear()
+            t = self._tensors[signature] = make()
+        return t
+
+    def forward(self, tin, problems, announced=None, keep=True):
+        """Collective.  The accumulate pass and the reduction (values only)
+        of the inputs tin (a crl_tensors; problems {role: reason} for those
+        the front end could not pass); announced: a crl_tensors of the
+        gradient buffers that must be known now (hebbian's w_hebb), or None.
+        Returns (total, values, Evaluation or None): the evaluation, for
+        the backward pass, when keep."""
+        handle = self._free_handle()
+        ptr = handle.ptr
+        if "call" in problems:
+            # The call's arguments were refused on this rank: every input of
+            # unknown dtype makes the library fail collectively, and _fail
+            # raises the binding's error on every rank.
+            tin = self.inputs({role: Problem("") for role in _lib.ROLES})[0]
+        status = lib.crl_loss_accumulate(ptr, ctypes.byref(tin),
+                                         ctypes.byref(announced) if announced is not None
+                                         else None)
+        status = lib.crl_loss_reduce(ptr)
+        if status != _lib.OK:
+            self._fail(status, problems)
+        total, values = lib.crl_loss_total(ptr), self._values(ptr)
+        if not keep:
+            return total, values, None
+        handle.busy = True
+        evaluation = Evaluation(self, handle, _lib.Tensors.from_buffer_copy(tin), problems)
+        evaluation.total, evaluation.values = total, values
+        return total, values, evaluation
 
     def evaluate(self, inputs, grads):
         """Collective.  inputs: {role: crl_array/crl_matrix or Problem};
-        grads: {role: zeroed gradient buffer description} (the library adds
-        the gradient into them).  Returns (total, {value name: float or
+        grads: {role: gradient buffer description} (the library writes the
+        gradient into them).  Returns (total, {value name: float or
         ndarray}); raises Error on every rank if the library fails."""
-        tin, tgrad = _lib.Tensors(), _lib.Tensors()
+        tin, problems = self.inputs(inputs)
+        announced = None
+        if grads:
+            announced = _lib.Tensors()
+            for role, desc in grads.items():
+                if role not in problems:
+                    setattr(announced, role, desc)
+        total, values, evaluation = self.forward(tin, problems, announced, keep=bool(grads))
+        if grads:
+            evaluation.backward({r: d for r, d in grads.items() if r not in problems}, 1.0)
+        return total, values
+
+    @staticmethod
+    def inputs(inputs):
+        """(crl_tensors, {role: reason}) of {role: description or Problem}."""
+        tin = _lib.Tensors()
         problems = {}
         for role, desc in inputs.items():
             if isinstance(desc, Problem):
                 problems[role] = desc.reason
                 desc = _POISON[role]
             setattr(tin, role, desc)
-        for role, desc in grads.items():
-            if role not in problems:
-                setattr(tgrad, role, desc)
-        status = lib.crl_loss_evaluate(self.handle, ctypes.byref(tin),
-                                       ctypes.byref(tgrad) if grads else None)
-        if status != _lib.OK:
-            self._fail(status, problems)
-        return lib.crl_loss_total(self.handle), self._values()
+        return tin, problems
 
     def _fail(self, status, problems):
         """Collective, on the failure path only (every rank is on it): raises
@@ -300,6 +436,14 @@ class Loss:
         could not pass if that input is what the library refused."""
         message = self.context.message()
         every = self.context.comm.allgather(problems)
+        calls = [(rank, found["call"]) for rank, found in enumerate(every) if "call" in found]
+        if calls:
+            # The exception a front end found in a call's arguments (a
+            # TypeError, a ValueError), raised on every rank.
+            texts = {str(why) for _, why in calls}
+            rank, first = calls[0]
+            same = len(calls) == len(every) and len(texts) == 1
+            raise type(first)(str(first) if same else "rank %d: %s" % (rank, first))
         detail = None
         for rank, found in enumerate(every):
             for role, reason in found.items():
@@ -313,87 +457,129 @@ class Loss:
                         detail = "every rank passed %s as %s" % (role, reason)
         raise _error(status, message, detail)
 
-    def _values(self):
+    def _values(self, ptr):
         out = {}
         length = ctypes.c_int64()
-        for k in range(lib.crl_loss_value_count(self.handle)):
-            name = lib.crl_loss_value_name(self.handle, k).decode()
-            ptr = lib.crl_loss_value(self.handle, k, ctypes.byref(length))
+        for k in range(lib.crl_loss_value_count(ptr)):
+            name = lib.crl_loss_value_name(ptr, k).decode()
+            value = lib.crl_loss_value(ptr, k, ctypes.byref(length))
             if length.value == 1 and name not in self.vector_names:
-                out[name] = ptr[0]
+                out[name] = value[0]
             else:
-                out[name] = np.ctypeslib.as_array(ptr, shape=(length.value,)).copy()
+                out[name] = np.ctypeslib.as_array(value, shape=(length.value,)).copy()
         return out
 
 
 # -------------------------------------------------- the SPEC's criteria ---
 
-Criterion = namedtuple("Criterion", "type arguments doc")
+Criterion = namedtuple("Criterion", "type arguments positional doc")
 
-# Each criterion: its term type, the names of its call's arguments in order
-# (nn4n's names) with the input role each fills, and what to say about it.
+# Each criterion: its term type; its call's arguments in order, each
+# (name, input role, other accepted names) with the names of nn4n's code
+# first and those of its documentation as aliases; its constructor's
+# positional parameters in nn4n's order; what to say about it.
 CRITERIA = {
-    "RNNLoss": Criterion("rnn", (("pred", "pred"), ("label", "label"), ("states", "states"),
-                                 ("w_in", "w_in"), ("w_hid", "w_hid"), ("w_out", "w_out")), """
-        SPEC RNNLoss: (pred, label, states=None, w_in=None, w_hid=None, w_out=None).
+    "RNNLoss": Criterion("rnn", (("pred", "pred", ()), ("label", "label", ()),
+                                 ("states", "states", ("state",)), ("w_in", "w_in", ()),
+                                 ("w_hid", "w_hid", ()), ("w_out", "w_out", ()),
+                                 ("mask", "mask", ())), (), """
+        SPEC RNNLoss: RNNLoss(model=None, **lambdas), called as
+        (pred, label, states=None, w_in=None, w_hid=None, w_out=None).
         Parameters lambda_mse (1), lambda_in, lambda_hid, lambda_out, lambda_fr,
         lambda_fr_sd, lambda_fr_cv (0), correction (0; 1 gives torch.std's SD).
-        An input no non-zero lambda needs may be left out.  Values: 'rnn' and
-        its weighted components 'rnn.mse', 'rnn.in', ... 'rnn.fr_cv'.  The
-        weights' gradients are global (the same on every rank)."""),
-    "FiringRateLoss": Criterion("fr", (("states", "states"),), """
-        SPEC FiringRateLoss: (states).  metric 'l2' (default) or 'l1'."""),
-    "FiringRateDistLoss": Criterion("fr_dist", (("states", "states"),), """
-        SPEC FiringRateDistLoss: (states).  metric 'sd' (default), 'cv',
-        'mean_ad' or 'max_ad'; correction (0; 1 gives torch.std's SD)."""),
-    "StatePredictionLoss": Criterion("state_pred", (("states", "states"),), """
-        SPEC StatePredictionLoss: (states).  tau (1): the lag along time."""),
-    "HebbianLoss": Criterion("hebbian", (("states", "states"), ("weights", "w_hebb")), """
-        SPEC HebbianLoss: (states, weights), weights (N, N) replicated: its
+        With an nn4n-style model, the weights not passed are read at each
+        call from model.recurrent_layer.input_layer.weight,
+        model.recurrent_layer.hidden_layer.weight and model.readout_layer.weight.
+        An input no non-zero lambda needs may be left out.  Returns
+        (total, components) as nn4n does: components stacks the weighted
+        mse and each component whose lambda is not 0, in the order
+        mse, in, hid, out, fr, fr_sd, fr_cv.  The weights' gradients are
+        global (the same on every rank)."""),
+    "FiringRateLoss": Criterion("fr", (("states", "states", ("state",)),), ("metric",), """
+        SPEC FiringRateLoss(metric='l2'): (states).  metric 'l2' or 'l1'."""),
+    "FiringRateDistLoss": Criterion("fr_dist", (("states", "states", ("state",)),),
+                                    ("metric",), """
+        SPEC FiringRateDistLoss(metric='sd', correction=0): (states).  metric
+        'sd', 'cv', 'mean_ad' or 'max_ad'; correction 1 gives torch.std's SD."""),
+    "StatePredictionLoss": Criterion("state_pred", (("states", "states", ("state",)),),
+                                     ("tau",), """
+        SPEC StatePredictionLoss(tau=1): (states); tau is the lag along time."""),
+    "HebbianLoss": Criterion("hebbian", (("states", "states", ("state",)),
+                                         ("weights", "w_hebb", ())), (), """
+        SPEC HebbianLoss(): (states, weights), weights (N, N) replicated: its
         gradient is global (the same on every rank)."""),
-    "EntropyLoss": Criterion("entropy", (("states", "states"),), """
-        SPEC EntropyLoss: (states), every rate >= 0.  reg (10), eps (1e-8)."""),
-    "PopulationKL": Criterion("population_kl", (("states_0", "states"),
-                                                ("states_1", "states1")), """
-        SPEC PopulationKL: (states_0, states_1), each batch-sharded with its own
-        B and T.  symmetric (True), reg (1e-3), reduction 'mean' (default),
-        'sum' or 'none', var_eps (0).  With reduction='none' the result is the
-        (N,) vector of weighted divergences and the regularizer
-        (values 'population_kl' and 'population_kl.reg'), with no gradient."""),
-    "MSELoss": Criterion("mse", (("input", "pred"), ("target", "label")), """
-        SPEC MSE: (input, target), both (B, T, K) and batch-sharded."""),
+    "EntropyLoss": Criterion("entropy", (("states", "states", ("state",)),), ("reg",), """
+        SPEC EntropyLoss(reg=10, eps=1e-8): (states), every rate >= 0."""),
+    "PopulationKL": Criterion("population_kl", (("states_0", "states", ("state_0",)),
+                                                ("states_1", "states1", ("state_1",))),
+                              ("symmetric", "reg", "reduction"), """
+        SPEC PopulationKL(symmetric=True, reg=1e-3, reduction='mean', var_eps=0):
+        (states_0, states_1), each batch-sharded with its own B and T.  With
+        reduction='none' the result is the (N,) vector of weighted per-neuron
+        divergences, without gradient; the regularizer is the criterion's
+        .regularizer (and .values['population_kl.reg'])."""),
+    "MSELoss": Criterion("mse", (("input", "pred", ("pred",)), ("target", "label", ("label",)),
+                                 ("mask", "mask", ())), (), """
+        SPEC MSE: (input, target, mask=None), (B, T, K) and batch-sharded;
+        the optional mask (B, T, K) or (B, T, 1) weights the error (SPEC
+        "Output masks"), without a gradient."""),
+    "RNNConnectivityLoss": Criterion("rnn_conn", (("w_in", "w_in", ()), ("w_hid", "w_hid", ()),
+                                                  ("w_out", "w_out", ())),
+                                     ("layer", "metric"), """
+        SPEC RNNConnectivityLoss(layer='all', metric='fro'): called as nn4n's
+        (model) or with the weights (w_in=, w_hid=, w_out=).  layer 'all',
+        'input', 'hidden' or 'readout'; metric 'fro' or 'l1'."""),
+    "CrossEntropyLoss": Criterion("cross_entropy", (("input", "pred", ("pred",)),
+                                                    ("target", "label", ("label",)),
+                                                    ("mask", "mask", ())),
+                                  ("apply_softmax", "clamp"), """
+        SPEC CrossEntropyLoss(apply_softmax=True, clamp=1e-12): (input, target),
+        logits (or probabilities) and target probabilities, both (B, T, K)."""),
 }
 
+# Inputs that never get a gradient.
+NO_GRADIENT = ("mask",)
 
-def criterion_classes(base, module):
-    """{name: class} of the SPEC's criteria for a front end: subclasses of base
-    with term_type, arguments and the criterion's documentation."""
-    return {name: type(name, (base,), {"term_type": c.type, "arguments": c.arguments,
-                                       "__doc__": inspect.cleandoc(c.doc), "__module__": module})
-            for name, c in CRITERIA.items()}
+# The criterion of each term type.
+CRITERION_OF_TYPE = {c.type: name for name, c in CRITERIA.items()}
+
+
+def bind_params(criterion, positional, args, params):
+    """The parameters of a constructor call: positional ones in nn4n's order."""
+    if len(args) > len(positional):
+        raise TypeError("%s takes at most %d positional parameters (%s), %d given"
+                        % (criterion, len(positional), ", ".join(positional), len(args)))
+    out = dict(zip(positional, args))
+    for key, value in params.items():
+        if key in out:
+            raise TypeError("%s got parameter %r twice" % (criterion, key))
+        out[key] = value
+    return out
 
 
 # The argument names a CompositeLoss accepts for a role: the roles
 # themselves and the criteria's (nn4n's) names.
 ARGUMENT_ROLES = dict({role: role for role in _lib.ROLES},
-                      **{arg: role for c in CRITERIA.values() for arg, role in c.arguments})
+                      **{name: role for c in CRITERIA.values() for arg, role, aliases in c.arguments
+                         for name in (arg,) + aliases})
 
 
 def bind_arguments(criterion, arguments, args, kwargs):
-    """{argument name: value} of a call, like Python binds a signature whose
-    arguments all default to None."""
-    names = [a for a, _ in arguments]
+    """{role: value} of a call, like Python binds a signature whose
+    arguments all default to None (each also known by its aliases)."""
+    names = [a for a, _, _ in arguments]
     if len(args) > len(names):
         raise TypeError("%s takes at most %d inputs (%s), %d given"
                         % (criterion, len(names), ", ".join(names), len(args)))
-    bound = dict(zip(names, args))
+    bound = {role: value for (_, role, _), value in zip(arguments, args)}
     for key, value in kwargs.items():
-        if key not in names:
+        role = next((r for a, r, aliases in arguments if key == a or key in aliases), None)
+        if role is None:
             raise TypeError("%s got an unexpected input %r (its inputs: %s)"
                             % (criterion, key, ", ".join(names)))
-        if key in bound:
+        if role in bound:
             raise TypeError("%s got input %r twice" % (criterion, key))
-        bound[key] = value
+        bound[role] = value
     return {k: v for k, v in bound.items() if v is not None}
 
 

@@ -28,6 +28,8 @@ COMM_TYPE = ctypes.c_void_p if MPI._sizeof(MPI.Comm) == ctypes.sizeof(ctypes.c_v
 OK = 0
 FLOAT32, FLOAT64 = 1, 2
 PARAM_REAL, PARAM_INT, PARAM_BOOL, PARAM_CHOICE = 1, 2, 3, 4
+GRAD_ACCUMULATE, GRAD_OVERWRITE = 0, 1
+ERR_INVALID = 1
 
 # The input roles, in the order of crl_tensors: five batched arrays (the
 # mask optional, without a gradient), then four replicated matrices.
@@ -85,6 +87,12 @@ _PROTOTYPES = {
     "crl_term_type_name": (ctypes.c_char_p, [ctypes.c_int]),
     "crl_term_type_summary": (ctypes.c_char_p, [ctypes.c_int]),
     "crl_term_type_param": (ctypes.POINTER(ParamInfo), [ctypes.c_char_p, ctypes.c_int]),
+    "crl_loss_accumulate": (ctypes.c_int, [_P, ctypes.POINTER(Tensors), ctypes.POINTER(Tensors)]),
+    "crl_loss_reduce": (ctypes.c_int, [_P]),
+    "crl_loss_backward": (ctypes.c_int, [_P, ctypes.POINTER(Tensors), ctypes.POINTER(Tensors)]),
+    "crl_loss_set_grad_mode": (ctypes.c_int, [_P, ctypes.c_int]),
+    "crl_loss_set_grad_scale": (ctypes.c_int, [_P, ctypes.c_double]),
+    "crl_context_agree": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_char_p]),
 }
 
 

@@ -53,53 +53,114 @@ class _Evaluator:
         self.batch_first = batch_first
         self.loss = _core.Loss(terms, comm)
 
-    def _evaluate(self, named, grad):
+    def _evaluate(self, named, grad, call_error=None):
         """Collective.  named: {input name: (role, array)}; grad: False, True
         (every input given) or input names."""
-        if grad is True:
-            grad = list(named)
+        if grad is True:   # every input that has a gradient
+            grad = [n for n, (role, _) in named.items() if role not in _core.NO_GRADIENT]
         elif not grad:
             grad = []
         unknown = [g for g in grad if g not in named]
-        if unknown:
-            raise ValueError("ctrnnloss: gradient asked for %s, not among the inputs given (%s)"
-                             % (", ".join(map(repr, unknown)), ", ".join(named)))
+        if unknown and call_error is None:
+            call_error = ValueError("ctrnnloss: gradient asked for %s, not among the inputs "
+                                    "given (%s)" % (", ".join(map(repr, unknown)),
+                                                    ", ".join(named)))
         inputs, grads, buffers = {}, {}, {}
         for name, (role, x) in named.items():
             inputs[role] = _describe(role, x, self.batch_first)
             if name in grad and not isinstance(inputs[role], _core.Problem):
-                buffers[name] = np.zeros(x.shape, dtype=x.dtype)
+                # Overwritten by the library: no zeroing.
+                buffers[name] = np.empty(x.shape, dtype=x.dtype)
                 grads[role] = _describe(role, buffers[name], self.batch_first)
-        total, values = self.loss.evaluate(inputs, grads)
+        tin, problems = self.loss.inputs(inputs)
+        if call_error is not None:
+            problems["call"] = call_error
+        announced = None
+        if grads:
+            announced = self.loss.inputs(grads)[0]
+        total, values, evaluation = self.loss.forward(tin, problems, announced,
+                                                      keep=bool(grads))
+        if grads:
+            evaluation.backward(grads, 1.0)
         return Result(total, values, buffers)
 
 
 class _Criterion(_Evaluator):
     """One SPEC criterion, a loss of one term (named after its type, lambda
-    1): Criterion(comm=None, batch_first=True, **parameters), called with its
-    inputs (and grad=...), returns a Result."""
+    1): Criterion(*params, comm=None, batch_first=True, **parameters) with
+    positional parameters in nn4n's order, called with its inputs (and
+    grad=...), returns a Result."""
     term_type = None
-    arguments = ()   # (argument name, role), in call order
+    arguments = ()    # (argument name, role, aliases), in call order
+    positional = ()
 
-    def __init__(self, *, comm=None, batch_first=True, **params):
-        super().__init__([(self.term_type, self.term_type, 1.0, params)], comm, batch_first)
-        self.params = params
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        spec = _core.CRITERIA[cls.__name__]
+        cls.term_type, cls.arguments, cls.positional = spec.type, spec.arguments, spec.positional
+        cls.__doc__ = _core.inspect.cleandoc(spec.doc)
+
+    def __init__(self, *args, comm=None, batch_first=True, **params):
+        def terms():
+            self.params = _core.bind_params(type(self).__name__, self.positional, args, params)
+            return [(self.term_type, self.term_type, 1.0, self.params)]
+        super().__init__(terms, comm, batch_first)
 
     def __call__(self, *args, grad=False, **kwargs):
         """Collective.  The criterion's inputs; grad=True for the gradients of
-        all of them, or a list of input names.  Returns a Result."""
-        bound = _core.bind_arguments(type(self).__name__, self.arguments, args, kwargs)
-        roles = dict(self.arguments)
-        return self._evaluate({a: (roles[a], x) for a, x in bound.items()}, grad)
+        all of them, or a list of input names.  Returns a Result (gradients
+        keyed by the criterion's argument names)."""
+        try:
+            bound, error = _core.bind_arguments(type(self).__name__, self.arguments, args,
+                                                kwargs), None
+        except TypeError as exc:
+            bound, error = {}, exc
+        names = {role: a for a, role, _ in self.arguments}
+        return self._evaluate({names[r]: (r, x) for r, x in bound.items()}, grad, error)
 
     def __repr__(self):
         return "%s(%s)" % (type(self).__name__,
                            ", ".join("%s=%r" % kv for kv in self.params.items()))
 
 
-# RNNLoss, FiringRateLoss, FiringRateDistLoss, StatePredictionLoss,
-# HebbianLoss, EntropyLoss, PopulationKL, MSELoss.
-globals().update(_core.criterion_classes(_Criterion, __name__))
+class RNNLoss(_Criterion):
+    pass
+
+
+class FiringRateLoss(_Criterion):
+    pass
+
+
+class FiringRateDistLoss(_Criterion):
+    pass
+
+
+class StatePredictionLoss(_Criterion):
+    pass
+
+
+class HebbianLoss(_Criterion):
+    pass
+
+
+class EntropyLoss(_Criterion):
+    pass
+
+
+class PopulationKL(_Criterion):
+    pass
+
+
+class MSELoss(_Criterion):
+    pass
+
+
+class RNNConnectivityLoss(_Criterion):
+    pass
+
+
+class CrossEntropyLoss(_Criterion):
+    pass
 
 
 class CompositeLoss(_Evaluator):
@@ -109,8 +170,11 @@ class CompositeLoss(_Evaluator):
     {name: {argument: array}}; gradients are keyed by role."""
 
     def __init__(self, loss_cfg, *, comm=None, batch_first=True):
-        super().__init__(_core.composite_terms(loss_cfg), comm, batch_first)
+        super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first)
 
     def __call__(self, loss_input_dict=None, *, grad=False, **inputs):
-        roles = _core.composite_inputs(loss_input_dict, inputs)
-        return self._evaluate({role: (role, x) for role, x in roles.items()}, grad)
+        try:
+            roles, error = _core.composite_inputs(loss_input_dict, inputs), None
+        except (TypeError, ValueError) as exc:
+            roles, error = {}, exc
+        return self._evaluate({role: (role, x) for role, x in roles.items()}, grad, error)

@@ -5,25 +5,40 @@ GLOBAL loss; backward gives d(global loss)/d(this rank's tensors).
 
     from ctrnnloss.torch import RNNLoss
     criterion = RNNLoss(lambda_fr=1e-3, lambda_fr_sd=1e-2)     # comm=MPI.COMM_WORLD
-    loss = criterion(out, target, states=rates)                 # the global loss
+    loss, components = criterion(out, target, states=rates)    # the global loss
     loss.backward()
+
+The criteria take nn4n's call forms: positional parameters in nn4n's order
+(FiringRateLoss('l1'), PopulationKL(False, 1e-3, 'sum')), the argument names
+of nn4n's code and of its documentation (states or state, states_0 or
+state_0), RNNLoss(model, **lambdas) reading the model's weights at each call.
 
 Data parallelism: a parameter's gradient that flows back through this rank's
 rates or outputs is this rank's share of the global gradient; SUM it over the
 ranks (allreduce).  The gradient of a weight matrix passed to the criterion
 itself (w_in, w_hid, w_out of RNNLoss, the HebbianLoss weights) is already the
-global one, the same on every rank: add it once, do not sum it.  See
-python/examples/train_ctrnn.py.
+global one, the same on every rank: add it once, do not sum it.  Under
+torch's DistributedDataParallel, which AVERAGES gradients, build the
+criterion with ddp=True: the rank shares are then multiplied by the number
+of ranks and the weight gradients left as they are, so that DDP's average is
+the exact global gradient.  See python/examples/train_ctrnn.py.
 
 Inputs are float32 or float64 CPU tensors, read in place (no copy): batched
 ones (B, T, N) (or (T, B, N) with batch_first=False) with unit stride along
 the last dimension (any batch and time strides), matrices with contiguous
-rows.  Gradients are computed in forward, only for the tensors that require
-one, into new zeroed tensors; backward returns them (scaled by the incoming
-gradient unless it is exactly 1, so they stay bitwise the library's).
+rows.  A call runs the library's forward pass and its reduction (values
+only); the backward pass runs in autograd's backward, only for the inputs
+that need a gradient, with the incoming gradient folded in (scaled as each
+element is stored), written into buffers that are reused from step to step
+once nothing holds them any more.  Double backward (create_graph=True) is
+not supported.
 """
+import math
+import mmap
+import sys
+
+import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import _core, _lib
 from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
@@ -34,8 +49,10 @@ __all__ = list(_core.CRITERIA) + ["CompositeLoss", "Error", "InvalidArgumentErro
                                   "OutOfMemoryError", "FileError"]
 
 _DTYPES = {torch.float32: _lib.FLOAT32, torch.float64: _lib.FLOAT64}
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 # The role whose dtype the returned loss takes, first found.
-_RESULT_ROLES = ("states", "pred", "states1", "label", "w_hebb", "w_in", "w_hid", "w_out")
+_RESULT_ROLES = ("states", "pred", "states1", "label", "w_hebb", "w_in", "w_hid", "w_out",
+                 "mask")
 
 
 def _describe(role, x, batch_first):
@@ -53,43 +70,131 @@ def _describe(role, x, batch_first):
                           batch_first)
 
 
-class _Evaluation:
-    """One call of a criterion: its inputs by role and which gradients it wants."""
+# ------------------------------------------------------ gradient buffers ---
 
-    def __init__(self, loss, roles, want, batch_first, dtype):
-        self.loss, self.roles, self.want = loss, roles, want
-        self.batch_first, self.dtype = batch_first, dtype
-        self.total, self.values = None, None
+_HUGE = 2 << 20   # buffers from this size on are asked to use huge pages
 
-    def run(self, tensors):
-        """Collective.  Evaluates; returns the gradient buffers (None where not wanted)."""
-        inputs, grads, buffers = {}, {}, []
-        for role, x, want in zip(self.roles, tensors, self.want):
-            inputs[role] = _describe(role, x, self.batch_first)
-            buffer = None
-            if want and not isinstance(inputs[role], _core.Problem):
-                buffer = torch.zeros(x.shape, dtype=x.dtype)
-                grads[role] = _describe(role, buffer, self.batch_first)
-            buffers.append(buffer)
-        self.total, self.values = self.loss.evaluate(inputs, grads)
-        return buffers
+
+class _BufferPool:
+    """Gradient buffers reused across calls.  Each buffer's memory is a NumPy
+    array the pool keeps; the tensors handed out wrap it (torch.from_numpy),
+    and their storage holds a reference to it, so the array's reference count
+    says whether any tensor (a retained .grad, a view, anything autograd
+    keeps) still uses the memory: only a buffer no tensor holds is handed out
+    again.  New buffers of 2 MiB or more are anonymous mappings advised to use
+    transparent huge pages (fewer page faults when they are first touched)."""
+
+    def __init__(self, keep=4):
+        self.keep = keep
+        self.free = {}
+
+    def take(self, shape, dtype):
+        count = math.prod(shape)
+        arrays = self.free.setdefault((dtype, count), [])
+        for array in arrays:
+            # References: the list, this loop's variable, getrefcount's argument.
+            if sys.getrefcount(array) == 3:
+                break
+        else:
+            array = self._fresh(count, _NUMPY[dtype])
+            if len(arrays) < self.keep:
+                arrays.append(array)
+        return torch.from_numpy(array).view(shape)
+
+    @staticmethod
+    def _fresh(count, dtype):
+        size = count * np.dtype(dtype).itemsize
+        if size < _HUGE:
+            return np.empty(count, dtype=dtype)
+        memory = mmap.mmap(-1, size)
+        if hasattr(memory, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            memory.madvise(mmap.MADV_HUGEPAGE)
+        return np.frombuffer(memory, dtype=dtype, count=count)
+
+
+_pool = _BufferPool()
+
+
+# ------------------------------------------------------------- autograd ---
+
+
+class _Call:
+    """One call of a criterion: its inputs, the library's reduced evaluation,
+    and how the results map to autograd outputs."""
+
+    def __init__(self, module, roles, tensors, evaluation, parts):
+        self.module, self.roles, self.tensors = module, roles, tensors
+        self.evaluation, self.parts = evaluation, parts
+
+    def scale(self, grad_outputs):
+        """The factor of the gradient of the total: the incoming gradient of
+        the total plus that of a part (every output's must agree)."""
+        total = grad_outputs[0]
+        factors = {float(total + g) for g in grad_outputs[1:]} if self.parts \
+            else {float(total)}
+        if len(factors) > 1:
+            raise RuntimeError(
+                "ctrnnloss: the components of one call were back-propagated with different "
+                "weights (%s); the library computes the gradient of the weighted total "
+                "only: back-propagate the total, or call a criterion per component"
+                % ", ".join(sorted(map(repr, factors))))
+        return factors.pop()
+
+    def backward(self, needs, scale):
+        """The gradients of the inputs that need one (None for the others)."""
+        module, batch_first = self.module, self.module.batch_first
+        announced = self.evaluation.announced
+        out = []
+        for role, x, need in zip(self.roles, self.tensors, needs):
+            g = None
+            if (need and role not in _core.NO_GRADIENT) or role in announced:
+                g = announced.get(role)
+                if g is None:
+                    g = _pool.take(tuple(x.shape), x.dtype)
+            out.append(g)
+        # The crl_tensors of these buffers (contiguous, of the inputs'
+        # shapes): built once per signature, only the pointers set.
+        present = [(role, g) for role, g in zip(self.roles, out) if g is not None]
+        signature = ("grads", batch_first) + tuple((role, g.dtype, tuple(g.shape))
+                                                   for role, g in present)
+        tgrad = module.loss.tensors(signature, lambda: module.loss.inputs(
+            {role: _describe(role, g, batch_first) for role, g in present})[0])
+        for role, g in present:
+            getattr(tgrad, role).data = g.data_ptr() or None
+        out = [g if need else None for g, need in zip(out, needs)]
+        batched = module.ddp_factor
+        self.evaluation.backward(tgrad, scale * batched)
+        if batched != 1:
+            # Under DDP the weight gradients (global already) are not
+            # multiplied: DDP's average of equal values is the value.
+            out = [g / batched if g is not None and role not in _lib.BATCHED_ROLES else g
+                   for role, g in zip(self.roles, out)]
+        return out
 
 
 class _LossFunction(torch.autograd.Function):
-    """The library's loss as an autograd function of the input tensors."""
+    """The library's loss (and its parts) as an autograd function of the
+    input tensors; the evaluation is already reduced."""
 
     @staticmethod
-    def forward(ctx, evaluation, *tensors):
-        ctx.gradients = evaluation.run(tensors)
-        return torch.tensor(evaluation.total, dtype=evaluation.dtype)
+    def forward(ctx, call, *tensors):
+        ctx.call = call
+        ctx.save_for_backward(*tensors)   # refuses inputs changed in place since
+        dtype = call.module.result_dtype
+        out = (torch.scalar_tensor(call.evaluation.total, dtype=dtype),)
+        return out + tuple(torch.scalar_tensor(call.evaluation.values[name], dtype=dtype)
+                           for name in call.parts)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        if bool(grad_output == 1):
-            return (None,) + tuple(ctx.gradients)
-        return (None,) + tuple(None if g is None else g * grad_output.to(g.dtype)
-                               for g in ctx.gradients)
+    def backward(ctx, *grad_outputs):
+        if torch.is_grad_enabled():
+            raise RuntimeError("ctrnnloss: double backward (create_graph=True) is not "
+                               "supported: the library computes first derivatives only")
+        ctx.saved_tensors   # noqa: B018 - the version check of the inputs
+        call = ctx.call
+        ctx.call = None     # the evaluation's crl_loss is free again
+        return (None,) + tuple(call.backward(ctx.needs_input_grad[1:],
+                                             call.scale(grad_outputs)))
 
 
 class _Module(torch.nn.Module):
@@ -99,60 +204,185 @@ class _Module(torch.nn.Module):
     name, e.g. {'rnn': ..., 'rnn.mse': ..., 'rnn.fr': ...}, and .total the
     total as a double."""
 
-    def __init__(self, terms, comm, batch_first):
+    def __init__(self, terms, comm, batch_first, ddp=False):
+        """terms: a function returning the terms (what it raises is raised on
+        every rank)."""
         super().__init__()
         self.batch_first = batch_first
         self.loss = _core.Loss(terms, comm)
-        self.values, self.total = {}, None
+        self.ddp_factor = float(self.loss.context.comm.Get_size()) if ddp else 1.0
+        self.values, self.total, self.result_dtype = {}, None, torch.float64
 
-    def _evaluate(self, inputs):
-        """Collective.  The total as a 0-d tensor (differentiable where inputs
-        require gradients) and the values {name: float or ndarray}."""
+    def _signature(self, roles, tensors):
+        return (self.batch_first,) + tuple(
+            (role, x.dtype, tuple(x.shape), x.stride()) for role, x in zip(roles, tensors))
+
+    def _inputs(self, roles, tensors):
+        """(crl_tensors, problems) of the inputs; the structure is built once
+        per signature (roles, dtypes, shapes, strides) and only its data
+        pointers are set on later calls."""
+        if all(isinstance(x, torch.Tensor) and x.dtype in _DTYPES and x.device.type == "cpu"
+               and x.layout == torch.strided for x in tensors):
+            def make():
+                tin, problems = self.loss.inputs(
+                    {r: _describe(r, x, self.batch_first) for r, x in zip(roles, tensors)})
+                return tin if not problems else None
+            tin = self.loss.tensors(self._signature(roles, tensors), make)
+            if tin is not None:
+                for role, x in zip(roles, tensors):
+                    getattr(tin, role).data = x.data_ptr() or None
+                return tin, {}
+        return self.loss.inputs({r: _describe(r, x, self.batch_first)
+                                 for r, x in zip(roles, tensors)})
+
+    def _evaluate(self, inputs, parts=(), call_error=None):
+        """Collective.  (total, parts...) as 0-d tensors, differentiable where
+        inputs require gradients; parts are value names."""
         roles = [r for r in _lib.ROLES if r in inputs]
         tensors = [inputs[r] for r in roles]
         dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs
                       and isinstance(inputs[r], torch.Tensor) and inputs[r].dtype in _DTYPES),
                      torch.float64)
+        attributes = self.__dict__   # plain attributes, without Module.__setattr__
+        attributes["result_dtype"] = dtype
         grad_on = torch.is_grad_enabled() and not self.loss.forward_only
-        want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad for x in tensors]
-        evaluation = _Evaluation(self.loss, roles, want, self.batch_first, dtype)
-        if any(want):
-            total = _LossFunction.apply(evaluation, *tensors)
-        else:
-            evaluation.run(tensors)
-            total = torch.tensor(evaluation.total, dtype=dtype)
-        self.values, self.total = evaluation.values, evaluation.total
-        return total, dtype
+        want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad
+                and r not in _core.NO_GRADIENT for r, x in zip(roles, tensors)]
+        tin, problems = self._inputs(roles, tensors)
+        if call_error is not None:
+            problems["call"] = call_error
+        announced, announce = {}, None
+        if "w_hebb" in roles and want[roles.index("w_hebb")] and not problems:
+            # A gradient that is a sum over the ranks is known to the reduction.
+            x = inputs["w_hebb"]
+            announced["w_hebb"] = torch.empty(x.shape, dtype=x.dtype)
+            announce = _lib.Tensors()
+            announce.w_hebb = _describe("w_hebb", announced["w_hebb"], self.batch_first)
+        total, values, evaluation = self.loss.forward(tin, problems, announce, keep=any(want))
+        attributes["values"], attributes["total"] = values, total
+        if evaluation is None:
+            return (torch.scalar_tensor(total, dtype=dtype),) + tuple(
+                torch.tensor(values[name], dtype=dtype) for name in parts)
+        evaluation.announced = announced
+        call = _Call(self, roles, tensors, evaluation, tuple(parts))
+        return _LossFunction.apply(call, *tensors)
+
+
+def _bound(module, args, kwargs):
+    """The roles of a call's arguments, or the binding error (raised by the
+    evaluation on every rank, so that no rank is left waiting)."""
+    try:
+        return _core.bind_arguments(type(module).__name__, module.arguments, args, kwargs), None
+    except TypeError as exc:
+        return {}, exc
 
 
 class _Criterion(_Module):
     """One SPEC criterion, a loss of one term (named after its type, lambda
-    1): Criterion(comm=None, batch_first=True, **parameters), called with its
-    inputs, returns the global loss as a 0-d tensor (for PopulationKL with
-    reduction='none', the pair (divergences, regularizer))."""
+    1): Criterion(*params, comm=None, batch_first=True, ddp=False,
+    **params), called with its inputs, returns the global loss as a 0-d
+    tensor."""
     term_type = None
-    arguments = ()   # (argument name, role), in call order
+    arguments = ()    # (argument name, role, aliases), in call order
+    positional = ()   # the constructor's positional parameters (nn4n's order)
 
-    def __init__(self, *, comm=None, batch_first=True, **params):
-        super().__init__([(self.term_type, self.term_type, 1.0, params)], comm, batch_first)
-        self.params = params
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        spec = _core.CRITERIA[cls.__name__]
+        cls.term_type, cls.arguments, cls.positional = spec.type, spec.arguments, spec.positional
+        cls.__doc__ = _core.inspect.cleandoc(spec.doc)
+
+    def __init__(self, *args, comm=None, batch_first=True, ddp=False, **params):
+        def terms():
+            self.params = _core.bind_params(type(self).__name__, self.positional, args, params)
+            return [(self.term_type, self.term_type, 1.0, self.params)]
+        super().__init__(terms, comm, batch_first, ddp)
 
     def forward(self, *args, **kwargs):
-        bound = _core.bind_arguments(type(self).__name__, self.arguments, args, kwargs)
-        total = self._evaluate({role: bound[a] for a, role in self.arguments if a in bound})[0]
-        if not self.loss.forward_only:
-            return total
-        name = self.term_type
-        return (torch.tensor(self.values[name], dtype=total.dtype),
-                torch.tensor(self.values[name + ".reg"], dtype=total.dtype))
+        bound, error = _bound(self, args, kwargs)
+        return self._evaluate(bound, call_error=error)[0]
 
     def extra_repr(self):
         return ", ".join("%s=%r" % kv for kv in self.params.items())
 
 
-# RNNLoss, FiringRateLoss, FiringRateDistLoss, StatePredictionLoss,
-# HebbianLoss, EntropyLoss, PopulationKL, MSELoss.
-globals().update(_core.criterion_classes(_Criterion, __name__))
+# nn4n's model attributes holding the three weight matrices, by role.
+_MODEL_WEIGHTS = {"w_in": ("recurrent_layer", "input_layer", "weight"),
+                  "w_hid": ("recurrent_layer", "hidden_layer", "weight"),
+                  "w_out": ("readout_layer", "weight")}
+
+
+def _model_weights(model, bound):
+    """The weights a call did not pass, read from an nn4n-style model."""
+    for role, path in _MODEL_WEIGHTS.items():
+        if role not in bound and model is not None:
+            x = model
+            for name in path:
+                x = getattr(x, name)
+            bound[role] = x
+    return bound
+
+
+class RNNLoss(_Criterion):
+    _PARTS = ("mse", "in", "hid", "out", "fr", "fr_sd", "fr_cv")
+
+    def __init__(self, model=None, *, comm=None, batch_first=True, ddp=False, **params):
+        super().__init__(comm=comm, batch_first=batch_first, ddp=ddp, **params)
+        # Held outside the module's children: the criterion does not own it.
+        self.__dict__["model"] = model
+        self.components = ("mse",) + tuple(p for p in self._PARTS[1:]
+                                           if float(self.params.get("lambda_" + p, 0)) != 0)
+
+    def forward(self, *args, **kwargs):
+        bound, error = _bound(self, args, kwargs)
+        bound = _model_weights(self.model, bound) if error is None else bound
+        total, *parts = self._evaluate(bound, ["rnn." + p for p in self.components], error)
+        return total, torch.stack(parts)
+
+
+class FiringRateLoss(_Criterion):
+    pass
+
+
+class FiringRateDistLoss(_Criterion):
+    pass
+
+
+class StatePredictionLoss(_Criterion):
+    pass
+
+
+class HebbianLoss(_Criterion):
+    pass
+
+
+class EntropyLoss(_Criterion):
+    pass
+
+
+class PopulationKL(_Criterion):
+    def forward(self, *args, **kwargs):
+        total = super().forward(*args, **kwargs)
+        if not self.loss.forward_only:
+            return total
+        name = self.term_type
+        self.regularizer = torch.tensor(self.values[name + ".reg"], dtype=total.dtype)
+        return torch.tensor(self.values[name], dtype=total.dtype)
+
+
+class MSELoss(_Criterion):
+    pass
+
+
+class RNNConnectivityLoss(_Criterion):
+    def forward(self, model=None, **kwargs):
+        if model is not None and not isinstance(model, torch.Tensor):
+            return super().forward(**_model_weights(model, dict(kwargs)))
+        return super().forward(*(() if model is None else (model,)), **kwargs)
+
+
+class CrossEntropyLoss(_Criterion):
+    pass
 
 
 class CompositeLoss(_Module):
@@ -161,17 +391,22 @@ class CompositeLoss(_Module):
         CompositeLoss({'fr': {'type': 'fr', 'params': {'metric': 'l2'}, 'lambda': 0.1},
                        'mse': {'type': 'mse', 'lambda': 1.0}})
 
-    Types: rnn, fr, fr_dist, state_pred, hebbian, entropy, population_kl, mse.
-    forward(loss_input_dict=None, **inputs) takes the inputs by role (states,
-    states1, pred, label, w_in, w_hid, w_out, w_hebb) and/or nn4n's
-    {name: {'states': ..., 'input': ..., 'target': ..., 'weights': ...}};
-    all terms are evaluated together (one reduction) on one set of inputs.
-    Returns (total, {name: weighted value}), the values not differentiable."""
+    forward(loss_input_dict=None, **inputs) takes nn4n's
+    {name: {'states': ..., 'input': ..., 'target': ..., 'weights': ...}}
+    (any argument name of the criteria, nn4n's documentation's too) and/or
+    the inputs by role (states, states1, pred, label, w_in, w_hid, w_out,
+    w_hebb); all terms are evaluated together (one reduction) on one set of
+    inputs.  Returns (total, {name: weighted value}), each a differentiable
+    0-d tensor."""
 
-    def __init__(self, loss_cfg, *, comm=None, batch_first=True):
-        super().__init__(_core.composite_terms(loss_cfg), comm, batch_first)
+    def __init__(self, loss_cfg, *, comm=None, batch_first=True, ddp=False):
+        super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first, ddp)
 
     def forward(self, loss_input_dict=None, **inputs):
-        total, dtype = self._evaluate(_core.composite_inputs(loss_input_dict, inputs))
-        return total, {t.name: torch.tensor(self.values[t.name], dtype=dtype)
-                       for t in self.loss.terms}
+        try:
+            roles, error = _core.composite_inputs(loss_input_dict, inputs), None
+        except (TypeError, ValueError) as exc:
+            roles, error = {}, exc
+        names = [t.name for t in self.loss.terms]
+        total, *parts = self._evaluate(roles, names, error)
+        return total, dict(zip(names, parts))

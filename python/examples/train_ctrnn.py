@@ -87,7 +87,7 @@ def train_step(model, criterion, optimizer, u, y, comm):
     # W_hid's own leaf: the penalty's gradient lands here, apart from the
     # gradient through the rates (this rank's share).
     w_hid = model.w_hid.weight.detach().requires_grad_()
-    loss = criterion(out, y, states=rates, w_hid=w_hid)
+    loss, _ = criterion(out, y, states=rates, w_hid=w_hid)   # (total, components)
     loss.backward()
     allreduce_sum([p.grad for p in model.parameters()], comm)   # shares -> global gradient
     model.w_hid.weight.grad += w_hid.grad                       # already global: added once
