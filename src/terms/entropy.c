@@ -240,7 +240,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
 const crl_term_class crl_term_entropy = {
     .type = "entropy",
     .summary = "EntropyLoss: mean entropy of the normalized rates of each step, plus "
-               "reg mean |s|^2 (seed 001)",
+               "reg mean |s|^2",
     .params = params,
     .raw_rows = true,
     .uses = uses,

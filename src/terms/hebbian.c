@@ -325,7 +325,7 @@ static void destroy(crl_term *t)
 const crl_term_class crl_term_hebbian = {
     .type = "hebbian",
     .summary = "HebbianLoss: mean over batch elements of |sum_ij W_ij C_ij|, C the time-averaged "
-               "correlation of the rates (seed 001)",
+               "correlation of the rates",
     .params = params,
     .tile_rows = BLOCK_ROWS,
     .raw_rows = true,

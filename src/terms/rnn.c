@@ -140,7 +140,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 
 const crl_term_class crl_term_rnn = {
     .type = "rnn",
-    .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers (seed 000)",
+    .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers",
     .params = params,
     .parts = parts,
     .uses = uses,

@@ -215,8 +215,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
 
 const crl_term_class crl_term_state_pred = {
     .type = "state_pred",
-    .summary = "StatePredictionLoss: mean squared change of the rates over tau time steps "
-               "(seed 001)",
+    .summary = "StatePredictionLoss: mean squared change of the rates over tau time steps",
     .params = params,
     .raw_rows = true,
     .uses = uses,
