@@ -30,9 +30,11 @@ ensure_packages() {
 # with make distclean: the builds of these scripts replace the in-place one.
 unconfigure_in_place() {
     [ -f "$ROOT/config.status" ] || return 0
-    echo "$(basename "$0"): the source tree $ROOT was configured in place (./configure there);"
-    echo "  the out-of-tree builds of this script need it unconfigured, so running"
-    echo "  'make distclean' in $ROOT (its in-place build is removed; this script builds in $ROOT/build)."
+    {
+        echo "$(basename "$0"): the source tree $ROOT was configured in place (./configure there);"
+        echo "  the out-of-tree builds of this script need it unconfigured, so running"
+        echo "  'make distclean' in $ROOT (its in-place build is removed; this script builds in $ROOT/build)."
+    } >&2
     (cd "$ROOT" && { [ -f Makefile ] && make distclean >/dev/null; } ) || {
         echo "$(basename "$0"): 'make distclean' in $ROOT failed: remove config.status, Makefile and the" >&2
         echo "  objects there by hand (git clean -xdf, if nothing of yours is untracked), then rerun." >&2

@@ -123,7 +123,7 @@ def _candidates():
     if os.path.exists(os.path.join(repo, "include", "ctrnnloss.h")):
         for sub in ("build", "."):
             where = "the source tree's build (%s)" % os.path.normpath(os.path.join(repo, sub))
-            out += _existing(where, os.path.join(repo, sub, ".libs")) or [(where, None)]
+            out += _existing(where, os.path.normpath(os.path.join(repo, sub, ".libs"))) or [(where, None)]
     libdir = _pkg_config_libdir()
     if libdir:
         out += _existing("pkg-config's libdir", libdir) or \
