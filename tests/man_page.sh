@@ -12,6 +12,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 man=$here/../man/ctrnn-loss.1
 cli=${CRL_CLI:-./src/cli/ctrnn-loss}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# The sanitizer build's setting for the command's short runs (scripts/check).
+if [ -n "${CRL_CLI_ASAN_OPTIONS:-}" ]; then
+    export ASAN_OPTIONS=$CRL_CLI_ASAN_OPTIONS
+fi
 [ -f "$man" ] || { echo "FAIL: no $man"; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/ctrnn-loss-man.XXXXXX") || exit 99
 trap 'rm -rf "$work"' EXIT
