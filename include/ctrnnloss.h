@@ -4,7 +4,9 @@
  *
  * The batch dimension of every batched input is split over the ranks of an MPI
  * communicator; every rank gets the global loss and the gradient of its own
- * slice, bitwise identical whatever the split (see SPEC.md, "Exactness").
+ * slice, bitwise identical whatever the split.  Every loss, its parameters,
+ * formula, gradient and errors, and what the exactness guarantee covers, are
+ * in docs/losses.md (installed as $(docdir)/losses.md).
  *
  * Typical use (every rank):
  *

@@ -4,8 +4,13 @@ _lib.py - finds libctrnnloss and declares the part of its C API
 
 The shared library is looked for, in this order:
   1. $CTRNNLOSS_LIBRARY, a path (nothing else is tried when it is set);
-  2. the build tree this package sits in: <repo>/build/.libs/libctrnnloss.so;
-  3. ctypes.util.find_library("ctrnnloss"), then the usual install paths.
+  2. when this package is imported from a source tree, that tree's build:
+     <repo>/build/.libs (scripts/check, scripts/demo), then <repo>/.libs
+     (./configure && make in the source directory);
+  3. `pkg-config --variable=libdir ctrnnloss` (ctrnnloss.pc of `make install`;
+     PKG_CONFIG_PATH=PREFIX/lib/pkgconfig for a prefix of your own);
+  4. ctypes.util.find_library("ctrnnloss") (LD_LIBRARY_PATH, ldconfig), then
+     the usual install directories.
 
 MPI is initialized (by importing mpi4py.MPI) before the library is loaded:
 the library's collective calls need an initialized MPI, and the handle type
@@ -15,6 +20,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import subprocess
 
 from mpi4py import MPI
 
@@ -96,19 +102,42 @@ _PROTOTYPES = {
 }
 
 
+def _existing(where, directory):
+    """(where, path) for the library files in directory: the unversioned link
+    first, then any versioned file."""
+    found = [os.path.join(directory, "libctrnnloss.so")] + \
+        sorted(glob.glob(os.path.join(directory, "libctrnnloss.so.*")))
+    return [(where, path) for path in found if os.path.exists(path)]
+
+
+def _pkg_config_libdir():
+    """The libdir of ctrnnloss.pc, or None (no pkg-config, no such package)."""
+    try:
+        done = subprocess.run(["pkg-config", "--variable=libdir", "ctrnnloss"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    libdir = done.stdout.strip()
+    return libdir if done.returncode == 0 and libdir else None
+
+
 def _candidates():
-    """(where, path) pairs to try, in order."""
+    """(where, path) pairs to try, in order; path None: nothing found there."""
     explicit = os.environ.get("CTRNNLOSS_LIBRARY")
     if explicit:
         return [("$CTRNNLOSS_LIBRARY", explicit)]
+    out = []
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    build = os.path.join(repo, "build", ".libs")
-    # The unversioned link first; any versioned file if that is missing.
-    found = [os.path.join(build, "libctrnnloss.so")] + \
-        sorted(glob.glob(os.path.join(build, "libctrnnloss.so.*")))
-    out = [("the build tree", path) for path in found if os.path.exists(path)]
-    if not out:
-        out.append(("the build tree", os.path.join(build, "libctrnnloss.so")))
+    if os.path.exists(os.path.join(repo, "include", "ctrnnloss.h")):
+        for sub in ("build", "."):
+            where = "the source tree's build (%s)" % os.path.normpath(os.path.join(repo, sub))
+            out += _existing(where, os.path.normpath(os.path.join(repo, sub, ".libs"))) or [(where, None)]
+    libdir = _pkg_config_libdir()
+    if libdir:
+        out += _existing("pkg-config's libdir", libdir) or \
+            [("pkg-config's libdir", os.path.join(libdir, "libctrnnloss.so"))]
+    else:
+        out.append(("pkg-config ctrnnloss", None))
     out.append(("find_library('ctrnnloss')", ctypes.util.find_library("ctrnnloss")))
     for d in ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
         out.append(("installed", os.path.join(d, "libctrnnloss.so.0")))
@@ -141,8 +170,10 @@ def _load():
             return lib, path
     raise ImportError("ctrnnloss: cannot load the C library libctrnnloss; tried:\n  "
                       + "\n  ".join(tried)
-                      + "\nBuild it (scripts/check or make), install it, or set "
-                        "CTRNNLOSS_LIBRARY to the path of libctrnnloss.so.")
+                      + "\nBuild it (scripts/demo or scripts/check in the source tree), or "
+                        "install it (make install) and, for a prefix PREFIX of your own, set "
+                        "PKG_CONFIG_PATH=PREFIX/lib/pkgconfig or LD_LIBRARY_PATH=PREFIX/lib; "
+                        "or set CTRNNLOSS_LIBRARY to the path of libctrnnloss.so.")
 
 
 lib, path = _load()

@@ -28,7 +28,10 @@ static const char usage[] =
     "  -V, --version   show the version\n"
     "\n"
     "exit status: 0 success, 1 an input file, the I/O or the evaluation failed,\n"
-    "2 a wrong command line, term specification or config file.\n";
+    "2 a wrong command line, term specification or config file.\n"
+    "\n"
+    "the losses (formulas, parameters, errors): losses.md in the documentation\n"
+    "directory (docs/losses.md in the source tree); man ctrnn-loss.\n";
 
 static int run(crl_context *ctx, int argc, char **argv)
 {

@@ -255,7 +255,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
 const crl_term_class crl_term_entropy = {
     .type = "entropy",
     .summary = "EntropyLoss: mean entropy of the normalized rates of each step, plus "
-               "reg mean |s|^2 (seed 001)",
+               "reg mean |s|^2",
     .python_name = "EntropyLoss",
     .example = "e=entropy:reg=0.5,eps=1e-6",
     .inputs = CRL_USES(CRL_ROLE_STATES),

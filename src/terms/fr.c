@@ -52,7 +52,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 
 const crl_term_class crl_term_fr = {
     .type = "fr",
-    .summary = "FiringRateLoss: mean over neurons of mu_i^2 or |mu_i| (seed 001)",
+    .summary = "FiringRateLoss: mean over neurons of mu_i^2 or |mu_i|",
     .python_name = "FiringRateLoss",
     .example = "f=fr:metric=l1",
     .inputs = CRL_USES(CRL_ROLE_STATES),

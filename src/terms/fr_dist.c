@@ -120,7 +120,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 const crl_term_class crl_term_fr_dist = {
     .type = "fr_dist",
     .summary = "FiringRateDistLoss: SD, CV, mean or max absolute deviation of the mean rates "
-               "across neurons (seed 001)",
+               "across neurons",
     .python_name = "FiringRateDistLoss",
     .example = "d=fr_dist:metric=cv,correction=1",
     .inputs = CRL_USES(CRL_ROLE_STATES),

@@ -334,7 +334,7 @@ static void destroy(crl_term *t)
 const crl_term_class crl_term_hebbian = {
     .type = "hebbian",
     .summary = "HebbianLoss: mean over batch elements of |sum_ij W_ij C_ij|, C the time-averaged "
-               "correlation of the rates (seed 001)",
+               "correlation of the rates",
     .python_name = "HebbianLoss",
     .example = "h=hebbian:lambda=0.3",
     .inputs = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_W_HEBB),

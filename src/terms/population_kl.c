@@ -183,7 +183,7 @@ static void destroy(crl_term *t)
 const crl_term_class crl_term_population_kl = {
     .type = "population_kl",
     .summary = "PopulationKL: per-neuron Gaussian KL divergence between states and states1, "
-               "plus an L2 regularizer (seed 001)",
+               "plus an L2 regularizer",
     .python_name = "PopulationKL",
     .example = "k=population_kl:symmetric=false,reg=0.01",
     .inputs = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1),

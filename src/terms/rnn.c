@@ -130,7 +130,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 
 const crl_term_class crl_term_rnn = {
     .type = "rnn",
-    .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers (seed 000)",
+    .summary = "RNNLoss: output MSE, weight sparsity and firing-rate regularizers",
     .python_name = "RNNLoss",
     .example = "r=rnn:lambda_mse=1,lambda_hid=0.01,lambda_fr=0.01,lambda_fr_sd=0.1",
     .inputs = CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)
