@@ -1,13 +1,13 @@
 /*
  * test_config.c - terms from --term specifications and INI text
- * (src/cli/config.c): what they produce, every error naming the offending
+ * (src/cli/term_spec.c): what they produce, every error naming the offending
  * text (with FILE:LINE in INI), the two forms agreeing, and robustness on
  * mutated text.  Uses only the rnn type, but goes through the catalogue like
  * the parser does.
  */
 #include "harness.h"
 
-#include "cli/config.h"
+#include "cli/term_spec.h"
 
 #include <stdlib.h>
 #include <string.h>

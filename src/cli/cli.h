@@ -6,7 +6,7 @@
 #ifndef CRL_CLI_H
 #define CRL_CLI_H
 
-#include "cli/config.h" /* the terms; not autoconf's config.h */
+#include "cli/term_spec.h"
 #include "internal.h"
 #include "npy.h"
 

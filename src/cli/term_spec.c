@@ -1,9 +1,9 @@
 /*
- * config.c - --term specifications and INI files into terms (see config.h).
+ * term_spec.c - --term specifications and INI files into terms (see term_spec.h).
  * Everything is checked against the catalogue of term types, so a new type
  * is understood here as soon as it is registered.
  */
-#include "cli/config.h"
+#include "cli/term_spec.h"
 
 #include <math.h>
 #include <stdio.h>
