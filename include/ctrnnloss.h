@@ -29,8 +29,9 @@
  *    rank.  "Not collective" functions are purely local.
  *  - Functions return a crl_status; on failure a message is kept in the
  *    context (crl_context_error) and no output buffer has been modified.
- *  - Gradients ACCUMULATE: the gradient is added to what the buffer holds, so
- *    zero the buffers first to get the plain gradient.
+ *  - Gradients ACCUMULATE by default: the gradient is added to what the buffer
+ *    holds, so zero the buffers first to get the plain gradient
+ *    (crl_loss_set_grad_mode selects overwriting instead).
  *  - Sizes and indices are int64_t.
  */
 #ifndef CTRNNLOSS_H
@@ -157,6 +158,49 @@ typedef struct crl_tensors {
 
 typedef struct crl_context crl_context;
 
+/* Input roles, in the order of the members of crl_tensors. */
+typedef enum crl_role {
+    CRL_ROLE_STATES,
+    CRL_ROLE_STATES1,
+    CRL_ROLE_PRED,
+    CRL_ROLE_LABEL,
+    CRL_ROLE_W_IN,
+    CRL_ROLE_W_HID,
+    CRL_ROLE_W_OUT,
+    CRL_ROLE_W_HEBB,
+    CRL_ROLE_COUNT
+} crl_role;
+
+/* Not collective.  The name of a role ("states", "w_hid", ...), as the
+ * messages and the command-line options spell it; "?" for another value. */
+CRL_API const char *crl_role_name(int role);
+
+#define CRL_ERROR_MESSAGE_SIZE 512
+
+/*
+ * What went wrong, as facts (crl_context_error_info):
+ *   code     the status (CRL_OK when the last call succeeded)
+ *   rank     the rank whose local input was at fault: the lowest failing rank;
+ *            -1 when the error is not one rank's (every rank found the same,
+ *            e.g. a shape all ranks share, or a value computed from the
+ *            global sums)
+ *   role     the input (crl_role) at fault, or -1
+ *   term     the index of the term at fault (in order of crl_loss_add), or -1
+ *   b, t, i  indices into that rank's LOCAL array as passed (the chunk, for
+ *            crl_loss_accumulate); for a matrix input t is the row and i the
+ *            column; for a per-neuron value (a zero variance) i alone; -1
+ *            where not applicable
+ *   message  the text of crl_context_error
+ */
+typedef struct crl_error_info {
+    int code;
+    int rank;
+    int role;
+    int term;
+    int64_t b, t, i;
+    char message[CRL_ERROR_MESSAGE_SIZE];
+} crl_error_info;
+
 /*
  * Collective over comm.  Creates a context on a duplicate of comm, with
  * MPI_ERRORS_RETURN set on the duplicate, and the double-double reduction
@@ -180,6 +224,25 @@ CRL_API int crl_context_size(const crl_context *ctx);
 
 /* Not collective.  The context's (duplicated) communicator. */
 CRL_API MPI_Comm crl_context_comm(const crl_context *ctx);
+
+/*
+ * Not collective.  Copies the record of the last call on this context into
+ * *info (code CRL_OK and empty fields after a success).  After a failed
+ * collective call the record is the same on every rank.
+ * Errors: CRL_ERR_INVALID when ctx or info is NULL.
+ */
+CRL_API int crl_context_error_info(const crl_context *ctx, crl_error_info *info);
+
+/*
+ * Collective.  Agreement for front ends: every rank passes its local status
+ * (CRL_OK when its part is fine) and, when it failed, why (local_message,
+ * NULL for the generic text).  Every rank returns the same status: CRL_OK
+ * when all ranks passed CRL_OK, otherwise the code of the lowest failing
+ * rank, whose message (prefixed "rank R: " unless all ranks failed with the
+ * same message) and rank become the context's error (crl_context_error,
+ * crl_context_error_info).  One MPI_Allreduce when every rank is fine.
+ */
+CRL_API int crl_context_agree(crl_context *ctx, int local_code, const char *local_message);
 
 /* ------------------------------------------------------------------------ */
 /* Losses                                                                     */
@@ -224,6 +287,35 @@ CRL_API int crl_loss_set(crl_loss *loss, const char *name, const char *key, doub
 /* Not collective.  Sets the weight lambda_k of the term called name. */
 CRL_API int crl_loss_set_weight(crl_loss *loss, const char *name, double weight);
 
+/* How the backward pass stores gradients (crl_loss_set_grad_mode). */
+typedef enum crl_grad_mode {
+    CRL_GRAD_ACCUMULATE = 0,  /* buffer += gradient (the default)            */
+    CRL_GRAD_OVERWRITE = 1    /* buffer = gradient; the buffer is not read   */
+} crl_grad_mode;
+
+/*
+ * Not collective.  Selects how gradients are stored from the next
+ * crl_loss_backward (or crl_loss_evaluate) on.  CRL_GRAD_OVERWRITE writes
+ * every given gradient buffer without reading it, so buffers need no
+ * zeroing; a given buffer whose gradient is identically zero (an input no
+ * active term reads, or one no term differentiates) is written with zeros.
+ * The result is bitwise that of CRL_GRAD_ACCUMULATE into zeroed buffers.
+ * Overwriting is per crl_loss_backward call: each call writes the batched
+ * buffers it is given (the chunks of a shard are distinct buffers); weight
+ * gradients are written by the first call of a cycle, as they are added.
+ * Errors: CRL_ERR_INVALID for another mode.
+ */
+CRL_API int crl_loss_set_grad_mode(crl_loss *loss, crl_grad_mode mode);
+
+/*
+ * Not collective.  The backward pass stores scale * dL/dx instead of dL/dx
+ * (added or overwritten as the mode says); the product is formed when each
+ * element is stored, not in a further pass.  scale = 1 (the default) gives
+ * bitwise the plain gradient.  Every rank should use the same scale.
+ * Errors: CRL_ERR_INVALID when scale is not finite.
+ */
+CRL_API int crl_loss_set_grad_scale(crl_loss *loss, double scale);
+
 /* Not collective.  Number of terms. */
 CRL_API int crl_loss_term_count(const crl_loss *loss);
 
@@ -256,6 +348,15 @@ CRL_API int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs,
  * size only: T, N, K, dtypes, weight matrices (same pointers) and gradient
  * requests are those of the first chunk.  The results are bitwise identical
  * to one evaluation of the whole shard, with one MPI_Allreduce.
+ *
+ * Gradients may be decided at backward time: crl_loss_accumulate with grads
+ * NULL (or fewer requests), crl_loss_reduce, then crl_loss_backward with any
+ * gradient buffers of inputs the active terms read gives bitwise the result
+ * of announcing them at accumulate (finalize prepares the backward of every
+ * input read).  The exception is a weight gradient that is itself a sum over
+ * all ranks (hebbian's w_hebb): it must be requested at accumulate, as it
+ * shapes the reduction; asking for it only in backward is CRL_ERR_INVALID.
+ * All crl_loss_backward calls of a cycle pass the same gradient requests.
  *
  * crl_loss_accumulate and crl_loss_backward return a local status: an error
  * found by accumulate is kept and reported collectively by crl_loss_reduce,

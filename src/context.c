@@ -1,6 +1,6 @@
 /*
- * context.c - the communicator, collective error agreement, and the packed
- * double-double reduction (one user-defined MPI_Op).
+ * context.c - the communicator, the error record of the last call, and the
+ * packed double-double reduction (one user-defined MPI_Op).
  */
 #include "internal.h"
 
@@ -119,12 +119,30 @@ MPI_Comm crl_context_comm(const crl_context *ctx)
 
 int crl_context_set(crl_context *ctx, int status, const char *message)
 {
-    ctx->status = status;
-    if (status == CRL_OK)
-        ctx->message[0] = '\0';
-    else
-        snprintf(ctx->message, sizeof ctx->message, "%s", message ? message : crl_strerror(status));
-    return status;
+    crl_error e = {.code = status, .rank = -1, .role = -1, .term = -1, .b = -1, .t = -1, .i = -1};
+    if (status != CRL_OK)
+        snprintf(e.message, sizeof e.message, "%s", message ? message : crl_strerror(status));
+    return crl_context_set_error(ctx, &e);
+}
+
+int crl_context_set_error(crl_context *ctx, const crl_error *err)
+{
+    ctx->info = *err;
+    if (err->code == CRL_OK) {
+        ctx->info = (crl_error_info){.rank = -1, .role = -1, .term = -1, .b = -1, .t = -1, .i = -1};
+    }
+    ctx->info.message[sizeof ctx->info.message - 1] = '\0';
+    ctx->status = ctx->info.code;
+    memcpy(ctx->message, ctx->info.message, sizeof ctx->message);
+    return ctx->status;
+}
+
+int crl_context_error_info(const crl_context *ctx, crl_error_info *info)
+{
+    if (ctx == NULL || info == NULL)
+        return CRL_ERR_INVALID;
+    *info = ctx->info;
+    return CRL_OK;
 }
 
 int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
@@ -138,44 +156,4 @@ int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
     if (rc != MPI_SUCCESS)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");
     return CRL_OK;
-}
-
-static uint64_t text_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-    return h;
-}
-
-int crl_context_agree_error(crl_context *ctx, const crl_error *local)
-{
-    int mine = local->code != CRL_OK ? ctx->rank : INT_MAX, first = INT_MAX;
-    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
-    if (first == INT_MAX)
-        return crl_context_set(ctx, CRL_ERR_MPI, "error agreement found no failing rank");
-    /* An error every rank found alike (a shape all ranks share, a NaN in a
-     * replicated weight) has no rank to name: compare the messages. */
-    int64_t h = local->code != CRL_OK ? (int64_t) (text_hash(local->message) >> 1) : -1;
-    int64_t pair[2] = {-h, h}, range[2];
-    if (MPI_Allreduce(pair, range, 2, MPI_INT64_T, MPI_MAX, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
-    bool everywhere = ctx->size > 1 && -range[0] == range[1] && range[1] >= 0;
-    struct {
-        int code;
-        char message[CRL_MESSAGE_MAX];
-    } record = {0};
-    if (ctx->rank == first) {
-        record.code = local->code;
-        if (everywhere)
-            snprintf(record.message, sizeof record.message, "%s", local->message);
-        else
-            snprintf(record.message, sizeof record.message, "rank %d: %.480s", first,
-                     local->message);
-    }
-    if (MPI_Bcast(&record, (int) sizeof record, MPI_BYTE, first, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Bcast of the error message failed");
-    record.message[CRL_MESSAGE_MAX - 1] = '\0';
-    return crl_context_set(ctx, record.code, record.message);
 }

@@ -35,21 +35,25 @@
 #define CRL_PRINTF(f, a)
 #endif
 
-#define CRL_MESSAGE_MAX 512
+#define CRL_MESSAGE_MAX CRL_ERROR_MESSAGE_SIZE
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* The first error seen by a rank during one call. */
-typedef struct crl_error {
-    int code;
-    char message[CRL_MESSAGE_MAX];
-} crl_error;
+/* The first error seen by a rank during one call: the public record (its
+ * fields other than code are meaningful only when code is not CRL_OK). */
+typedef crl_error_info crl_error;
 
 /* Records code and message unless an error is already recorded; returns the
- * recorded code.  The one way an error is reported inside the library. */
+ * recorded code.  The one way an error is reported inside the library; the
+ * rank, role, term and indices of a new record are -1. */
 int crl_fail(crl_error *err, int code, const char *fmt, ...) CRL_PRINTF(3, 4);
+
+/* crl_fail naming the input role and the local indices (b, t, i; -1 where
+ * not applicable, see crl_error_info). */
+int crl_fail_at(crl_error *err, int code, int role, int64_t b, int64_t t, int64_t i,
+                const char *fmt, ...) CRL_PRINTF(7, 8);
 
 /* ------------------------------------------------------------------------ */
 /* Context                                                                    */
@@ -62,10 +66,19 @@ struct crl_context {
     MPI_Op dd_sum;          /* element-wise crl_dd_add                       */
     int status;             /* last status and message                       */
     char message[CRL_MESSAGE_MAX];
+    crl_error_info info;    /* the same, as facts                            */
 };
 
-/* Stores the outcome of a call in the context; returns status. */
+/* Stores the outcome of a call in the context; returns status.  The record
+ * names no rank, role, term or index. */
 int crl_context_set(crl_context *ctx, int status, const char *message);
+
+/* Stores a whole error record (its rank field as given); returns its code. */
+int crl_context_set_error(crl_context *ctx, const crl_error *err);
+
+/* Collective.  Every rank passes its local error (code 0 if none); returns
+ * the same status on every rank (crl_context_agree_error when one failed). */
+int crl_agree(crl_context *ctx, const crl_error *local);
 
 /* Collective.  In-place sum of count double-doubles over all ranks. */
 int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count);
@@ -83,22 +96,9 @@ int crl_context_agree_error(crl_context *ctx, const crl_error *local);
 /* Arrays (view.c)                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Input roles, in the order of crl_tensors. */
-enum crl_role {
-    CRL_ROLE_STATES,
-    CRL_ROLE_STATES1,
-    CRL_ROLE_PRED,
-    CRL_ROLE_LABEL,
-    CRL_ROLE_W_IN,
-    CRL_ROLE_W_HID,
-    CRL_ROLE_W_OUT,
-    CRL_ROLE_W_HEBB,
-    CRL_ROLE_COUNT
-};
 #define CRL_USES(role) (1u << (role))
 #define CRL_FIRST_MATRIX_ROLE CRL_ROLE_W_IN
 
-const char *crl_role_name(int role);
 const crl_array *crl_tensors_array(const crl_tensors *t, int role);
 const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role);
 
@@ -129,12 +129,29 @@ static inline const void *crl_array_row(const crl_array *a, int64_t b, int64_t t
 const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t count,
                             double *tile, int64_t *ld);
 
-/* out[b, t0 + r, i] += tile[r * ld + i], rounded to out's dtype. */
+/* How the backward stores a gradient: out = out + scale g, or 0 + scale g
+ * without reading out (crl_loss_set_grad_mode, crl_loss_set_grad_scale). */
+typedef struct crl_store {
+    double scale;
+    bool overwrite;
+} crl_store;
+
+/* out[b, t0 + r, i] (+)= how.scale * tile[r * ld + i], rounded to out's dtype. */
+void crl_rows_store(const crl_array *out, int64_t b, int64_t t0, int64_t count,
+                    const double *tile, int64_t ld, crl_store how);
+/* crl_rows_store accumulating with scale 1. */
 void crl_rows_store_add(const crl_array *out, int64_t b, int64_t t0, int64_t count,
                         const double *tile, int64_t ld);
+/* Every element of out (or of the matrix) set to +0. */
+void crl_array_zero(const crl_array *out);
 
 /* The first non-finite element of batch element b; false if there is none. */
 bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t *i);
+/* Records the first non-finite element of batch element b of a (input role)
+ * as CRL_ERR_NONFINITE; CRL_OK when there is none. */
+int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err);
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b. */
+void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write);
 
 /* Matrix element as double. */
 static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
@@ -144,10 +161,11 @@ static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
                                    : ((const double *) m->data)[k];
 }
 
-/* out[r, c] += values[r * cols + c], rounded to out's dtype. */
-void crl_matrix_store_add(const crl_matrix *out, const double *values);
+/* out[r, c] (+)= how.scale * values[r * cols + c], rounded to out's dtype. */
+void crl_matrix_store(const crl_matrix *out, const double *values, crl_store how);
+void crl_matrix_zero(const crl_matrix *out);
 
-/* Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
+/* Memory (work.c).  Grows the array *ptr_to_ptr (of elements of size bytes, *cap of them) to
  * hold want elements, doubling; false when out of memory (*ptr unchanged). */
 bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size);
 
@@ -190,7 +208,11 @@ typedef struct crl_population {
 /* What finalize and backward see: global statistics and backward sinks. */
 typedef struct crl_global {
     const crl_tensors *inputs;
-    unsigned grad_mask;            /* CRL_USES(role) bits of wanted gradients */
+    /* CRL_USES(role) bits: the gradients finalize prepares the backward of
+     * (every input read, so that backward may ask for any of them), and the
+     * subset requested already at accumulate. */
+    unsigned grad_mask;
+    unsigned grad_announced;
     crl_population pop[2];         /* states, states1                        */
     /* pred / label */
     int64_t out_batch, out_time, out_width;
@@ -253,6 +275,9 @@ struct crl_term_class {
 
     /* Roles (CRL_USES bits) the term reads with its current parameters. */
     unsigned (*uses)(const crl_term *t);
+    /* The roles among uses(t) whose gradient the term can write, given the
+     * requests announced at accumulate (NULL: all of them). */
+    unsigned (*grads)(const crl_term *t, unsigned announced);
     /* Whether the parts are reported (e.g. only for some parameters). */
     bool (*has_parts)(const crl_term *t);
     /* Local checks once shapes are known (g->pop[].array, g->inputs and

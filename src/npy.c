@@ -16,16 +16,6 @@
 /* Largest transfer of one MPI-IO call: counts are int. */
 #define IO_PIECE ((int64_t) 1 << 30)
 
-int crl_agree(crl_context *ctx, const crl_error *local)
-{
-    int failed = local->code != CRL_OK, any = 0;
-    if (MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, ctx->comm) != MPI_SUCCESS)
-        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the error status failed");
-    if (!any)
-        return crl_context_set(ctx, CRL_OK, NULL);
-    return crl_context_agree_error(ctx, local);
-}
-
 /* Rank 0's outcome, sent to every rank as bytes. */
 typedef struct root_result {
     crl_error err;
@@ -144,12 +134,10 @@ static int check_openable(const char *path, int flags, const char *label, crl_er
 /* Keeps the context's error while f is closed (collectively). */
 static int close_after_error(crl_context *ctx, crl_npy_file *f)
 {
-    int status = ctx->status;
-    char message[CRL_MESSAGE_MAX];
-    memcpy(message, ctx->message, sizeof message);
+    crl_error keep = ctx->info;
     if (f->handle != MPI_FILE_NULL)
         MPI_File_close(&f->handle);
-    return crl_context_set(ctx, status, message);
+    return crl_context_set_error(ctx, &keep);
 }
 
 /* MPI_File_open on every rank, which have all checked that they can open

@@ -101,11 +101,4 @@ int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t c
 int crl_npy_write_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count,
                         const void *buf, crl_error *err);
 
-/*
- * Collective.  CRL_OK when no rank's local error is set; otherwise every rank
- * gets the error of the lowest failing rank (crl_context_agree_error) and
- * returns its code.  Costs one small MPI_Allreduce when nothing failed.
- */
-int crl_agree(crl_context *ctx, const crl_error *local);
-
 #endif /* CRL_NPY_H */

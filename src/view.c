@@ -66,29 +66,6 @@ const crl_matrix *crl_tensors_matrix(const crl_tensors *t, int role)
     }
 }
 
-bool crl_reserve(void *ptr_to_ptr, int64_t *cap, int64_t want, size_t size)
-{
-    if (want <= *cap)
-        return true;
-    int64_t n = *cap > 0 ? *cap : 16, bytes;
-    while (n < want)
-        n *= 2;
-    void **pp = ptr_to_ptr;
-    void *p = crl_mul_size(n, (int64_t) size, &bytes) ? realloc(*pp, (size_t) bytes) : NULL;
-    if (p == NULL)
-        return false;
-    *pp = p;
-    *cap = n;
-    return true;
-}
-
-bool crl_mul_size(int64_t a, int64_t b, int64_t *out)
-{
-    if (a < 0 || b < 0)
-        return false;
-    return !__builtin_mul_overflow(a, b, out);
-}
-
 /* Largest element offset + 1 of a (rows x cols) grid with the given strides,
  * checked for overflow of the byte offset; false on overflow. */
 static bool extent(int64_t n1, int64_t s1, int64_t n2, int64_t s2, int64_t width, size_t size,
@@ -207,30 +184,50 @@ const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t c
     return tile;
 }
 
-CRL_HOT static void add_rows_f32(float *restrict dst, int64_t ld_dst, int64_t count, int64_t n,
-                                 const double *restrict src, int64_t ld_src)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++)
-            dst[r * ld_dst + i] = (float) ((double) dst[r * ld_dst + i] + src[r * ld_src + i]);
-}
+/* dst = dst + scale src (accumulate) or 0 + scale src (overwrite: dst is not
+ * read; the + 0 gives the bits of accumulating into a zeroed buffer). */
+#define STORE_ROWS_KERNEL(name, type)                                                           \
+    CRL_HOT static void name(type *restrict dst, int64_t ld_dst, int64_t count, int64_t n,     \
+                             const double *restrict src, int64_t ld_src, double scale,         \
+                             bool overwrite)                                                   \
+    {                                                                                          \
+        if (overwrite)                                                                         \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++)                                                \
+                    dst[r * ld_dst + i] = (type) (0.0 + scale * src[r * ld_src + i]);          \
+        else                                                                                   \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++)                                                \
+                    dst[r * ld_dst + i] =                                                      \
+                        (type) ((double) dst[r * ld_dst + i] + scale * src[r * ld_src + i]);   \
+    }
+STORE_ROWS_KERNEL(store_rows_f32, float)
+STORE_ROWS_KERNEL(store_rows_f64, double)
 
-CRL_HOT static void add_rows_f64(double *restrict dst, int64_t ld_dst, int64_t count, int64_t n,
-                                 const double *restrict src, int64_t ld_src)
+void crl_rows_store(const crl_array *out, int64_t b, int64_t t0, int64_t count,
+                    const double *tile, int64_t ld, crl_store how)
 {
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++)
-            dst[r * ld_dst + i] += src[r * ld_src + i];
+    void *row = (void *) crl_array_row(out, b, t0);
+    if (out->dtype == CRL_FLOAT32)
+        store_rows_f32(row, out->time_stride, count, out->width, tile, ld, how.scale,
+                       how.overwrite);
+    else
+        store_rows_f64(row, out->time_stride, count, out->width, tile, ld, how.scale,
+                       how.overwrite);
 }
 
 void crl_rows_store_add(const crl_array *out, int64_t b, int64_t t0, int64_t count,
                         const double *tile, int64_t ld)
 {
-    void *row = (void *) crl_array_row(out, b, t0);
-    if (out->dtype == CRL_FLOAT32)
-        add_rows_f32(row, out->time_stride, count, out->width, tile, ld);
-    else
-        add_rows_f64(row, out->time_stride, count, out->width, tile, ld);
+    crl_rows_store(out, b, t0, count, tile, ld, (crl_store){1.0, false});
+}
+
+void crl_array_zero(const crl_array *out)
+{
+    size_t size = crl_dtype_size(out->dtype);
+    for (int64_t b = 0; b < out->batch; b++)
+        for (int64_t t = 0; t < out->time; t++)
+            memset((void *) crl_array_row(out, b, t), 0, (size_t) out->width * size);
 }
 
 bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t *i)
@@ -250,17 +247,57 @@ bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t
     return false;
 }
 
-void crl_matrix_store_add(const crl_matrix *out, const double *values)
+void crl_matrix_store(const crl_matrix *out, const double *values, crl_store how)
 {
     for (int64_t r = 0; r < out->rows; r++) {
+        const double *v = values + r * out->cols;
         if (out->dtype == CRL_FLOAT32) {
             float *row = (float *) out->data + r * out->row_stride;
             for (int64_t c = 0; c < out->cols; c++)
-                row[c] = (float) ((double) row[c] + values[r * out->cols + c]);
+                row[c] = (float) ((how.overwrite ? 0.0 : (double) row[c]) + how.scale * v[c]);
         } else {
             double *row = (double *) out->data + r * out->row_stride;
             for (int64_t c = 0; c < out->cols; c++)
-                row[c] += values[r * out->cols + c];
+                row[c] = (how.overwrite ? 0.0 : row[c]) + how.scale * v[c];
+        }
+    }
+}
+
+void crl_matrix_zero(const crl_matrix *out)
+{
+    size_t size = crl_dtype_size(out->dtype);
+    for (int64_t r = 0; r < out->rows; r++)
+        memset((char *) out->data + (size_t) (r * out->row_stride) * size, 0,
+               (size_t) out->cols * size);
+}
+
+int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err)
+{
+    const char *what = crl_role_name(role);
+    int64_t t, i;
+    if (crl_array_find_nonfinite(a, b, &t, &i)) {
+        const void *row = crl_array_row(a, b, t);
+        double v = a->dtype == CRL_FLOAT32 ? ((const float *) row)[i] : ((const double *) row)[i];
+        return crl_fail_at(err, CRL_ERR_NONFINITE, role, b, t, i, "%s[b=%lld, t=%lld, i=%lld] is %s", what,
+                        (long long) b, (long long) t, (long long) i,
+                        isnan(v) ? "NaN" : "infinite");
+    }
+    return CRL_OK;
+}
+
+/* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b ahead
+ * of use: the tile passes touch memory in bursts between passes in cache,
+ * which the hardware prefetchers alone do not overlap. */
+void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write)
+{
+    size_t bytes = (size_t) a->width * crl_dtype_size(a->dtype);
+    for (int64_t t = t0; t < t0 + count && t < a->time; t++) {
+        const char *row = crl_array_row(a, b, t);
+        for (size_t k = 0; k < bytes; k += 64) {
+            if (write)
+                __builtin_prefetch(row + k, 1, 3);
+            else
+                __builtin_prefetch(row + k, 0, 3);
         }
     }
 }

@@ -11,6 +11,9 @@
 int h_rank, h_size;
 double h_grad_fill = 0.0;
 int h_repeat = 1;
+int h_grad_mode = CRL_GRAD_ACCUMULATE;
+double h_grad_scale = 1.0;
+bool h_late_grads = false;
 
 int h_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count, const char *name)
 {
@@ -293,7 +296,16 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
             fprintf(stderr, "crl_loss_add(%s): %s\n", terms[k].name, crl_context_error(ctx));
         assert_int_equal(rc, CRL_OK);
     }
-    if (chunk == 0) {
+    assert_int_equal(crl_loss_set_grad_mode(loss, (crl_grad_mode) h_grad_mode), CRL_OK);
+    assert_int_equal(crl_loss_set_grad_scale(loss, h_grad_scale), CRL_OK);
+    if (chunk == 0 && h_late_grads) {
+        for (int k = 0; k < h_repeat; k++) {
+            crl_loss_accumulate(loss, &in, NULL);
+            out->status = crl_loss_reduce(loss);
+            if (out->status == CRL_OK && grad_mask)
+                out->status = crl_loss_backward(loss, &in, &grad);
+        }
+    } else if (chunk == 0) {
         for (int k = 0; k < h_repeat; k++)
             out->status = crl_loss_evaluate(loss, &in, grad_mask ? &grad : NULL);
     } else {
@@ -302,7 +314,7 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
         do {
             int64_t c = r.count - b0 < chunk ? r.count - b0 : chunk;
             crl_tensors ci = chunk_tensors(&in, b0, c), cg = chunk_tensors(&grad, b0, c);
-            crl_loss_accumulate(loss, &ci, g ? &cg : NULL);
+            crl_loss_accumulate(loss, &ci, g && !h_late_grads ? &cg : NULL);
             b0 += c;
         } while (b0 < r.count);
         out->status = crl_loss_reduce(loss);

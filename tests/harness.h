@@ -127,6 +127,13 @@ extern double h_grad_fill;
 extern int h_repeat;
 bool h_grads_untouched(const h_problem *p, const h_result *res);
 
+/* How h_eval stores gradients (crl_loss_set_grad_mode, _scale; defaults
+ * accumulate and 1), and whether it asks for them only at backward
+ * (crl_loss_accumulate with NULL gradients; default false). */
+extern int h_grad_mode;
+extern double h_grad_scale;
+extern bool h_late_grads;
+
 /* Whole-problem evaluation on MPI_COMM_SELF. */
 void h_eval_self(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
                  h_result *out);

@@ -86,7 +86,9 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
         s->a = s->h_sum + n;
         s->n = n;
     }
-    s->keep_rows = g->grad_mask & CRL_USES(CRL_ROLE_STATES);
+    /* Announced gradients keep each row's 1/Z and sum for the backward;
+     * a gradient asked for only at backward recomputes them there. */
+    s->keep_rows = g->grad_announced & CRL_USES(CRL_ROLE_STATES);
     *slots = 1;
     return CRL_OK;
 }
@@ -154,7 +156,8 @@ static int report_negative(const crl_rows *rows, int64_t t, crl_error *err)
     for (int64_t i = 0; i < a->width; i++) {
         double v = a->dtype == CRL_FLOAT32 ? ((const float *) x)[i] : ((const double *) x)[i];
         if (v < 0)
-            return crl_fail(err, CRL_ERR_DOMAIN, "states[b=%lld, t=%lld, i=%lld] = %g is negative",
+            return crl_fail_at(err, CRL_ERR_DOMAIN, CRL_ROLE_STATES, rows->b, t, i,
+                               "states[b=%lld, t=%lld, i=%lld] = %g is negative",
                             (long long) rows->b, (long long) t, (long long) i, v);
     }
     return CRL_OK;
@@ -226,9 +229,21 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
     const crl_array *a = rows->array;
     int64_t n = rows->n;
     double eps = t->param[EPS];
-    const double *kept = s->row_sums + 2 * (rows->element * a->time + rows->t0);
-    for (int64_t r = 0; r < rows->count; r++, kept += 2) {
+    const double *kept = s->keep_rows ? s->row_sums + 2 * (rows->element * a->time + rows->t0)
+                                      : NULL;
+    double again[2];
+    for (int64_t r = 0; r < rows->count; r++, kept += kept ? 2 : 0) {
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
+        if (!s->keep_rows) {
+            /* The forward's kernel on the same row: the same bits. */
+            again[0] = inverse_normalizer(a, x, eps);
+            if (a->dtype == CRL_FLOAT32)
+                forward_row_f32(x, n, again[0], eps, s->h_sum, s->a);
+            else
+                forward_row_f64(x, n, again[0], eps, s->h_sum, s->a);
+            again[1] = crl_sum_fixed(s->a, n);
+            kept = again;
+        }
         double k = s->coef * kept[0];
         if (a->dtype == CRL_FLOAT32)
             backward_row_f32(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);

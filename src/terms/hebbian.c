@@ -84,6 +84,14 @@ static unsigned uses(const crl_term *t)
     return CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_W_HEBB);
 }
 
+/* The states' gradient always; the weight's only when it was announced
+ * (its sums are part of the reduction). */
+static unsigned grads(const crl_term *t, unsigned announced)
+{
+    (void) t;
+    return CRL_USES(CRL_ROLE_STATES) | (announced & CRL_USES(CRL_ROLE_W_HEBB));
+}
+
 /* Stride between the rows of a BLAS operand of count rows (any value >= n
  * when there is one row: a (T = 1) array may have any time stride). */
 static int64_t rows_ld(const crl_array *a, int64_t count)
@@ -123,7 +131,8 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     if (w->rows != n || w->cols != n)
         return crl_fail(err, CRL_ERR_INVALID, "w_hebb is %lld x %lld, expected N x N with N = %lld",
                         (long long) w->rows, (long long) w->cols, (long long) n);
-    bool want_weight = g->grad_mask & CRL_USES(CRL_ROLE_W_HEBB);
+    /* dL/dW is a sum over all ranks: only when asked for at accumulate. */
+    bool want_weight = g->grad_announced & CRL_USES(CRL_ROLE_W_HEBB);
     bool want_states = g->grad_mask & CRL_USES(CRL_ROLE_STATES);
     if (n > INT_MAX || !crl_mul_size(n, n, &square_bytes)
         || !crl_mul_size(square_bytes, (int64_t) sizeof(double), &square_bytes)
@@ -330,6 +339,7 @@ const crl_term_class crl_term_hebbian = {
     .tile_rows = BLOCK_ROWS,
     .raw_rows = true,
     .uses = uses,
+    .grads = grads,
     .prepare = prepare,
     .forward_element = forward_element,
     .finalize = finalize,

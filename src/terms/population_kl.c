@@ -49,6 +49,13 @@ static unsigned uses(const crl_term *t)
     return CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1);
 }
 
+/* reduction=none is forward-only (SPEC "PopulationKL"). */
+static unsigned grads(const crl_term *t, unsigned announced)
+{
+    (void) announced;
+    return t->param[REDUCTION] == NONE ? 0 : uses(t);
+}
+
 static bool has_parts(const crl_term *t)
 {
     return t->param[REDUCTION] == NONE;
@@ -64,7 +71,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
                         "states has %lld neurons but states1 has %lld; they must be the same",
                         (long long) n, (long long) in->states1.width);
     if (t->param[REDUCTION] == NONE
-        && (g->grad_mask & (CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1))))
+        && (g->grad_announced & (CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1))))
         return crl_fail(err, CRL_ERR_INVALID,
                         "reduction=none is forward-only: no gradient of states or states1");
     kl_state *s = t->state;
@@ -93,12 +100,12 @@ static gaussian_kl kl_of(double mean_a, double var_a, double mean_b, double var_
 }
 
 /* A variance <= 0 (a constant neuron with var_eps = 0) is a domain error. */
-static int check_variances(const crl_population *pop, double eps, const char *what,
-                           crl_error *err)
+static int check_variances(const crl_population *pop, double eps, int role, crl_error *err)
 {
+    const char *what = crl_role_name(role);
     for (int64_t i = 0; i < pop->n; i++)
         if (!(pop->var[i] + eps > 0))
-            return crl_fail(err, CRL_ERR_DOMAIN,
+            return crl_fail_at(err, CRL_ERR_DOMAIN, role, -1, -1, i,
                             "neuron %lld of %s has variance %g (var_eps = %g; a constant neuron "
                             "needs var_eps > 0)",
                             (long long) i, what, pop->var[i] + eps, eps);
@@ -123,8 +130,8 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
     bool symmetric = t->param[SYMMETRIC] != 0;
     int reduction = (int) t->param[REDUCTION];
     int64_t n = p->n;
-    if (check_variances(p, eps, "states", err) != CRL_OK
-        || check_variances(q, eps, "states1", err) != CRL_OK)
+    if (check_variances(p, eps, CRL_ROLE_STATES, err) != CRL_OK
+        || check_variances(q, eps, CRL_ROLE_STATES1, err) != CRL_OK)
         return err->code;
     bool grad_p = g->grad_mask & CRL_USES(CRL_ROLE_STATES);
     bool grad_q = g->grad_mask & CRL_USES(CRL_ROLE_STATES1);
@@ -180,6 +187,7 @@ const crl_term_class crl_term_population_kl = {
     .params = params,
     .parts = parts,
     .uses = uses,
+    .grads = grads,
     .has_parts = has_parts,
     .prepare = prepare,
     .finalize = finalize,

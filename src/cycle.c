@@ -1,0 +1,293 @@
+/*
+ * cycle.c - one evaluation (SPEC "How a global loss is computed"):
+ *
+ *   crl_loss_accumulate  (per chunk)  checks, layout, the passes over the
+ *                                     local rows into the packed buffer
+ *   crl_loss_reduce                   one MPI_Allreduce of header + sums,
+ *                                     then finalize (the same on every rank)
+ *   crl_loss_backward    (per chunk)  the gradients of the local rows
+ */
+#include "engine.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Accumulates one chunk into payload (laid out by next_layout). */
+static int forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_error *err)
+{
+    crl_global *g = &loss->g;
+    unsigned uses = loss->uses;
+    int64_t batch[3] = {
+        uses & CRL_USES(CRL_ROLE_STATES) ? in->states.batch : 0,
+        uses & CRL_USES(CRL_ROLE_STATES1) ? in->states1.batch : 0,
+        uses & CRL_USES(CRL_ROLE_PRED) ? in->pred.batch : 0,
+    };
+    g->inputs = in;
+    g->pop[0].array = &in->states;
+    g->pop[1].array = &in->states1;
+    for (int p = 0; p < 2 && err->code == CRL_OK; p++)
+        if (uses & CRL_USES(pop_role(p)))
+            crl_states_forward(loss, g, p, payload, err);
+    if (err->code == CRL_OK && (uses & CRL_USES(CRL_ROLE_PRED)))
+        crl_outputs_forward(loss, in, payload, err);
+    for (int k = 0; k < 3; k++) {
+        payload[REGION_COUNTS + k] =
+            crl_dd_add(payload[REGION_COUNTS + k], crl_dd_make((double) batch[k]));
+        loss->seen[k] += batch[k];
+    }
+    return err->code;
+}
+
+static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *payload,
+                    crl_term_out *outs, crl_error *err)
+{
+    for (int p = 0; p < 2; p++) {
+        const crl_dd *sum = payload + loss->layout[REGION_POP0 + p];
+        if ((uses & CRL_USES(pop_role(p)))
+            && crl_finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
+                                   crl_dd_round(payload[REGION_COUNTS + p]), loss->ctx->size,
+                                   pop_role(p), err) != CRL_OK)
+            return err->code;
+    }
+    if (uses & CRL_USES(CRL_ROLE_PRED)) {
+        const crl_array *x = &g->inputs->pred;
+        g->out_batch = (int64_t) crl_dd_round(payload[REGION_COUNTS + 2]);
+        g->out_time = x->time;
+        g->out_width = x->width;
+        g->out_count = (double) g->out_batch * (double) x->time * (double) x->width;
+        g->sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
+        g->out_coef = 0;
+        if (g->out_batch == 0)
+            return crl_fail_at(err, CRL_ERR_INVALID, CRL_ROLE_PRED, -1, -1, -1,
+                               "pred: no rank holds a batch element");
+    }
+    for (int s = 0; s < 4; s++)
+        if (g->dweight[s]) {
+            const crl_matrix *m = crl_tensors_matrix(g->inputs, CRL_FIRST_MATRIX_ROLE + s);
+            memset(g->dweight[s], 0, sizeof(double) * (size_t) (m->rows * m->cols));
+        }
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        outs[k] = (crl_term_out){0};
+        if (term_active(t) && t->cls->finalize(t, g, payload + t->slot, &outs[k], err) != CRL_OK)
+            return crl_term_error(loss, t, err);
+    }
+    return CRL_OK;
+}
+
+static bool same_layout(const crl_loss *loss, const int64_t *layout, int len)
+{
+    return loss->layout_len == len
+           && memcmp(loss->layout, layout, sizeof *layout * (size_t) len) == 0;
+}
+
+/* The first chunk of a cycle: checks, agreement list, layout, work memory,
+ * and where this rank accumulates. */
+static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads)
+{
+    static const crl_tensors none;
+    crl_error *err = &loss->err;
+    *err = (crl_error){0};
+    loss->g = (crl_global){0};
+    loss->uses = 0;
+    loss->n_agree = 0;
+    loss->target = NULL;
+    loss->relayout = false;
+    memset(loss->seen, 0, sizeof loss->seen);
+    memset(loss->done, 0, sizeof loss->done);
+    loss->first = in ? *in : none;
+    loss->first_grads = grads ? *grads : none;
+    loss->phase = PHASE_ACCUMULATING;
+    if (in == NULL) {
+        crl_fail(err, CRL_ERR_INVALID, "inputs is NULL");
+        return;
+    }
+    if (loss->n_terms == 0) {
+        crl_fail(err, CRL_ERR_INVALID, "the loss has no terms");
+        return;
+    }
+    int64_t *layout = loss->next_layout;
+    int len = REGION_TERMS + loss->n_terms + 1;
+    if (crl_prepare(loss, in, grads ? grads : &none, &loss->g, &loss->uses, layout, err) != CRL_OK
+        || crl_reserve_work(loss, &loss->g, loss->uses, err) != CRL_OK)
+        return;
+    loss->relayout = !same_layout(loss, layout, len);
+    int64_t count = HEADER_SLOTS + layout[len - 1];
+    if (loss->relayout) {
+        if (!crl_reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_dd))) {
+            crl_fail(err, CRL_ERR_NOMEM, "out of memory for the packed sums");
+            return;
+        }
+        loss->target = loss->pending;
+    } else {
+        loss->target = loss->buffer;
+    }
+    for (int64_t k = 0; k < count; k++)
+        loss->target[k] = crl_dd_make(0.0);
+}
+
+int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+{
+    static const crl_tensors none;
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    if (loss->phase != PHASE_ACCUMULATING) {
+        begin_cycle(loss, inputs, grads);
+        loss->digest = crl_agree_digest(loss);
+    } else if (loss->err.code == CRL_OK) {
+        if (inputs == NULL)
+            crl_fail(&loss->err, CRL_ERR_INVALID, "inputs is NULL");
+        else
+            crl_check_chunk(loss, inputs, grads ? grads : &none, loss->g.grad_announced, &loss->err);
+    }
+    if (loss->err.code == CRL_OK)
+        forward(loss, inputs, loss->target + HEADER_SLOTS, &loss->err);
+    if (loss->err.code != CRL_OK)
+        loss->target = NULL;
+    return loss->err.code;
+}
+
+static void write_header(crl_loss *loss, crl_dd *buffer)
+{
+    buffer[HEADER_FAILED] = crl_dd_make(loss->err.code != CRL_OK);
+    buffer[HEADER_RELAYOUT] = crl_dd_make(loss->relayout);
+    crl_write_digest(buffer, loss->digest);
+}
+
+int crl_loss_reduce(crl_loss *loss)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_context *ctx = loss->ctx;
+    if (loss->phase != PHASE_ACCUMULATING) {
+        /* A misuse on this rank: still take part, as a failure. */
+        loss->err = (crl_error){0};
+        crl_fail(&loss->err, CRL_ERR_INVALID, "crl_loss_reduce called without crl_loss_accumulate");
+        loss->target = NULL;
+        loss->relayout = false;
+    }
+    loss->phase = PHASE_IDLE;
+    int64_t count = HEADER_SLOTS + loss->payload_slots;
+    if (loss->target != loss->buffer)
+        for (int64_t k = HEADER_SLOTS; k < count; k++)
+            loss->buffer[k] = crl_dd_make(0.0);
+    write_header(loss, loss->buffer);
+    int rc = crl_context_reduce(ctx, loss->buffer, count);
+    if (rc != CRL_OK)
+        return rc;
+    if (crl_dd_round(loss->buffer[HEADER_FAILED]) > 0)
+        return crl_context_agree_error(ctx, &loss->err);
+    if (!crl_digest_agrees(loss->buffer, ctx->size))
+        return crl_diagnose_disagreement(loss);
+    double relayouts = crl_dd_round(loss->buffer[HEADER_RELAYOUT]);
+    if (relayouts > 0) {
+        /* The digests agree, so every rank has the same local layout and
+         * every rank accumulated into its pending buffer: adopt it. */
+        if (relayouts != ctx->size)
+            return crl_context_set(ctx, CRL_ERR_INVALID, "ranks could not agree on a layout");
+        int len = REGION_TERMS + loss->n_terms + 1;
+        memcpy(loss->layout, loss->next_layout, sizeof(int64_t) * (size_t) len);
+        loss->layout_len = len;
+        loss->payload_slots = loss->next_layout[len - 1];
+        crl_dd *swap = loss->buffer;
+        int64_t cap = loss->buffer_cap;
+        loss->buffer = loss->pending;
+        loss->buffer_cap = loss->pending_cap;
+        loss->pending = swap;
+        loss->pending_cap = cap;
+        loss->relayout = false;
+        write_header(loss, loss->buffer);
+        count = HEADER_SLOTS + loss->payload_slots;
+        if ((rc = crl_context_reduce(ctx, loss->buffer, count)) != CRL_OK)
+            return rc;
+    }
+
+    /* Finalize: the same on every rank, so its errors are collective. */
+    crl_global *g = &loss->g;
+    g->inputs = &loss->first;
+    g->pop[0].array = &loss->first.states;
+    g->pop[1].array = &loss->first.states1;
+    if (finalize(loss, g, loss->uses, loss->buffer + HEADER_SLOTS, loss->outs, &loss->err) != CRL_OK)
+        return crl_context_set_error(ctx, &loss->err);
+    crl_store_results(loss, loss->outs);
+    loss->phase = PHASE_REDUCED;
+    loss->weights_written = false;
+    loss->backward_started = false;
+    return crl_context_set(ctx, CRL_OK, NULL);
+}
+
+int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+{
+    static const crl_tensors none;
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_error err = {0};
+    crl_global *g = &loss->g;
+    int64_t batch[3] = {0};
+    unsigned want = 0;
+    bool overwrite = loss->grad_mode == CRL_GRAD_OVERWRITE;
+    if (grads == NULL)
+        grads = &none;
+    if (loss->phase != PHASE_REDUCED)
+        crl_fail(&err, CRL_ERR_INVALID, "crl_loss_backward needs a successful crl_loss_reduce");
+    else if (inputs == NULL)
+        crl_fail(&err, CRL_ERR_INVALID, "inputs is NULL");
+    else {
+        want = loss->backward_started ? loss->backward_mask : crl_requested(loss, grads);
+        if ((loss->backward_started || crl_check_requests(loss, grads, want, &err) == CRL_OK)
+            && crl_check_chunk(loss, inputs, grads, want, &err) == CRL_OK
+            && (!overwrite
+                || crl_unused_buffers(loss, inputs, grads, !loss->weights_written, false, &err)
+                       == CRL_OK)) {
+            batch[0] = loss->uses & CRL_USES(CRL_ROLE_STATES) ? inputs->states.batch : 0;
+            batch[1] = loss->uses & CRL_USES(CRL_ROLE_STATES1) ? inputs->states1.batch : 0;
+            batch[2] = loss->uses & CRL_USES(CRL_ROLE_PRED) ? inputs->pred.batch : 0;
+            for (int k = 0; k < 3; k++)
+                if (loss->done[k] + batch[k] > loss->seen[k])
+                    crl_fail(&err, CRL_ERR_INVALID,
+                             "backward chunks hold more batch elements (%lld) than were "
+                             "accumulated (%lld)",
+                             (long long) (loss->done[k] + batch[k]), (long long) loss->seen[k]);
+        }
+    }
+    if (err.code != CRL_OK) {
+        err.rank = loss->ctx->rank;
+        return crl_context_set_error(loss->ctx, &err);
+    }
+    loss->backward_started = true;
+    loss->backward_mask = want;
+    if (overwrite)
+        crl_unused_buffers(loss, inputs, grads, !loss->weights_written, true, &err);
+    g->inputs = inputs;
+    g->pop[0].array = &inputs->states;
+    g->pop[1].array = &inputs->states1;
+    for (int p = 0; p < 2; p++)
+        if (want & CRL_USES(pop_role(p)))
+            crl_states_backward(loss, g, p, crl_tensors_array(grads, pop_role(p)));
+    if (want & (CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL)))
+        crl_outputs_backward(loss, g, grads, want);
+    /* Weight gradients are whole on every rank: stored once per cycle. */
+    for (int s = 0; s < 4 && !loss->weights_written; s++)
+        if (want & CRL_USES(CRL_FIRST_MATRIX_ROLE + s))
+            crl_matrix_store(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s), g->dweight[s],
+                             store_how(loss));
+    loss->weights_written = true;
+    for (int k = 0; k < 3; k++)
+        loss->done[k] += batch[k];
+    return CRL_OK;
+}
+
+int crl_loss_evaluate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    loss->phase = PHASE_IDLE; /* a fresh cycle, whatever came before */
+    crl_loss_accumulate(loss, inputs, grads);
+    int rc = crl_loss_reduce(loss);
+    if (rc == CRL_OK && grads != NULL)
+        rc = crl_loss_backward(loss, inputs, grads);
+    return rc;
+}
+

@@ -1,0 +1,268 @@
+/*
+ * moments.c - the shared per-neuron moments pass over a population (states
+ * or states1), declared by the terms that read mu_i, the variances or
+ * sum S^2 (SPEC "Notation"): accumulate (per-element shifted sums, folded
+ * exactly into the packed buffer), finalize (means and variances from the
+ * global sums), and backward (the affine gradient alpha_i + beta_i (S - mu_i)
+ * the terms' finalize filled in, plus their row hooks), side by side.
+ */
+#include "engine.h"
+#include "vecmath.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2, row after
+ * row.  Four rows per sweep over the neurons keep s1 and s2 in registers
+ * four times longer; each s1[i] still adds its rows in time order, so the
+ * bits are those of one row at a time.
+ */
+#define MOMENTS_KERNEL(name, type)                                                              \
+    CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
+                             const double *restrict c, double *restrict s1,                    \
+                             double *restrict s2)                                              \
+    {                                                                                          \
+        int64_t r = 0;                                                                         \
+        for (; r + 4 <= count; r += 4) {                                                       \
+            const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];                 \
+                double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];                 \
+                s1[i] = (((s1[i] + d0) + d1) + d2) + d3;                                       \
+                s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;                   \
+            }                                                                                  \
+        }                                                                                      \
+        for (; r < count; r++)                                                                 \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d = (double) x[r * ld + i] - c[i];                                      \
+                s1[i] += d;                                                                    \
+                s2[i] += d * d;                                                                \
+            }                                                                                  \
+    }
+MOMENTS_KERNEL(moments_f64, double)
+MOMENTS_KERNEL(moments_f32, float)
+
+/* Adds one batch element's shifted moments to the global sums exactly:
+ * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2. */
+static void fold_moments(crl_dd *sum, crl_dd *sumsq, const double *c, const double *s1,
+                         const double *s2, int64_t n, double time)
+{
+    for (int64_t i = 0; i < n; i++) {
+        crl_dd a = crl_dd_add(crl_two_prod(time, c[i]), crl_dd_make(s1[i]));
+        sum[i] = crl_dd_add(sum[i], a);
+        crl_dd q = crl_dd_mul_d(crl_two_prod(c[i], c[i]), time);
+        q = crl_dd_add(q, crl_two_prod(2.0 * c[i], s1[i]));
+        q = crl_dd_add(q, crl_dd_make(s2[i]));
+        sumsq[i] = crl_dd_add(sumsq[i], q);
+    }
+}
+
+/* Whether some term reading population p has row hooks, and whether one of
+ * them needs the rows as doubles. */
+void crl_row_hook_needs(const crl_loss *loss, int p, bool backward, bool *hooks,
+                           bool *doubles)
+{
+    *hooks = *doubles = false;
+    for (int k = 0; k < loss->n_terms; k++) {
+        const crl_term_class *cls = loss->terms[k].cls;
+        bool has = backward ? cls->backward_rows != NULL : cls->forward_rows != NULL;
+        if (term_uses_pop(&loss->terms[k], p) && has) {
+            *hooks = true;
+            *doubles |= !cls->raw_rows;
+        }
+    }
+}
+
+/* One pass over this chunk of population p: the shared moments of every
+ * batch element, and the row and element hooks of the terms reading it, on
+ * the same rows while they are in cache. */
+int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, crl_error *err)
+{
+    const crl_array *a = g->pop[p].array;
+    const char *what = crl_role_name(pop_role(p));
+    scratch *w = &loss->work;
+    int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
+    crl_dd *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
+    bool row_hooks, doubles;
+    crl_row_hook_needs(loss, p, false, &row_hooks, &doubles);
+    doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
+
+    for (int64_t b = 0; b < a->batch; b++) {
+        int64_t ld, element = loss->seen[p] + b;
+        const double *c = crl_rows_load(a, b, 0, 1, w->shift, &ld);
+        memset(w->s1, 0, sizeof(double) * (size_t) n);
+        memset(w->s2, 0, sizeof(double) * (size_t) n);
+        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows;
+            const double *x = NULL;
+            ld = 0;
+            if (row_hooks)
+                crl_prefetch_rows(a, b, t0 + rows, rows, false);
+            if (doubles) {
+                x = crl_rows_load(a, b, t0, count, w->tile, &ld);
+                moments_f64(x, ld, count, n, c, w->s1, w->s2);
+            } else {
+                moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+            }
+            crl_rows view = {p, a, b, element, t0, count, n, x, ld};
+            for (int k = 0; k < loss->n_terms && row_hooks; k++) {
+                crl_term *t = &loss->terms[k];
+                if (term_uses_pop(t, p) && t->cls->forward_rows
+                    && t->cls->forward_rows(t, &view, payload + t->slot, err) != CRL_OK)
+                    return crl_term_error(loss, t, err);
+            }
+        }
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
+                if (crl_report_nonfinite(a, pop_role(p), b, err) == CRL_OK)
+                    crl_fail_at(err, CRL_ERR_DOMAIN, pop_role(p), b, -1, -1,
+                                "%s[b=%lld]: sum of squares overflows", what,
+                             (long long) b);
+                return err->code;
+            }
+        fold_moments(sum, sumsq, c, w->s1, w->s2, n, (double) time);
+        crl_rows whole = {p, a, b, element, 0, time, n, NULL, 0};
+        for (int k = 0; k < loss->n_terms; k++) {
+            crl_term *t = &loss->terms[k];
+            if (term_uses_pop(t, p) && t->cls->forward_element
+                && t->cls->forward_element(t, &whole, payload + t->slot, err) != CRL_OK)
+                return crl_term_error(loss, t, err);
+        }
+    }
+    return CRL_OK;
+}
+
+/*
+ * Means and variances from the reduced sums.  The double-double sums carry
+ * an error of about (additions) 2^-104 sum S^2 (a constant c gives n c^2,
+ * which no double-double holds exactly), so a variance below that floor, 16
+ * times over, is a constant neuron and is 0: population_kl's zero-variance
+ * check must not depend on the value of the constant.
+ */
+int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
+                               double batch, int ranks, int role, crl_error *err)
+{
+    const char *what = crl_role_name(role);
+    const crl_array *a = pop->array;
+    pop->batch = (int64_t) batch;
+    pop->time = a->time;
+    pop->n = a->width;
+    pop->count = batch * (double) a->time;
+    if (pop->batch == 0)
+        return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                           "%s: no rank holds a batch element", what);
+    crl_dd total = crl_dd_make(0.0);
+    for (int64_t i = 0; i < pop->n; i++) {
+        pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
+        crl_dd centered = crl_dd_sub(sumsq[i], crl_dd_div_d(crl_dd_mul(sum[i], sum[i]), pop->count));
+        double v = crl_dd_round(crl_dd_div_d(centered, pop->count));
+        double floor = (batch + ranks + 8) * 0x1p-100 * crl_dd_round(sumsq[i]) / pop->count;
+        pop->var[i] = v > floor ? v : 0.0;
+        total = crl_dd_add(total, sumsq[i]);
+    }
+    pop->sumsq = crl_dd_round(total);
+    if (!isfinite(pop->sumsq))
+        return crl_fail_at(err, CRL_ERR_DOMAIN, role, -1, -1, -1, "%s: the sum of squares overflows",
+                           what);
+    memset(pop->alpha, 0, sizeof(double) * (size_t) pop->n);
+    memset(pop->beta, 0, sizeof(double) * (size_t) pop->n);
+    pop->affine = false;
+    return CRL_OK;
+}
+
+/* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
+ * depends on S through per-neuron sums (SPEC: dL/dS = g_i / (B T) and the
+ * variance and sum-of-squares terms), from double or raw float32 rows. */
+#define AFFINE_ROWS_KERNEL(name, type)                                                          \
+    CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
+                             const double *restrict mean, const double *restrict alpha,        \
+                             const double *restrict beta, double *restrict grad)               \
+    {                                                                                          \
+        for (int64_t r = 0; r < count; r++)                                                    \
+            for (int64_t i = 0; i < n; i++)                                                    \
+                grad[r * n + i] = alpha[i] + beta[i] * ((double) x[r * ld + i] - mean[i]);     \
+    }
+AFFINE_ROWS_KERNEL(affine_rows, double)
+AFFINE_ROWS_KERNEL(affine_rows_f32, float)
+
+/* The affine gradient added straight into the output, one pass over each
+ * row: the same operations, in the same order, as affine_rows followed by
+ * crl_rows_store_add, so the same bits. */
+#define AFFINE_ADD_KERNEL(name, type)                                                           \
+    CRL_HOT static void name(const type *restrict x, int64_t ldx, type *restrict out,          \
+                             int64_t ldo, int64_t count, int64_t n,                            \
+                             const double *restrict mean, const double *restrict alpha,        \
+                             const double *restrict beta, crl_store how)                       \
+    {                                                                                          \
+        double scale = how.scale;                                                              \
+        if (how.overwrite)                                                                     \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
+                    out[r * ldo + i] = (type) (0.0 + scale * g);                               \
+                }                                                                              \
+        else                                                                                   \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
+                    out[r * ldo + i] = (type) ((double) out[r * ldo + i] + scale * g);         \
+                }                                                                              \
+    }
+AFFINE_ADD_KERNEL(affine_add_f32, float)
+AFFINE_ADD_KERNEL(affine_add_f64, double)
+
+void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out)
+{
+    const crl_population *pop = &g->pop[p];
+    const crl_array *a = pop->array;
+    scratch *w = &loss->work;
+    bool hooks, doubles;
+    crl_row_hook_needs(loss, p, true, &hooks, &doubles);
+    doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
+    crl_store how = store_how(loss);
+    if (!pop->affine && !hooks) {
+        if (how.overwrite)
+            crl_array_zero(out);
+        return;
+    }
+    int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
+    if (!hooks) {
+        for (int64_t b = 0; b < a->batch; b++) {
+            const void *x = crl_array_row(a, b, 0);
+            void *o = (void *) crl_array_row(out, b, 0);
+            if (a->dtype == CRL_FLOAT32)
+                affine_add_f32(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
+                               pop->alpha, pop->beta, how);
+            else
+                affine_add_f64(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
+                               pop->alpha, pop->beta, how);
+        }
+        return;
+    }
+    for (int64_t b = 0; b < a->batch; b++)
+        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows, ld;
+            crl_prefetch_rows(a, b, t0 + rows, rows, false);
+            crl_prefetch_rows(out, b, t0 + rows, rows, true);
+            const double *x = doubles ? crl_rows_load(a, b, t0, count, w->tile, &ld) : NULL;
+            if (!doubles)
+                ld = 0;
+            if (pop->affine && x)
+                affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
+            else if (pop->affine)
+                affine_rows_f32(crl_array_row(a, b, t0), a->time_stride, count, n, pop->mean,
+                                pop->alpha, pop->beta, w->grad_tile);
+            else
+                memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
+            crl_rows view = {p, a, b, loss->done[p] + b, t0, count, n, x, ld};
+            for (int k = 0; k < loss->n_terms; k++) {
+                const crl_term *t = &loss->terms[k];
+                if (term_uses_pop(t, p) && t->cls->backward_rows)
+                    t->cls->backward_rows(t, g, &view, w->grad_tile);
+            }
+            crl_rows_store(out, b, t0, count, w->grad_tile, n, how);
+        }
+}
