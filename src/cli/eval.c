@@ -19,34 +19,40 @@
 #include <string.h>
 
 /*
- * The library names a bad element by its index in the chunk it was given
- * ("states[b=0, t=2, i=5]"); adds where that chunk starts in the file.
- * Collective, after a failed reduction.
+ * A failed reduction's message, independent of the rank count: the library
+ * names a bad element by its index in the chunk a rank gave it
+ * ("rank 2: states[b=0, t=2, i=5]"; crl_context_error_info has the rank,
+ * the input and b); this says the element's index in the file instead,
+ * without the rank.  Collective.
  */
-static void locate_chunk(eval_run *r, bool failed_here, int64_t failed_chunk, char *note,
-                         size_t cap)
+static void locate_chunk(eval_run *r, int64_t failed_chunk, char *out, size_t cap)
 {
-    MPI_Comm comm = crl_context_comm(r->ctx);
-    int rank = crl_context_rank(r->ctx), mine = failed_here ? rank : INT_MAX, first = INT_MAX;
-    note[0] = '\0';
-    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS
-        || first == INT_MAX)
+    crl_error_info info;
+    crl_context_error_info(r->ctx, &info);
+    snprintf(out, cap, "%s", cli_context_error(r->ctx));
+    if (info.rank < 0 || info.role < 0 || info.role >= CRL_FIRST_MATRIX_ROLE || info.b < 0)
         return;
-    int64_t starts[2] = {-1, -1};
-    if (rank == first)
-        for (int p = 0; p < 2; p++) {
-            const input *x = &r->in[p == 0 ? CRL_ROLE_STATES : CRL_ROLE_STATES1];
-            starts[p] = x->given ? x->shard_start + failed_chunk * r->chunk : -1;
-            if (p == 0 && !x->given && r->in[CRL_ROLE_PRED].given)
-                starts[0] = r->in[CRL_ROLE_PRED].shard_start + failed_chunk * r->chunk;
-        }
-    if (MPI_Bcast(starts, 2, MPI_INT64_T, first, comm) != MPI_SUCCESS)
+    int64_t start = -1;
+    const input *x = &r->in[info.role];
+    if (crl_context_rank(r->ctx) == info.rank && x->given)
+        start = x->shard_start + failed_chunk * r->chunk;
+    if (MPI_Bcast(&start, 1, MPI_INT64_T, info.rank, crl_context_comm(r->ctx)) != MPI_SUCCESS
+        || start < 0)
         return;
-    const char *message = crl_context_error(r->ctx);
-    int p = strstr(message, "states1[b=") != NULL ? 1 : strstr(message, "[b=") != NULL ? 0 : -1;
-    if (p >= 0 && starts[p] >= 0)
-        snprintf(note, cap, " (b counts from batch element %lld of the file)",
-                 (long long) starts[p]);
+    char local[96], global[96], prefix[32];
+    const char *name = crl_role_name(info.role);
+    snprintf(prefix, sizeof prefix, "rank %d: ", info.rank);
+    snprintf(local, sizeof local, "%s[b=%lld,", name, (long long) info.b);
+    snprintf(global, sizeof global, "%s[b=%lld,", name, (long long) (start + info.b));
+    const char *text = info.message, *at = strstr(text, local);
+    if (strncmp(text, prefix, strlen(prefix)) == 0)
+        text += strlen(prefix);
+    if (at == NULL) {
+        snprintf(out, cap, "%s (%s[b=...] counts from batch element %lld of the file)",
+                 text, name, (long long) start);
+        return;
+    }
+    snprintf(out, cap, "%.*s%s%s", (int) (at - text), text, global, at + strlen(local));
 }
 
 /* The library names a missing input by its role ("pred: required input is
@@ -67,34 +73,30 @@ static int forward(eval_run *r)
 {
     crl_context *ctx = r->ctx;
     crl_error err = {0};
-    bool failed_here = false;
     int64_t c = 0;
     const crl_tensors *grads = r->opt.grad_dir ? &r->grads : NULL;
     for (; c < r->chunks; c++) {
         if (eval_load_chunk(r, c, true, &err) != CRL_OK)
             break;
-        if (crl_loss_accumulate(r->loss, &r->tensors, grads) != CRL_OK) {
-            failed_here = true; /* reported by crl_loss_reduce */
-            break;
-        }
+        if (crl_loss_accumulate(r->loss, &r->tensors, grads) != CRL_OK)
+            break; /* reported by crl_loss_reduce */
         cli_progress_update(&r->progress, "forward chunk", c + 1, r->steps);
     }
     if (crl_agree(ctx, &err) != CRL_OK) {
-        cli_error(ctx, "%s", crl_context_error(ctx));
+        cli_error(ctx, "%s", cli_context_error(ctx));
         return CLI_EXIT_FAILED;
     }
     if (crl_loss_reduce(r->loss) != CRL_OK) {
-        char note[128] = "";
+        char message[CRL_MESSAGE_MAX + 128], note[128] = "";
+        snprintf(message, sizeof message, "%s", cli_context_error(ctx));
         if (crl_context_status(ctx) != CRL_ERR_MPI)
-            locate_chunk(r, failed_here, c, note, sizeof note);
-        if (note[0] == '\0')
-            missing_input_hint(crl_context_error(ctx), note, sizeof note);
-        cli_error(ctx, "%s%s", crl_context_error(ctx), note);
+            locate_chunk(r, c, message, sizeof message);
+        missing_input_hint(crl_context_error(ctx), note, sizeof note);
+        cli_error(ctx, "%s%s", message, note);
         return CLI_EXIT_FAILED;
     }
     return CLI_EXIT_OK;
 }
-
 
 static int backward(eval_run *r)
 {
@@ -102,6 +104,7 @@ static int backward(eval_run *r)
     if (grad_files_create(r) != CLI_EXIT_OK)
         return CLI_EXIT_FAILED;
     crl_error err = {0};
+    r->pass = 1;
     bool resident = r->chunks == 1;
     for (int64_t c = 0; c < r->chunks; c++) {
         if (eval_load_chunk(r, c, !resident, &err) != CRL_OK)
@@ -113,15 +116,17 @@ static int backward(eval_run *r)
                        (size_t) (x->chunk_count * x->time * x->width) * crl_dtype_size(r->dtype));
         }
         if (crl_loss_backward(r->loss, &r->tensors, &r->grads) != CRL_OK) {
-            crl_fail(&err, crl_context_status(ctx), "%s", crl_context_error(ctx));
+            crl_fail(&err, crl_context_status(ctx), "%s", cli_context_error(ctx));
             break;
         }
         if (grad_files_write(r, c, &err) != CRL_OK)
             break;
         cli_progress_update(&r->progress, "backward chunk", r->chunks + c + 1, r->steps);
     }
+    if (err.code == CRL_OK && !resident)
+        eval_check_unchanged(r, &err);
     int status = crl_agree(ctx, &err);
-    return grad_files_finish(r, status, crl_context_error(ctx));
+    return grad_files_finish(r, status, cli_context_error(ctx));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -171,11 +176,13 @@ static int evaluate(eval_run *r)
         cli_error(ctx, "%s", err.message);
         return CLI_EXIT_FAILED;
     }
-    eval_allocate(r, &err);
+    eval_check_grad_dir(r, &err);
+    if (err.code == CRL_OK)
+        eval_allocate(r, &err);
     if (err.code == CRL_OK)
         eval_read_weights(r, &err);
     if (crl_agree(ctx, &err) != CRL_OK) {
-        cli_error(ctx, "%s", crl_context_error(ctx));
+        cli_error(ctx, "%s", cli_context_error(ctx));
         return CLI_EXIT_FAILED;
     }
     cli_progress_start(&r->progress, r->opt.progress, crl_context_rank(ctx));
@@ -203,7 +210,7 @@ int cli_eval(crl_context *ctx, int argc, char **argv)
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         if (r.in[role].given && crl_npy_close(ctx, &r.in[role].file) != CRL_OK
             && status == CLI_EXIT_OK) {
-            cli_error(ctx, "%s", crl_context_error(ctx));
+            cli_error(ctx, "%s", cli_context_error(ctx));
             status = CLI_EXIT_FAILED;
         }
         free(r.in[role].data);

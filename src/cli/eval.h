@@ -7,6 +7,7 @@
  *                   file, every rank parses the same text)
  *   inputs.c        input files: open, check shapes, shard, read chunks
  *   grad_files.c    the gradient files: written as one set, all or nothing
+ *   grad_set.c      the directory's generations of sets (rank 0, POSIX)
  *   eval.c          the driver: forward, backward, the report
  *
  * Every stage ends with every rank knowing the same status.
@@ -15,6 +16,7 @@
 #define CRL_CLI_EVAL_H
 
 #include "cli.h"
+#include "cli/grad_set.h"
 
 #include <limits.h>
 
@@ -51,8 +53,9 @@ typedef struct input {
     int64_t capacity;          /* batch elements the buffers hold        */
     int64_t chunk_count;       /* batch elements of the current chunk    */
     void *data, *grad;
+    uint64_t digest[2];        /* of the data read by the forward, backward pass */
     crl_npy_file grad_file;
-    char grad_temp[PATH_MAX], grad_path[PATH_MAX];
+    char grad_temp[PATH_MAX], grad_path[PATH_MAX]; /* in the generation; DIR/NAME */
 } input;
 
 typedef struct eval_run {
@@ -63,9 +66,11 @@ typedef struct eval_run {
     int64_t neurons;
     int64_t chunk, chunks;     /* batch elements per chunk, chunks of this rank */
     int64_t steps;             /* passes over chunks: the progress bar's total */
+    int pass;                  /* 0 forward, 1 backward                   */
     crl_tensors tensors, grads;
     crl_loss *loss;
     cli_progress progress;
+    grad_set set;              /* rank 0: the gradient directory            */
 } eval_run;
 
 /* eval_options.c.  Not collective.  CLI_EXIT_OK, CLI_EXIT_USAGE (reported),
@@ -89,8 +94,13 @@ int eval_allocate(eval_run *r, crl_error *err);
 /* Local: every rank reads every weight matrix whole and describes it. */
 int eval_read_weights(eval_run *r, crl_error *err);
 /* Local: describes chunk c of each batched input, reading it when read is
- * set. */
+ * set (and adding what was read to the digest of pass r->pass). */
 int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err);
+/* Local: an input the backward pass read differently from the forward. */
+int eval_check_unchanged(const eval_run *r, crl_error *err);
+/* Local: refuses inputs held in the gradient directory (which a run
+ * replaces). */
+int eval_check_grad_dir(const eval_run *r, crl_error *err);
 
 /* grad_files.c.  Collective: the directory and the gradient files, created
  * empty; a CLI exit status (reported). */

@@ -142,7 +142,7 @@ int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
             break;
         }
         case 'h': return -1;
-        default: return cli_option_failure(ctx, c, argv, "eval");
+        default: return cli_option_failure(ctx, c, argv, long_options, "eval");
         }
     }
     if (optind < argc) {

@@ -5,8 +5,11 @@
 #include "cli/eval.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Rank 0 reads a whole text file; every rank receives the text (NUL-
  * terminated, *len bytes) or the same error. */
@@ -18,10 +21,22 @@ static int share_text_file(crl_context *ctx, const char *path, char **text, size
     } head = {0};
     char *buf = NULL;
     if (crl_context_rank(ctx) == 0) {
-        FILE *f = fopen(path, "rb");
-        if (f == NULL) {
+        /* O_NONBLOCK: a FIFO or a device is refused, not waited on while
+         * the other ranks wait in the broadcast. */
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        FILE *f = NULL;
+        if (fd < 0) {
             crl_fail(&head.err, CRL_ERR_IO, "--config '%s': cannot open: %s", path,
                      strerror(errno));
+        } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            crl_fail(&head.err, CRL_ERR_IO, "--config '%s': cannot open: not a regular file",
+                     path);
+            close(fd);
+        } else if ((f = fdopen(fd, "rb")) == NULL) {
+            crl_fail(&head.err, CRL_ERR_IO, "--config '%s': cannot open: %s", path,
+                     strerror(errno));
+            close(fd);
         } else {
             size_t cap = 4096, n = 0, got;
             buf = malloc(cap);
@@ -93,7 +108,7 @@ int eval_build_loss(eval_run *r)
         char *text = NULL;
         size_t len = 0;
         if (share_text_file(ctx, s->text, &text, &len) != CRL_OK) {
-            crl_fail(&err, crl_context_status(ctx), "%s", crl_context_error(ctx));
+            crl_fail(&err, crl_context_status(ctx), "%s", cli_context_error(ctx));
             status = CLI_EXIT_USAGE;
         } else if (cli_terms_add_ini(&terms, text, len, s->text, &err) != CRL_OK) {
             status = CLI_EXIT_USAGE;
@@ -107,7 +122,7 @@ int eval_build_loss(eval_run *r)
     for (int k = 0; k < terms.count && status == CLI_EXIT_OK; k++) {
         const cli_term *t = &terms.items[k];
         if (crl_loss_add(r->loss, t->name, t->type, t->weight, t->params) != CRL_OK) {
-            crl_fail(&err, CRL_ERR_INVALID, "%s: %s", t->source, crl_context_error(ctx));
+            crl_fail(&err, CRL_ERR_INVALID, "%s: %s", t->source, cli_context_error(ctx));
             status = CLI_EXIT_USAGE;
         }
     }

@@ -6,6 +6,7 @@
  */
 #include "cli/eval.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,7 +53,7 @@ int eval_open_inputs(eval_run *r)
         snprintf(x->label, sizeof x->label, "%s '%.290s'", eval_roles[role].option,
                  r->opt.path[role]);
         if (crl_npy_open(r->ctx, r->opt.path[role], x->label, &x->file) != CRL_OK) {
-            cli_error(r->ctx, "%s", crl_context_error(r->ctx));
+            cli_error(r->ctx, "%s", cli_context_error(r->ctx));
             x->given = false;
             return CLI_EXIT_FAILED;
         }
@@ -232,6 +233,15 @@ int eval_read_weights(eval_run *r, crl_error *err)
     return CRL_OK;
 }
 
+/* 64-bit FNV-1a over bytes, continuing from h. */
+static uint64_t digest_bytes(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t k = 0; k < n; k++)
+        h = (h ^ p[k]) * 1099511628211ULL;
+    return h;
+}
+
 /* Describes chunk c of each batched input, reading it when read is set. */
 int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
 {
@@ -243,10 +253,15 @@ int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
         int64_t first = c * r->chunk, count = x->shard_count - first;
         count = count < 0 ? 0 : count > r->chunk ? r->chunk : count;
         x->chunk_count = count;
-        if (read && count > 0
-            && crl_npy_read_slice(&x->file, axis, x->shard_start + first, count, x->data, err)
-                   != CRL_OK)
-            return err->code;
+        if (read && count > 0) {
+            if (crl_npy_read_slice(&x->file, axis, x->shard_start + first, count, x->data, err)
+                != CRL_OK)
+                return err->code;
+            if (r->opt.grad_dir != NULL && r->chunks > 1) /* read twice */
+                x->digest[r->pass] = digest_bytes(x->digest[r->pass], x->data,
+                                              (size_t) (count * x->time * x->width)
+                                                  * crl_dtype_size(r->dtype));
+        }
         void *data = count > 0 ? x->data : NULL, *grad = count > 0 ? x->grad : NULL;
         crl_array (*layout)(crl_dtype, void *, int64_t, int64_t, int64_t) =
             r->opt.time_major ? crl_array_time_major : crl_array_batch_major;
@@ -254,5 +269,48 @@ int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
         if (x->want_grad)
             *array_of(&r->grads, role) = layout(r->dtype, grad, count, x->time, x->width);
     }
+    return CRL_OK;
+}
+
+int eval_check_unchanged(const eval_run *r, crl_error *err)
+{
+    for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
+        const input *x = &r->in[role];
+        if (x->given && x->digest[0] != x->digest[1])
+            return crl_fail(err, CRL_ERR_IO,
+                            "%s changed while it was read: the backward pass read other data "
+                            "than the forward pass (was the file rewritten during the run?); "
+                            "no gradients written",
+                            x->label);
+    }
+    return CRL_OK;
+}
+
+/* Whether path lies in dir (resolved, real) or in its store of gradient
+ * generations. */
+static bool held_by(const char *path, const char *dir)
+{
+    char real[PATH_MAX];
+    if (realpath(path, real) == NULL)
+        return false;
+    size_t n = strlen(dir);
+    if (strncmp(real, dir, n) != 0 || real[n] != '/')
+        return false;
+    const char *rest = real + n + 1;
+    return strchr(rest, '/') == NULL
+           || (strncmp(rest, GRAD_STORE "/", sizeof GRAD_STORE) == 0);
+}
+
+int eval_check_grad_dir(const eval_run *r, crl_error *err)
+{
+    char dir[PATH_MAX];
+    if (r->opt.grad_dir == NULL || realpath(r->opt.grad_dir, dir) == NULL)
+        return CRL_OK; /* a directory yet to be made holds no input */
+    for (int role = 0; role < CRL_ROLE_COUNT; role++)
+        if (r->in[role].given && held_by(r->opt.path[role], dir))
+            return crl_fail(err, CRL_ERR_IO,
+                            "%s is in the gradient directory --grad-dir '%s', whose files a run "
+                            "replaces: move the input or write the gradients elsewhere",
+                            r->in[role].label, r->opt.grad_dir);
     return CRL_OK;
 }
