@@ -139,6 +139,8 @@ static int remove_leftovers(const char *store)
     return removed;
 }
 
+static int link_name(const char *dir, const char *name, crl_error *err);
+
 /* Regular files DIR/NAME of an earlier version: hard links into a
  * generation made current, then each name replaced by its link, so that
  * every name shows the same data throughout. */
@@ -168,7 +170,13 @@ static int adopt_regular_files(const char *dir, const char *store, const char *c
             return err->code;
         }
     }
-    return switch_current(store, strrchr(gen, '/') + 1, err);
+    if (switch_current(store, strrchr(gen, '/') + 1, err) != CRL_OK)
+        return err->code;
+    for (int k = 0; k < n; k++)
+        if (join(path, sizeof path, dir, names[k]) && lstat(path, &st) == 0
+            && S_ISREG(st.st_mode) && link_name(dir, names[k], err) != CRL_OK)
+            return err->code;
+    return CRL_OK;
 }
 
 /* DIR/NAME becomes a symlink to .ctrnn-loss/current/NAME (replacing a
@@ -346,10 +354,18 @@ int grad_set_commit(grad_set *s, const char *const *names, const bool *in_new, i
     for (int k = 0; k < n; k++)
         if (in_new[k] && link_name(s->dir, names[k], err) != CRL_OK)
             goto failed;
+    /* A signal from the switch to the end of the clean-up waits for it. */
+    sigset_t block, saved;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    sigprocmask(SIG_BLOCK, &block, &saved);
     current_generation(store, previous, sizeof previous);
-    if (switch_current(store, strrchr(s->gen, '/') + 1, err) != CRL_OK)
+    if (switch_current(store, strrchr(s->gen, '/') + 1, err) != CRL_OK) {
+        sigprocmask(SIG_SETMASK, &saved, NULL);
         goto failed;
-    /* The new set is in place: a signal from here on leaves it. */
+    }
     unguard();
     for (int k = 0; k < n; k++)
         if (!in_new[k])
@@ -361,6 +377,7 @@ int grad_set_commit(grad_set *s, const char *const *names, const bool *in_new, i
     if (previous[0] != '\0' && join(path, sizeof path, store, previous))
         remove_generation(path);
     remove_leftovers(store);
+    sigprocmask(SIG_SETMASK, &saved, NULL);
     return CRL_OK;
 failed:
     grad_set_abort(s);
