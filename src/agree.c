@@ -96,6 +96,24 @@ static void format_item(const crl_loss *loss, int index, int64_t v, char *buf, s
 {
     double d;
     memcpy(&d, &v, sizeof d);
+    const agree_item *it = index < loss->n_agree ? &loss->agree[index] : NULL;
+    /* A choice or a flag by its name, not its index. */
+    for (int j = 0; it != NULL && it->term >= 0 && it->term < loss->n_terms
+                    && loss->terms[it->term].cls->params[j].key != NULL; j++) {
+        const crl_param_info *p = &loss->terms[it->term].cls->params[j];
+        if (strcmp(p->key, it->what) != 0 || (p->kind != CRL_PARAM_CHOICE && p->kind != CRL_PARAM_BOOL))
+            continue;
+        int k = (int) d, n = 0;
+        while (p->kind == CRL_PARAM_CHOICE && p->choices[n] != NULL)
+            n++;
+        if (p->kind == CRL_PARAM_BOOL)
+            snprintf(buf, len, "%s", d != 0 ? "true" : "false");
+        else if (d == (double) k && k >= 0 && k < n)
+            snprintf(buf, len, "%s", p->choices[k]);
+        else
+            break;
+        return;
+    }
     if (index < loss->n_agree && loss->agree[index].real) {
         /* The shortest text that reads back as the same double. */
         for (int digits = 6; digits <= 17; digits++) {

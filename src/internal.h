@@ -50,6 +50,12 @@ typedef crl_error_info crl_error;
  * rank, role, term and indices of a new record are -1. */
 int crl_fail(crl_error *err, int code, const char *fmt, ...) CRL_PRINTF(3, 4);
 
+/* Not collective; pure.  A decimal number ([+-]d[.d][e[+-]d]: no
+ * hexadecimal, inf or nan); what names it in messages.  CRL_ERR_INVALID for
+ * other text, and for a value that overflows or underflows a double (out of
+ * range, naming the range). */
+int crl_parse_decimal(const char *text, const char *what, double *value, crl_error *err);
+
 /* crl_fail naming the input role and the local indices (b, t, i; -1 where
  * not applicable, see crl_error_info). */
 int crl_fail_at(crl_error *err, int code, int role, int64_t b, int64_t t, int64_t i,

@@ -6,7 +6,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -54,6 +56,38 @@ int crl_param_validate(const crl_param_info *info, double value, crl_error *err)
     return crl_fail(err, CRL_ERR_INVALID, "parameter %s: unknown kind", info->key);
 }
 
+int crl_parse_decimal(const char *text, const char *what, double *value, crl_error *err)
+{
+    /* [+-] digits [. digits] [(e|E) [+-] digits], at least one digit before
+     * the exponent: no hexadecimal, inf or nan, which strtod would take. */
+    const char *p = text;
+    int digits = 0;
+    p += *p == '+' || *p == '-';
+    for (; *p >= '0' && *p <= '9'; p++)
+        digits++;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            digits++;
+    if (digits > 0 && (*p == 'e' || *p == 'E')) {
+        p++;
+        p += *p == '+' || *p == '-';
+        if (*p < '0' || *p > '9')
+            digits = 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (digits == 0 || *p != '\0')
+        return crl_fail(err, CRL_ERR_INVALID, "%s: '%s' is not a number (a decimal number such "
+                        "as 0.5 or 1e-3)", what, text);
+    errno = 0;
+    double v = strtod(text, NULL);
+    if (errno == ERANGE || (v != 0 && fabs(v) < DBL_MIN))
+        return crl_fail(err, CRL_ERR_INVALID, "%s: '%s' is out of range: a number is 0 or of "
+                        "magnitude from %.17g to %.17g", what, text, DBL_MIN, DBL_MAX);
+    *value = v;
+    return CRL_OK;
+}
+
 int crl_param_parse(const crl_param_info *info, const char *text, double *value, crl_error *err)
 {
     double v = 0;
@@ -85,12 +119,10 @@ int crl_param_parse(const crl_param_info *info, const char *text, double *value,
     }
     case CRL_PARAM_INT:
     case CRL_PARAM_REAL: {
-        char *end = NULL;
-        errno = 0;
-        v = strtod(text, &end);
-        if (end == text || *end != '\0' || errno == ERANGE)
-            return crl_fail(err, CRL_ERR_INVALID, "parameter %s: '%s' is not a number", info->key,
-                            text);
+        char what[80];
+        snprintf(what, sizeof what, "parameter %s", info->key);
+        if (crl_parse_decimal(text, what, &v, err) != CRL_OK)
+            return err->code;
         break;
     }
     default:

@@ -14,6 +14,7 @@ mkdir f8 ro && "$TOOL" broken . && "$TOOL" gen f8 \
     && "$TOOL" set f8/states.npy inf_states.npy inf 1 0 3 || exit 99
 chmod 555 ro
 : >a-file
+mkfifo fifo || exit 99
 FR="--term r=rnn:lambda_mse=0,lambda_fr=1"
 unwritable=ro
 if [ "$(id -u)" -eq 0 ]; then
@@ -48,6 +49,10 @@ case_args() {
         "output directory not writable") args0="--states f8/states.npy $FR --grad-dir $unwritable" ;;
         "output directory is a file") args0="--states f8/states.npy $FR --grad-dir a-file" ;;
         "parameter that is not a number") args0="--states f8/states.npy --term r=rnn:correction=x" ;;
+        "number in hexadecimal") args0="--states f8/states.npy --term r=rnn:lambda_fr=0x10" ;;
+        "option that is a prefix of two") args0="--state f8/states.npy $FR" ;;
+        "config file that is a FIFO without a writer") args0="--states f8/states.npy --config fifo" ;;
+        "input in the gradient directory") args0="--states f8/states.npy $FR --grad-dir f8" ;;
         *) return 1 ;;
     esac
     case $args0 in *--grad-dir*) ;; *) args0="$args0 --grad-dir g" ;; esac
@@ -55,7 +60,7 @@ case_args() {
     case $args1 in *--grad-dir*) ;; *) args1="$args1 --grad-dir g" ;; esac
     return 0
 }
-expected_rows=20
+expected_rows=24
 
 # The table: "| what | `message` | status |" between the markers.
 sed -n '/^<!-- bad-input-table/,/^<!-- \/bad-input-table/p' "$readme" \
@@ -84,7 +89,7 @@ while IFS='|' read -r _ what message status _; do
     if [ "$(tr '\n' ' ' <exits)" = "$status $status " ]; then pass; else
         fail "$what: exit statuses $(tr '\n' ' ' <exits), expected $status on both ranks"
     fi
-    [ "$unwritable" != ro ] && message=$(echo "$message" | sed "s|'ro/|'$unwritable/|")
+    [ "$unwritable" != ro ] && message=$(echo "$message" | sed "s|'ro/|'$unwritable/|g; s|'ro'|'$unwritable'|g")
     got=$(grep '^ctrnn-loss: error: ' err)
     if [ "$got" = "ctrnn-loss: error: $message" ]; then pass; else
         case $what in

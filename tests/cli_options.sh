@@ -55,6 +55,8 @@ usage 2 "types takes no arguments" types rnn
 
 echo "== eval: command-line mistakes"
 usage 2 "unknown option '--bogus'" eval --states "$F8/states.npy" $FR --bogus
+usage 2 "option '--state' is ambiguous: it could be --states, --states1" eval --state "$F8/states.npy" $FR
+usage 2 "option '--w' is ambiguous: it could be --w-in, --w-hid, --w-out, --w-hebb" eval --w=x --states "$F8/states.npy" $FR
 usage 2 "--states needs a value" eval $FR --states
 usage 2 "--states is given twice" eval --states "$F8/states.npy" --states "$F8/states.npy" $FR
 usage 2 "unexpected argument 'extra'" eval --states "$F8/states.npy" $FR extra
@@ -116,7 +118,10 @@ for g in d_states d_states1 d_pred d_w_in d_w_hid d_w_out d_w_hebb; do
     [ -s "$WORK/grads/new/$g.npy" ] && pass || fail "--grad-dir: $g.npy missing"
 done
 [ ! -e "$WORK/grads/new/d_label.npy" ] && pass || fail "--grad-dir wrote d_label.npy"
-[ "$(ls -A "$WORK/grads/new" | wc -l)" -eq 7 ] && pass || fail "--grad-dir: temporaries left: $(ls -A "$WORK/grads/new")"
+[ "$(ls -A "$WORK/grads/new" | grep -vx .ctrnn-loss | wc -l)" -eq 7 ] && pass || fail "--grad-dir: temporaries left: $(ls -A "$WORK/grads/new")"
+[ "$(ls -A "$WORK/grads/new/.ctrnn-loss")" = "current
+$(readlink "$WORK/grads/new/.ctrnn-loss/current")" ] && pass \
+    || fail "--grad-dir: the store holds more than the current set: $(ls -A "$WORK/grads/new/.ctrnn-loss")"
 expect_contains "$WORK/out" "gradients written to $WORK/grads/new: d_states.npy d_states1.npy d_pred.npy" \
     "table names the gradient files"
 # Gradient files mirror their inputs' headers (shape and dtype).

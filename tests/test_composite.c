@@ -53,7 +53,7 @@ static void test_add_rejects_bad_terms(void **state)
     expect_add_error(loss, ctx, "a", "rnn", 1, "lambda_fr", "'lambda_fr' is not key=value");
     expect_add_error(loss, ctx, "a", "rnn", 1, "correction=0.5", "not an integer");
     expect_add_error(loss, ctx, "a", "rnn", 1, "correction=-1", "outside");
-    expect_add_error(loss, ctx, "a", "rnn", 1, "lambda_fr=inf", "outside");
+    expect_add_error(loss, ctx, "a", "rnn", 1, "lambda_fr=inf", "'inf' is not a number");
     assert_int_equal(crl_loss_term_count(loss), 0);
     assert_int_equal(crl_loss_add(loss, "a", "rnn", 1, "lambda_fr=1e-3,correction=1"), CRL_OK);
     expect_add_error(loss, ctx, "a", "rnn", 1, NULL, "already used");

@@ -1,13 +1,13 @@
 /*
  * test_config.c - terms from --term specifications and INI text
- * (src/cli/config.c): what they produce, every error naming the offending
+ * (src/cli/term_spec.c): what they produce, every error naming the offending
  * text (with FILE:LINE in INI), the two forms agreeing, and robustness on
  * mutated text.  Uses only the rnn type, but goes through the catalogue like
  * the parser does.
  */
 #include "harness.h"
 
-#include "cli/config.h"
+#include "cli/term_spec.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +77,16 @@ static void test_spec_errors(void **state)
     expect_spec_error("x=rnn:lambda_fr=abc", "term 'x': parameter lambda_fr: 'abc' is not a number");
     expect_spec_error("x=rnn:correction=0.5", "parameter correction: 0.5 is not an integer");
     expect_spec_error("x=rnn:correction=-1", "parameter correction: -1 is outside");
-    expect_spec_error("x=rnn:lambda_fr=nan", "parameter lambda_fr: nan is outside");
-    expect_spec_error("x=rnn:lambda=inf", "term 'x': lambda 'inf' is not a finite number");
-    expect_spec_error("x=rnn:lambda=1x", "lambda '1x' is not a finite number");
+    expect_spec_error("x=rnn:lambda_fr=nan", "parameter lambda_fr: 'nan' is not a number");
+    expect_spec_error("x=rnn:lambda=inf", "term 'x': lambda: 'inf' is not a number");
+    expect_spec_error("x=rnn:lambda=1x", "lambda: '1x' is not a number");
+    /* Decimal only, and no silent overflow or underflow. */
+    expect_spec_error("x=rnn:lambda=0x10", "lambda: '0x10' is not a number");
+    expect_spec_error("x=rnn:lambda=1e-400", "lambda: '1e-400' is out of range");
+    expect_spec_error("x=rnn:lambda=-1e999", "lambda: '-1e999' is out of range");
+    expect_spec_error("x=entropy:reg=1e999", "parameter reg: '1e999' is out of range");
+    expect_spec_error("x=entropy:reg=0x1p3", "parameter reg: '0x1p3' is not a number");
+    expect_spec_error("x=entropy:reg=-1", "parameter reg: -1 is outside [0,");
     expect_spec_error("x=rnn:lambda_fr=", "term 'x': 'lambda_fr' has no value");
     expect_spec_error("x=rnn:lambda_fr", "'lambda_fr' is not key=value");
     expect_spec_error("x=rnn:=1", "'=1' is not key=value");

@@ -74,7 +74,7 @@ static void test_hand_computed_with_default_eps(void **state)
 static void test_gradients_match_finite_differences(void **state)
 {
     (void) state;
-    const char *params[] = {NULL, "reg=0", "reg=0.3,eps=1e-3", "reg=-1,eps=0.5"};
+    const char *params[] = {NULL, "reg=0", "reg=0.3,eps=1e-3", "reg=2,eps=0.5"};
     for (int k = 0; k < 4; k++) {
         h_problem p = {.dtype = CRL_FLOAT64, .time_major = k % 2, .B = 3, .T = 4, .N = 5 + k};
         /* rates bounded away from 0: p + eps stays far from log's pole */

@@ -86,8 +86,15 @@ static void test_mean_ad_by_hand(void **state)
      * g = (1 + 1/3, -1 + 1/3, -1 + 1/3) / 3 = (4/9, -2/9, -2/9). */
     const double g[3] = {4.0 / 9, -2.0 / 9, -2.0 / 9};
     check_by_hand(&p, "metric=mean_ad", 10.0 / 9, g);
-    /* correction plays no part in mean_ad, even when it is >= N. */
-    check_by_hand(&p, "metric=mean_ad,correction=5", 10.0 / 9, g);
+    /* correction is a divisor of sd and cv: with mean_ad it is refused,
+     * not silently ignored. */
+    h_term terms[] = {{"d", "fr_dist", 2.0, "metric=mean_ad,correction=5"}};
+    h_result r;
+    h_eval_self(&p, terms, 1, H_GRAD_STATES, &r);
+    assert_int_equal(r.status, CRL_ERR_INVALID);
+    if (strstr(r.message, "correction applies to metric sd and cv only, not mean_ad") == NULL)
+        fail_msg("unexpected message: %s", r.message);
+    h_result_free(&r);
 }
 
 static void test_max_ad_by_hand(void **state)

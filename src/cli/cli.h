@@ -6,7 +6,7 @@
 #ifndef CRL_CLI_H
 #define CRL_CLI_H
 
-#include "cli/config.h" /* the terms; not autoconf's config.h */
+#include "cli/term_spec.h"
 #include "internal.h"
 #include "npy.h"
 
@@ -27,6 +27,11 @@ int cli_demo(crl_context *ctx, int argc, char **argv);
 /* Not collective.  Prints "ctrnn-loss: error: ..." to stderr on rank 0 only. */
 void cli_error(const crl_context *ctx, const char *fmt, ...) CRL_PRINTF(2, 3);
 
+/* Not collective.  The context's error message as the command reports it:
+ * without the library's "rank 0: " at one rank, so that a message does not
+ * depend on the rank count. */
+const char *cli_context_error(const crl_context *ctx);
+
 /* Not collective.  The catalogue of term types with their parameters. */
 void cli_print_types(FILE *out);
 
@@ -38,9 +43,11 @@ bool cli_parse_count(const char *text, int64_t min, int64_t *out);
 int cli_choice(const char *text, const char *const *choices);
 
 /* Not collective.  Reports what getopt_long returned for a bad argument
- * (':' a missing value, anything else an unknown option) of command;
- * returns CLI_EXIT_USAGE. */
-int cli_option_failure(const crl_context *ctx, int c, char **argv, const char *command);
+ * (':' a missing value, anything else an unknown option, or a prefix of
+ * several of options, named) of command; returns CLI_EXIT_USAGE. */
+struct option;
+int cli_option_failure(const crl_context *ctx, int c, char **argv, const struct option *options,
+                       const char *command);
 
 /* ------------------------------------------------------------------------ */
 /* Reports (rank 0)                                                           */

@@ -197,7 +197,7 @@ static int parse_options(crl_context *ctx, int argc, char **argv, demo_options *
             continue;
         }
         case 'h': return -1;
-        default: return cli_option_failure(ctx, c, argv, "demo");
+        default: return cli_option_failure(ctx, c, argv, long_options, "demo");
         }
         if (!cli_parse_count(optarg, min, target) || *target > max) {
             cli_error(ctx, "%s '%s' must be a whole number in [%lld, %lld]", name, optarg,
@@ -225,9 +225,9 @@ static int build_loss(crl_context *ctx, crl_loss *loss)
             continue;
         if (s != NULL && crl_context_rank(ctx) == 0)
             fprintf(stderr, "ctrnn-loss: warning: %s with '%s': %s; using its defaults\n",
-                    type, s->params, crl_context_error(ctx));
+                    type, s->params, cli_context_error(ctx));
         if (crl_loss_add(loss, type, type, s ? s->weight : 1.0, NULL) != CRL_OK) {
-            cli_error(ctx, "%s", crl_context_error(ctx));
+            cli_error(ctx, "%s", cli_context_error(ctx));
             return CLI_EXIT_FAILED;
         }
     }
@@ -296,7 +296,7 @@ static int finite_difference(crl_context *ctx, crl_loss *loss, demo_data *d,
                 hm = x - moved;
         }
         if (crl_loss_evaluate(loss, &d->in, NULL) != CRL_OK) {
-            cli_error(ctx, "%s", crl_context_error(ctx));
+            cli_error(ctx, "%s", cli_context_error(ctx));
             return CLI_EXIT_FAILED;
         }
         value[side] = crl_loss_total(loss);
@@ -349,7 +349,7 @@ static int run_demo(crl_context *ctx, const demo_options *o, network *net, demo_
         crl_fail(&err, CRL_ERR_NOMEM, "out of memory for the demo's arrays");
     if (crl_agree(ctx, &err) != CRL_OK) {
         free(work);
-        cli_error(ctx, "%s", crl_context_error(ctx));
+        cli_error(ctx, "%s", cli_context_error(ctx));
         return CLI_EXIT_FAILED;
     }
 
@@ -390,7 +390,7 @@ static int run_demo(crl_context *ctx, const demo_options *o, network *net, demo_
         double local = MPI_Wtime() - t0, slowest = 0;
         MPI_Allreduce(&local, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
         if (rc != CRL_OK) {
-            cli_error(ctx, "%s", crl_context_error(ctx));
+            cli_error(ctx, "%s", cli_context_error(ctx));
             return CLI_EXIT_FAILED;
         }
         best = slowest < best ? slowest : best;
@@ -454,7 +454,7 @@ int cli_demo(crl_context *ctx, int argc, char **argv)
         || crl_loss_create(ctx, &loss) != CRL_OK)
         crl_fail(&err, CRL_ERR_NOMEM, "out of memory for the network");
     if (crl_agree(ctx, &err) != CRL_OK) {
-        cli_error(ctx, "%s", crl_context_error(ctx));
+        cli_error(ctx, "%s", cli_context_error(ctx));
         status = CLI_EXIT_FAILED;
     } else {
         uint64_t seed = (uint64_t) o.seed;

@@ -27,6 +27,19 @@ void cli_error(const crl_context *ctx, const char *fmt, ...)
     fflush(stderr);
 }
 
+const char *cli_context_error(const crl_context *ctx)
+{
+    crl_error_info info;
+    const char *message = crl_context_error(ctx);
+    /* The library names the failing rank unless every rank failed alike; at
+     * one rank that is always rank 0, which P ranks finding the same
+     * would not name. */
+    if (crl_context_size(ctx) == 1 && crl_context_error_info(ctx, &info) == CRL_OK
+        && info.rank == 0 && strncmp(message, "rank 0: ", 8) == 0)
+        return message + 8;
+    return message;
+}
+
 bool cli_parse_count(const char *text, int64_t min, int64_t *out)
 {
     char *end = NULL;
@@ -46,14 +59,34 @@ int cli_choice(const char *text, const char *const *choices)
     return -1;
 }
 
-int cli_option_failure(const crl_context *ctx, int c, char **argv, const char *command)
+int cli_option_failure(const crl_context *ctx, int c, char **argv, const struct option *options,
+                       const char *command)
 {
     /* getopt_long has moved optind past the offending argument. */
-    if (c == ':')
-        cli_error(ctx, "%s needs a value", argv[optind - 1]);
-    else
-        cli_error(ctx, "unknown option '%s'; see ctrnn-loss %s --help", argv[optind - 1],
-                  command);
+    const char *arg = argv[optind - 1];
+    if (c == ':') {
+        cli_error(ctx, "%s needs a value", arg);
+        return CLI_EXIT_USAGE;
+    }
+    /* getopt_long (opterr = 0) says '?' for an ambiguous prefix too. */
+    if (strncmp(arg, "--", 2) == 0) {
+        size_t n = strcspn(arg + 2, "=");
+        char candidates[512] = "";
+        size_t used = 0;
+        int matches = 0;
+        for (const struct option *o = options; o->name != NULL; o++)
+            if (n > 0 && strncmp(o->name, arg + 2, n) == 0 && used < sizeof candidates) {
+                used += (size_t) snprintf(candidates + used, sizeof candidates - used, "%s--%s",
+                                          matches ? ", " : "", o->name);
+                matches++;
+            }
+        if (matches > 1) {
+            cli_error(ctx, "option '%.*s' is ambiguous: it could be %s", (int) n + 2, arg,
+                      candidates);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    cli_error(ctx, "unknown option '%s'; see ctrnn-loss %s --help", arg, command);
     return CLI_EXIT_USAGE;
 }
 

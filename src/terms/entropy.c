@@ -37,7 +37,7 @@
 enum { REG, EPS };
 
 static const crl_param_info params[] = {
-    {"reg", CRL_PARAM_REAL, 10, -DBL_MAX, DBL_MAX, NULL, "weight of the mean squared rate norm"},
+    {"reg", CRL_PARAM_REAL, 10, 0, DBL_MAX, NULL, "weight of the mean squared rate norm"},
     {"eps", CRL_PARAM_REAL, 1e-8, DBL_MIN, DBL_MAX, NULL,
      "added to the normalizer and inside the log (> 0)"},
     {NULL, 0, 0, 0, 0, NULL, NULL},

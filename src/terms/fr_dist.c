@@ -40,6 +40,9 @@ static bool uses_sigma(const crl_term *t)
 static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err)
 {
     *slots = 0;
+    if (!uses_sigma(t) && t->param[CORRECTION] != 0)
+        return crl_fail(err, CRL_ERR_INVALID, "correction applies to metric sd and cv only, not "
+                        "%s", metrics[(int) t->param[METRIC]]);
     if (uses_sigma(t) && g->inputs->states.width <= t->param[CORRECTION])
         return crl_fail(err, CRL_ERR_INVALID, "correction %g needs more than %g neurons, got %lld",
                         t->param[CORRECTION], t->param[CORRECTION],

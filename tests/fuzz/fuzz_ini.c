@@ -1,5 +1,5 @@
 /*
- * fuzz_ini.c - the INI parser (src/cli/config.c) on any bytes (not
+ * fuzz_ini.c - the INI parser (src/cli/term_spec.c) on any bytes (not
  * NUL-terminated, as the command passes a file's contents): it either adds
  * at least one term, each of which reads back through the --term parser as
  * the same term, or fails with a message and adds nothing.

@@ -1,5 +1,5 @@
 /*
- * fuzz_term.c - the --term parser (src/cli/config.c) on any text: it either
+ * fuzz_term.c - the --term parser (src/cli/term_spec.c) on any text: it either
  * adds exactly one term, whose specification written back
  * (NAME=TYPE:params,lambda=x) parses to the same term, or fails with a
  * message and adds nothing.  The same text twice is a duplicate name.

@@ -9,7 +9,7 @@
 
 #include "fuzz.h"
 
-#include "cli/config.h"
+#include "cli/term_spec.h"
 
 static void fuzz_check_term(const cli_term *t)
 {

@@ -1,9 +1,9 @@
 /*
- * config.c - --term specifications and INI files into terms (see config.h).
+ * term_spec.c - --term specifications and INI files into terms (see term_spec.h).
  * Everything is checked against the catalogue of term types, so a new type
  * is understood here as soon as it is registered.
  */
-#include "cli/config.h"
+#include "cli/term_spec.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -128,12 +128,10 @@ static int set_param(draft *d, const char *key, const char *value, const char *w
                         key);
     d->keys[d->n_keys++] = weight ? CLI_WEIGHT_KEY : info->key;
     if (weight) {
-        char *end = NULL;
-        double v = strtod(value, &end);
-        if (end == value || *end != '\0' || !isfinite(v))
-            return crl_fail(err, CRL_ERR_INVALID,
-                            "%s: term '%s': lambda '%s' is not a finite number", where, t->name,
-                            value);
+        crl_error e = {0};
+        double v;
+        if (crl_parse_decimal(value, CLI_WEIGHT_KEY, &v, &e) != CRL_OK)
+            return crl_fail(err, e.code, "%s: term '%s': %s", where, t->name, e.message);
         t->weight = v;
         return CRL_OK;
     }

@@ -1,13 +1,13 @@
 /*
- * config.h - the terms of a loss as the command line gives them: --term
+ * term_spec.h - the terms of a loss as the command line gives them: --term
  * 'NAME=TYPE:key=value,...' and INI files with one [NAME] section per term.
  *
  * Pure functions over text (no I/O, no MPI), checked against the catalogue of
  * term types, so that every rank parses the same text to the same terms and
  * the parsers can be fuzzed.
  */
-#ifndef CRL_CLI_CONFIG_H
-#define CRL_CLI_CONFIG_H
+#ifndef CRL_CLI_TERM_SPEC_H
+#define CRL_CLI_TERM_SPEC_H
 
 #include "internal.h"
 
@@ -50,4 +50,4 @@ int cli_terms_add_ini(cli_terms *terms, const char *text, size_t len, const char
 /* Not collective.  Frees the terms' memory and empties the list. */
 void cli_terms_free(cli_terms *terms);
 
-#endif /* CRL_CLI_CONFIG_H */
+#endif /* CRL_CLI_TERM_SPEC_H */

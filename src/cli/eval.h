@@ -1,0 +1,116 @@
+/*
+ * eval.h - what the files of `ctrnn-loss eval` share: the options, the
+ * inputs with their shards and buffers, and the stages of a run.
+ *
+ *   eval_options.c  the command line and the --help text
+ *   eval_terms.c    the loss from --term and --config (rank 0 reads a config
+ *                   file, every rank parses the same text)
+ *   inputs.c        input files: open, check shapes, shard, read chunks
+ *   grad_files.c    the gradient files: written as one set, all or nothing
+ *   grad_set.c      the directory's generations of sets (rank 0, POSIX)
+ *   eval.c          the driver: forward, backward, the report
+ *
+ * Every stage ends with every rank knowing the same status.
+ */
+#ifndef CRL_CLI_EVAL_H
+#define CRL_CLI_EVAL_H
+
+#include "cli.h"
+#include "cli/grad_set.h"
+
+#include <limits.h>
+
+/* The command-line option of each input, its gradient file (NULL: none) and
+ * its shape in words. */
+typedef struct role_text {
+    const char *option, *grad_file, *shape;
+} role_text;
+extern const role_text eval_roles[CRL_ROLE_COUNT];
+
+/* A --term or --config argument, in command-line order. */
+typedef struct term_source {
+    bool config;
+    const char *text;
+} term_source;
+
+typedef struct eval_options {
+    const char *path[CRL_ROLE_COUNT];
+    bool time_major, json;
+    const char *grad_dir;
+    int64_t chunk_batch;       /* 0: the whole shard at once            */
+    int progress;
+    term_source *sources;
+    int n_sources;
+} eval_options;
+
+/* One given input file. */
+typedef struct input {
+    bool given, batched, want_grad;
+    char label[320];           /* "--states 'x.npy'"                     */
+    crl_npy_file file;
+    int64_t batch, time, width; /* batched: global B, T, W; weights: rows, cols in time, width */
+    int64_t shard_start, shard_count;  /* this rank's slice of the batch */
+    int64_t capacity;          /* batch elements the buffers hold        */
+    int64_t chunk_count;       /* batch elements of the current chunk    */
+    void *data, *grad;
+    uint64_t digest[2];        /* of the data read by the forward, backward pass */
+    crl_npy_file grad_file;
+    char grad_temp[PATH_MAX], grad_path[PATH_MAX]; /* in the generation; DIR/NAME */
+} input;
+
+typedef struct eval_run {
+    crl_context *ctx;
+    eval_options opt;
+    input in[CRL_ROLE_COUNT];
+    crl_dtype dtype;
+    int64_t neurons;
+    int64_t chunk, chunks;     /* batch elements per chunk, chunks of this rank */
+    int64_t steps;             /* passes over chunks: the progress bar's total */
+    int pass;                  /* 0 forward, 1 backward                   */
+    crl_tensors tensors, grads;
+    crl_loss *loss;
+    cli_progress progress;
+    grad_set set;              /* rank 0: the gradient directory            */
+} eval_run;
+
+/* eval_options.c.  Not collective.  CLI_EXIT_OK, CLI_EXIT_USAGE (reported),
+ * or -1 for --help. */
+int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o);
+/* Not collective.  The --help text with the catalogue of term types. */
+void eval_print_help(FILE *out);
+
+/* eval_terms.c.  Collective.  Builds r->loss from the --term and --config
+ * arguments, in order; a CLI exit status (reported). */
+int eval_build_loss(eval_run *r);
+
+/* inputs.c.  Collective: opens every given input; on failure (reported),
+ * those opened are closed. */
+int eval_open_inputs(eval_run *r);
+/* Not collective (the same headers everywhere give the same verdict):
+ * checks dtypes and shapes and sets the global sizes. */
+int eval_check_shapes(eval_run *r, crl_error *err);
+/* Local (the caller agrees): shards, chunk size and buffers. */
+int eval_allocate(eval_run *r, crl_error *err);
+/* Local: every rank reads every weight matrix whole and describes it. */
+int eval_read_weights(eval_run *r, crl_error *err);
+/* Local: describes chunk c of each batched input, reading it when read is
+ * set (and adding what was read to the digest of pass r->pass). */
+int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err);
+/* Local: an input the backward pass read differently from the forward. */
+int eval_check_unchanged(const eval_run *r, crl_error *err);
+/* Local: refuses inputs held in the gradient directory (which a run
+ * replaces). */
+int eval_check_grad_dir(const eval_run *r, crl_error *err);
+
+/* grad_files.c.  Collective: the directory and the gradient files, created
+ * empty; a CLI exit status (reported). */
+int grad_files_create(eval_run *r);
+/* Local: writes this rank's slices of the gradients of chunk c. */
+int grad_files_write(eval_run *r, int64_t c, crl_error *err);
+/* Collective: closes the files and, when every rank wrote its part
+ * (status CRL_OK everywhere, message the agreed error otherwise), makes them
+ * the gradient set of the directory; otherwise removes them.  A CLI exit
+ * status (reported). */
+int grad_files_finish(eval_run *r, int status, const char *message);
+
+#endif /* CRL_CLI_EVAL_H */

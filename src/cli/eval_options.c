@@ -1,0 +1,177 @@
+/*
+ * eval_options.c - the command line of `ctrnn-loss eval` and its --help.
+ */
+#include "cli/eval.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+
+static const char eval_usage[] =
+    "usage: mpirun -np P ctrnn-loss eval [INPUTS] (--term SPEC | --config FILE)... [OPTIONS]\n"
+    "\n"
+    "Evaluates a loss of named terms on NumPy .npy files; rank r reads only its\n"
+    "own slice of the batch.  Batched inputs are (B, T, .) arrays, or (T, B, .)\n"
+    "with --time-major; weights are 2-D.  float32 ('<f4') or float64 ('<f8'),\n"
+    "C order, format 1.0-3.0, one dtype for all inputs.\n"
+    "\n"
+    "inputs:\n"
+    "  --states FILE      firing rates S (B, T, N)\n"
+    "  --states1 FILE     second population S1 (B1, T1, N) (population_kl)\n"
+    "  --pred FILE        network outputs (B, T, K)\n"
+    "  --label FILE       targets (B, T, K)\n"
+    "  --mask FILE        output mask (B, T, K) or (B, T, 1) for mse, rnn's mse and\n"
+    "                     cross_entropy (no gradient file)\n"
+    "  --w-in FILE        input weights (N, N_in)\n"
+    "  --w-hid FILE       recurrent weights (N, N)\n"
+    "  --w-out FILE       output weights (K, N)\n"
+    "  --w-hebb FILE      Hebbian weights (N, N)\n"
+    "  --time-major       batched inputs are (T, B, .) instead of (B, T, .)\n"
+    "\n"
+    "terms (at least one; added in command-line order):\n"
+    "  --term SPEC        NAME=TYPE[:key=value,...], e.g. 'act=fr:metric=l1,lambda=0.1';\n"
+    "                     'lambda' is the term's weight (default 1)\n"
+    "  --config FILE      INI file, one [NAME] section per term with 'type = TYPE',\n"
+    "                     optionally 'lambda = x', and the type's parameters\n"
+    "\n"
+    "output:\n"
+    "  --json             one JSON object {\"total\", \"terms\", \"meta\"} (17 digits)\n"
+    "  --grad-dir DIR     write d_states.npy, d_states1.npy, d_pred.npy, d_w_in.npy,\n"
+    "                     d_w_hid.npy, d_w_out.npy, d_w_hebb.npy (for each given input)\n"
+    "                     as one set: links through DIR/.ctrnn-loss/current, switched\n"
+    "                     when every file is written; a failed or interrupted run\n"
+    "                     leaves the earlier set; d_*.npy of inputs not given go\n"
+    "  --chunk-batch K    read and evaluate K batch elements of a rank's shard at a\n"
+    "                     time (bounded memory; identical results)\n"
+    "  --progress WHEN    progress bar on stderr: auto (when run from a terminal,\n"
+    "                     after 1 s of work), always or never (default auto)\n"
+    "  -h, --help         show this help\n"
+    "\n"
+    "exit status: 0 success, 1 an input file, the I/O or the evaluation failed,\n"
+    "2 a wrong command line, term specification or config file.\n"
+    "\n"
+    "term types (TYPE: parameter, values, default):\n";
+
+/* The command-line options of each input, its gradient file, and its shape
+ * in words. */
+const role_text eval_roles[CRL_ROLE_COUNT] = {
+    [CRL_ROLE_STATES] = {"--states", "d_states.npy", "(B, T, N)"},
+    [CRL_ROLE_STATES1] = {"--states1", "d_states1.npy", "(B1, T1, N)"},
+    [CRL_ROLE_PRED] = {"--pred", "d_pred.npy", "(B, T, K)"},
+    [CRL_ROLE_LABEL] = {"--label", NULL, "(B, T, K)"},
+    [CRL_ROLE_MASK] = {"--mask", NULL, "(B, T, K) or (B, T, 1)"},
+    [CRL_ROLE_W_IN] = {"--w-in", "d_w_in.npy", "(N, N_in)"},
+    [CRL_ROLE_W_HID] = {"--w-hid", "d_w_hid.npy", "(N, N)"},
+    [CRL_ROLE_W_OUT] = {"--w-out", "d_w_out.npy", "(K, N)"},
+    [CRL_ROLE_W_HEBB] = {"--w-hebb", "d_w_hebb.npy", "(N, N)"},
+};
+
+enum {
+    OPT_ROLE = 1000, /* + role */
+    OPT_TIME_MAJOR = 2000,
+    OPT_TERM,
+    OPT_CONFIG,
+    OPT_JSON,
+    OPT_GRAD_DIR,
+    OPT_CHUNK_BATCH,
+    OPT_PROGRESS,
+};
+
+static const struct option long_options[] = {
+    {"states", required_argument, NULL, OPT_ROLE + CRL_ROLE_STATES},
+    {"states1", required_argument, NULL, OPT_ROLE + CRL_ROLE_STATES1},
+    {"pred", required_argument, NULL, OPT_ROLE + CRL_ROLE_PRED},
+    {"label", required_argument, NULL, OPT_ROLE + CRL_ROLE_LABEL},
+    {"mask", required_argument, NULL, OPT_ROLE + CRL_ROLE_MASK},
+    {"w-in", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_IN},
+    {"w-hid", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_HID},
+    {"w-out", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_OUT},
+    {"w-hebb", required_argument, NULL, OPT_ROLE + CRL_ROLE_W_HEBB},
+    {"time-major", no_argument, NULL, OPT_TIME_MAJOR},
+    {"term", required_argument, NULL, OPT_TERM},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"grad-dir", required_argument, NULL, OPT_GRAD_DIR},
+    {"chunk-batch", required_argument, NULL, OPT_CHUNK_BATCH},
+    {"progress", required_argument, NULL, OPT_PROGRESS},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns CLI_EXIT_OK, CLI_EXIT_USAGE, or -1 for --help. */
+int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
+{
+    *o = (eval_options){.progress = CLI_PROGRESS_AUTO};
+    o->sources = calloc((size_t) argc, sizeof *o->sources);
+    if (o->sources == NULL) {
+        cli_error(ctx, "out of memory");
+        return CLI_EXIT_FAILED;
+    }
+    opterr = 0;
+    optind = 0; /* full re-initialization (GNU) */
+    int c;
+    while ((c = getopt_long(argc, argv, "+:h", long_options, NULL)) != -1) {
+        if (c >= OPT_ROLE && c < OPT_ROLE + CRL_ROLE_COUNT) {
+            int role = c - OPT_ROLE;
+            if (o->path[role] != NULL) {
+                cli_error(ctx, "%s is given twice", eval_roles[role].option);
+                return CLI_EXIT_USAGE;
+            }
+            o->path[role] = optarg;
+            continue;
+        }
+        switch (c) {
+        case OPT_TIME_MAJOR: o->time_major = true; break;
+        case OPT_JSON: o->json = true; break;
+        case OPT_TERM:
+        case OPT_CONFIG:
+            o->sources[o->n_sources++] = (term_source){c == OPT_CONFIG, optarg};
+            break;
+        case OPT_GRAD_DIR:
+            if (optarg[0] == '\0') {
+                cli_error(ctx, "--grad-dir needs a directory name");
+                return CLI_EXIT_USAGE;
+            }
+            o->grad_dir = optarg;
+            break;
+        case OPT_CHUNK_BATCH:
+            if (!cli_parse_count(optarg, 1, &o->chunk_batch)) {
+                cli_error(ctx, "--chunk-batch '%s' is not a whole number >= 1", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        case OPT_PROGRESS: {
+            /* In the order of CLI_PROGRESS_AUTO, _ALWAYS, _NEVER. */
+            static const char *const when[] = {"auto", "always", "never", NULL};
+            if ((o->progress = cli_choice(optarg, when)) < 0) {
+                cli_error(ctx, "--progress '%s' is not auto, always or never", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        }
+        case 'h': return -1;
+        default: return cli_option_failure(ctx, c, argv, long_options, "eval");
+        }
+    }
+    if (optind < argc) {
+        cli_error(ctx, "unexpected argument '%s'; see ctrnn-loss eval --help", argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    if (o->n_sources == 0) {
+        cli_error(ctx, "no terms: give --term NAME=TYPE[:key=value,...] or --config FILE");
+        return CLI_EXIT_USAGE;
+    }
+    bool any = false;
+    for (int role = 0; role < CRL_ROLE_COUNT; role++)
+        any |= o->path[role] != NULL;
+    if (!any) {
+        cli_error(ctx, "no input files: give --states, --pred, --label, ...");
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+void eval_print_help(FILE *out)
+{
+    fputs(eval_usage, out);
+    cli_print_types(out);
+}

@@ -1,0 +1,192 @@
+#!/bin/sh
+# cli_faults.sh - the gradient directory under faults: a run that fails,
+# is interrupted (SIGINT, SIGTERM) or killed (SIGKILL of mpirun or of one
+# rank) at any moment leaves the earlier set of gradient files whole, or the
+# new set whole, never a mix and never less; no temporary file survives a
+# signal; what a killed run left is removed by the next run; stale files of
+# inputs not given this time go; an input rewritten during a chunked run is
+# an error with no output; an input in the gradient directory is refused;
+# disagreeing choices are named.  Run by scripts/check --faults (about a
+# minute), also over TCP only (OMPI_MCA_btl=self,tcp).
+. "$(dirname "$0")/cli-lib.sh"
+
+cd "$WORK" || exit 99
+mkdir f8 big && "$TOOL" gen f8 && "$TOOL" gen big --B 3000 --T 40 --N 40 || exit 99
+"$TOOL" scale big/states.npy big/other.npy 0.5 || exit 99
+np=$(max_ranks)
+A="--states big/states.npy --w-hebb big/w_hebb.npy --term h=hebbian:lambda=1 --term f=fr"
+B="--states big/states.npy --w-hebb big/w_hebb.npy --term h=hebbian:lambda=2 --term f=fr"
+
+# sums DIR: the checksums of DIR's gradient files by name ("-" if none).
+sums() {
+    for f in d_states d_states1 d_pred d_w_in d_w_hid d_w_out d_w_hebb; do
+        if [ -e "$1/$f.npy" ]; then echo "$f $(cksum <"$1/$f.npy")"; else echo "$f -"; fi
+    done
+}
+
+# store_clean DIR WHAT: the store holds the current link and its generation
+# only (no temporary file, no unfinished generation).
+store_clean() {
+    s="$1/.ctrnn-loss"
+    want="current
+$(readlink "$s/current")"
+    if [ "$(ls -A "$s" 2>/dev/null)" = "$want" ]; then pass; else
+        fail "$2: the store holds: $(ls -A "$s" 2>/dev/null | tr '\n' ' ')"
+    fi
+}
+
+# The complete sets A and B, written by runs that finished.
+# shellcheck disable=SC2086
+mpi "$np" eval $A --grad-dir setA && expect_ok "set A"
+sums setA >sumsA
+# shellcheck disable=SC2086
+mpi "$np" eval $B --grad-dir setB && expect_ok "set B"
+sums setB >sumsB
+cmp -s sumsA sumsB && fail "sets A and B do not differ: the checks below could not fail"
+
+# whole_set DIR WHAT: DIR holds set A or set B, whole.
+whole_set() {
+    sums "$1" >sumsX
+    if cmp -s sumsX sumsA || cmp -s sumsX sumsB; then pass; else
+        fail "$2: a mixed or partial set:"
+        paste sumsX sumsA sumsB | sed 's/^/    /'
+    fi
+}
+
+echo "== a failed switch keeps the earlier set"
+rm -rf g
+mpi "$np" eval --states f8/states.npy --term f=fr --grad-dir g
+expect_ok "a set of one file"
+sums g >sumsG
+# The new set adds d_w_hebb.npy, whose name is taken by a directory.
+mkdir g/d_w_hebb.npy
+mpi_each "$np" eval --states f8/states.npy --w-hebb f8/w_hebb.npy --term h=hebbian \
+    --term f=fr:lambda=2 --grad-dir g
+expect_failure 1 "'g/d_w_hebb.npy': it exists and is not a file" "$np" eval "(d_w_hebb.npy a directory)"
+rmdir g/d_w_hebb.npy
+sums g >sumsX
+same sumsG sumsX "a failed run keeps every file of the earlier set"
+store_clean g "after a failed switch"
+
+echo "== stale files of inputs not given this time"
+# shellcheck disable=SC2086
+mpi "$np" eval --states big/states.npy --term f=fr --grad-dir g
+expect_ok "a smaller set"
+[ ! -e g/d_w_hebb.npy ] && [ ! -L g/d_w_hebb.npy ] && pass \
+    || fail "d_w_hebb.npy of the earlier run is still there"
+[ -s g/d_states.npy ] && pass || fail "d_states.npy missing"
+store_clean g "after a smaller set"
+# Regular files written in place (an earlier version) are adopted, then
+# replaced as a set.
+rm -rf legacy && mkdir legacy && cp setA/d_states.npy setA/d_w_hebb.npy legacy/ \
+    && cp setA/d_states.npy legacy/d_pred.npy
+# shellcheck disable=SC2086
+mpi "$np" eval $B --grad-dir legacy
+expect_ok "a directory of regular files"
+whole_set legacy "regular files replaced"
+[ ! -e legacy/d_pred.npy ] && pass || fail "the stale regular d_pred.npy is still there"
+
+echo "== an input in the gradient directory"
+# shellcheck disable=SC2086
+mpi_each "$np" eval --states g/d_states.npy --term f=fr --grad-dir g
+expect_failure 1 "--states 'g/d_states.npy' is in the gradient directory --grad-dir 'g'" "$np" \
+    eval --states g/d_states.npy --grad-dir g
+
+echo "== an input rewritten during a chunked run"
+cp big/states.npy changing.npy
+# shellcheck disable=SC2086
+timeout "$TIMEOUT" "$MPIRUN" -np 1 "$CLI" eval --states changing.npy --w-hebb big/w_hebb.npy \
+    --term h=hebbian --chunk-batch 1 --grad-dir changed --progress always </dev/null >out 2>err &
+pid=$!
+i=0
+while ! grep -q "chunk" err 2>/dev/null && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done
+dd if=big/other.npy of=changing.npy conv=notrunc bs=1M 2>/dev/null
+wait $pid
+rc=$?
+if grep -q "done\|100%.*backward chunk" err && [ $rc -eq 0 ]; then
+    echo "NOTE: the run ended before the rewrite; the case did not test anything"
+    fail "rewrite during the run: the run was too fast to rewrite its input in time"
+elif [ $rc -eq 1 ] && grep -qF "changed while it was read" err; then pass; else
+    fail "rewrite during the run: exit $rc, $(grep error err)"
+fi
+[ ! -e changed/d_states.npy ] && pass || fail "rewrite during the run: gradients written"
+
+# interrupt SIG WHO WHAT: starts set B over set A in g, sends SIG to WHO
+# (mpirun, or rank0/rank1: one rank's process) once the backward pass has
+# begun (or after a delay of $delay s), and checks what remains.
+interrupt() {
+    sig=$1 who=$2 what=$3 ranks=${4:-$np}
+    rm -rf g && mkdir g
+    # shellcheck disable=SC2086
+    "$MPIRUN" -np "$ranks" "$CLI" eval $A --grad-dir g </dev/null >/dev/null 2>&1
+    # shellcheck disable=SC2086
+    timeout "$TIMEOUT" "$MPIRUN" -np "$ranks" "$CLI" eval $B --chunk-batch 1 --grad-dir g \
+        --progress always </dev/null >out 2>err &
+    pid=$!
+    if [ -n "${delay:-}" ]; then sleep "$delay"; else
+        i=0
+        while ! grep -q "backward chunk" err 2>/dev/null && [ $i -lt 500 ]; do
+            sleep 0.01
+            i=$((i + 1))
+        done
+    fi
+    target=$pid
+    case $who in
+        rank*) target=$(ps -o pid= --ppid "$pid" | sed -n "$((${who#rank} + 1))p") ;;
+    esac
+    [ -n "$target" ] && kill -s "$sig" "$target" 2>/dev/null
+    wait $pid 2>/dev/null
+    whole_set g "$what"
+    if [ "$sig" != KILL ] || [ "$who" = mpirun ]; then
+        [ "$sig" = KILL ] || store_clean g "$what: temporary files"
+    fi
+    # The next run removes what a killed run left, and says so.
+    # shellcheck disable=SC2086
+    mpi "$ranks" eval $A --grad-dir g
+    expect_ok "$what: the next run"
+    store_clean g "$what: after the next run"
+    whole_set g "$what: after the next run"
+}
+
+echo "== signals"
+for sig in INT TERM; do
+    interrupt "$sig" mpirun "SIG$sig to mpirun during the backward pass"
+    interrupt "$sig" rank0 "SIG$sig to rank 0 during the backward pass"
+done
+echo "== SIGKILL at any moment"
+for delay in 0.2 0.35 0.5 0.65 0.8 1.0; do
+    interrupt KILL rank0 "SIGKILL of rank 0 after $delay s" 1
+done
+for delay in 0.3 0.6 0.9; do
+    interrupt KILL rank1 "SIGKILL of rank 1 after $delay s" 2
+    interrupt KILL mpirun "SIGKILL of mpirun after $delay s" 2
+done
+delay=
+
+echo "== a full disk"
+# A file-size limit makes every write past the header fail, as a full disk
+# does: the earlier set stays whole.
+rm -rf g && mkdir g
+# shellcheck disable=SC2086
+"$MPIRUN" -np "$np" "$CLI" eval $A --grad-dir g </dev/null >/dev/null 2>&1
+: >exits
+# shellcheck disable=SC2086
+timeout "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
+    'trap "" XFSZ; ulimit -f 1; "$0" "$@"; echo "$?" >>exits' "$CLI" eval $B --grad-dir g \
+    </dev/null >out 2>err
+sort exits -o exits
+expect_failure 1 "write failed at byte" "$np" eval "(writes fail)"
+whole_set g "writes failing"
+sums g >sumsX
+same sumsA sumsX "writes failing keep the earlier set"
+store_clean g "writes failing"
+
+echo "== disagreeing choices are named"
+: >exits
+timeout "$TIMEOUT" "$MPIRUN" -np 1 sh -c '"$0" "$@"; echo "$?" >>exits' "$CLI" eval \
+    --states f8/states.npy --term f=fr:metric=l1 : -np 1 sh -c '"$0" "$@"; echo "$?" >>exits' \
+    "$CLI" eval --states f8/states.npy --term f=fr:metric=l2 </dev/null >out 2>err
+sort exits -o exits
+expect_failure 1 "ranks disagree on term 'f' (fr): metric (from l2 to l1)" 2 eval "(metric l1 / l2)"
+
+finish
