@@ -345,7 +345,7 @@ PARAMS = {
                     correction=("int", 0, (0, 1e9))),
     "state_pred": dict(tau=("int", 1, (1, 1e15))),
     "hebbian": {},
-    "entropy": dict(reg=("real", 10.0, (-INF, INF)), eps=("real", 1e-8, (sys.float_info.min, INF))),
+    "entropy": dict(reg=("real", 10.0, (0.0, INF)), eps=("real", 1e-8, (sys.float_info.min, INF))),
     "population_kl": dict(symmetric=("bool", True, None), reg=("real", 1e-3, (0, INF)),
                           reduction=("choice", "mean", ("mean", "sum", "none")),
                           var_eps=("real", 0.0, (0, INF))),

@@ -150,7 +150,7 @@ static void destroy(crl_term *t)
 
 const crl_term_class crl_term_cross_entropy = {
     .type = "cross_entropy",
-    .summary = "CrossEntropyLoss: -mean over (b, t) of sum_k y_k log softmax(pred)_k (nn4n)",
+    .summary = "CrossEntropyLoss: mean over (b, t) of minus sum_k y_k log softmax(pred)_k (nn4n)",
     .python_name = "CrossEntropyLoss",
     .example = "c=cross_entropy:apply_softmax=true,clamp=1e-12",
     .inputs = CRL_USES(CRL_ROLE_PRED) | CRL_USES(CRL_ROLE_LABEL) | CRL_USES(CRL_ROLE_MASK),
