@@ -39,8 +39,36 @@ static void mpi_message(int rc, char *out, int cap)
     snprintf(out, (size_t) cap, "%s", text);
 }
 
+/* MPI-IO reports a short write by its byte count alone.  The rest is
+ * written again with pwrite(2), whose errno says why it fails (a full disk,
+ * a file-size limit); 0 when the second try writes it all. */
+static int write_rest_posix(const crl_npy_file *f, MPI_Offset offset, const char *buf,
+                            int64_t len)
+{
+    int fd = open(f->path, O_WRONLY);
+    if (fd < 0)
+        return errno;
+    int e = 0;
+    while (len > 0 && e == 0) {
+        ssize_t n = pwrite(fd, buf, (size_t) len, (off_t) offset);
+        if (n < 0 && errno != EINTR)
+            e = errno;
+        else if (n == 0)
+            e = EIO;
+        else if (n > 0) {
+            buf += n;
+            offset += n;
+            len -= n;
+        }
+    }
+    if (close(fd) != 0 && e == 0)
+        e = errno;
+    return e;
+}
+
 /* Reads (write false) or writes len bytes at offset, in pieces MPI's int
- * counts can hold; CRL_ERR_IO on failure or a short transfer. */
+ * counts can hold; CRL_ERR_IO on failure or a short transfer (with the
+ * system's reason for a short write). */
 static int transfer_bytes(const crl_npy_file *f, bool write, MPI_Offset offset, char *buf,
                           int64_t len, crl_error *err)
 {
@@ -51,13 +79,19 @@ static int transfer_bytes(const crl_npy_file *f, bool write, MPI_Offset offset, 
                        : MPI_File_read_at(f->handle, offset, buf, piece, MPI_BYTE, &status);
         if (rc == MPI_SUCCESS)
             MPI_Get_count(&status, MPI_BYTE, &done);
+        int e = 0;
+        if (rc == MPI_SUCCESS && done != piece && write
+            && (e = write_rest_posix(f, offset + done, buf + done, piece - done)) == 0)
+            done = piece;
         if (rc != MPI_SUCCESS || done != piece) {
-            char why[MPI_MAX_ERROR_STRING];
+            char why[MPI_MAX_ERROR_STRING + 64];
             if (rc != MPI_SUCCESS)
                 mpi_message(rc, why, sizeof why);
-            else
-                snprintf(why, sizeof why, "%s %d of %d bytes", write ? "wrote" : "got", done,
+            else if (write)
+                snprintf(why, sizeof why, "%s (MPI-IO wrote %d of %d bytes)", strerror(e), done,
                          piece);
+            else
+                snprintf(why, sizeof why, "got %d of %d bytes", done, piece);
             return crl_fail(err, CRL_ERR_IO, "%s: %s failed at byte %lld: %s", f->label,
                             write ? "write" : "read", (long long) offset, why);
         }
@@ -166,6 +200,7 @@ int crl_npy_open(crl_context *ctx, const char *path, const char *label, crl_npy_
     f->handle = MPI_FILE_NULL;
     f->header = (crl_npy_header){0};
     snprintf(f->label, sizeof f->label, "%s", label);
+    f->path[0] = '\0';
     /* Rank 0 first: when it cannot open the file, no rank is named. */
     root_result r = {0};
     if (ctx->rank == 0)
@@ -220,6 +255,7 @@ int crl_npy_create(crl_context *ctx, const char *path, const char *label, crl_dt
     f->handle = MPI_FILE_NULL;
     f->header = (crl_npy_header){0};
     snprintf(f->label, sizeof f->label, "%s", label);
+    snprintf(f->path, sizeof f->path, "%s", path);
     crl_error err = {0};
     char header[1024];
     size_t len = 0;

@@ -63,6 +63,7 @@ typedef struct crl_npy_file {
     MPI_File handle;           /* MPI_FILE_NULL when closed                 */
     crl_npy_header header;
     char label[320];           /* how messages name the file                */
+    char path[4096];           /* of a file opened for writing, else ""     */
 } crl_npy_file;
 
 /*
