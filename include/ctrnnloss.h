@@ -444,7 +444,7 @@ CRL_API int crl_context_agree(crl_context *ctx, int local_code, const char *loca
 /* ------------------------------------------------------------------------ */
 
 /*
- * A loss is an ordered list of named terms (SPEC "MSE and CompositeLoss").
+ * A loss is an ordered list of named terms (docs/losses.md "A loss: named, weighted terms").
  * Each term has a type (see crl_term_type_name), parameters and a weight
  * lambda; the total is sum_k lambda_k L_k.  One evaluation costs one
  * MPI_Allreduce whatever the number of terms.
@@ -500,7 +500,7 @@ CRL_API int crl_loss_destroy(crl_loss **loss);
  *          "state_pred", "hebbian", "entropy", "population_kl", "mse",
  *          "rnn_conn", "cross_entropy"
  *   weight - lambda_k (finite)
- *   params - "key=value,key=value" (as in SPEC, e.g. "metric=cv,correction=1"),
+ *   params - "key=value,key=value" (as in docs/losses.md, e.g. "metric=cv,correction=1"),
  *            or NULL / "" for the defaults
  *
  * Errors:

@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """
-reference.py - an independent PyTorch reference of every loss of SPEC.md.
+reference.py - an independent PyTorch reference of every loss of docs/losses.md.
 
-Each loss is written directly from its SPEC formula; gradients come from
+Each loss is written directly from its formula in docs/losses.md; gradients come from
 autograd, never from the C library's gradient formulas, so a cross-check of
 the two tests both the values and the hand-derived gradients.  Where nn4n's
-code differs from SPEC, SPEC is implemented; the nn4n behaviours SPEC lists
-("Relation to nn4n's PyTorch code") are separate functions named *_nn4n.
+code differs from the documentation, the documentation is implemented; the
+nn4n behaviours the README lists ("Differences from nn4n") are separate
+functions named *_nn4n.
 
 As a library (dtype-generic; use float64 for reference values):
 
@@ -27,7 +28,7 @@ reads DIR/{states,states1,pred,label,mask,w_in,w_hid,w_out,w_hebb}.npy (those th
 exist; --states FILE etc. name files one by one), computes in float64 and
 prints {"total": x, "terms": {...}, "meta": {...}}.  --grad-dir writes
 d_<input>.npy (float64, the input's shape and layout) for every given input
-but label and mask.  --nn4n prints, for the same inputs, each SPEC-vs-nn4n difference
+but label and mask.  --nn4n prints, for the same inputs, each documented difference from nn4n
 side by side instead.  Exit status: 0 success, 1 a bad input or a failed
 evaluation, 2 a wrong command line or term specification.
 
@@ -45,7 +46,7 @@ import torch
 
 
 class LossError(Exception):
-    """An error of SPEC's "Errors" section: kind is 'invalid', 'domain',
+    """An error of docs/losses.md's "Errors" section: kind is 'invalid', 'domain',
     'nonfinite' or 'io'."""
 
     def __init__(self, kind, message):
@@ -59,7 +60,7 @@ def _require(condition, kind, message):
 
 
 # --------------------------------------------------------------------------
-# Per-neuron statistics (SPEC "Notation and data")
+# Per-neuron statistics (docs/losses.md "Data and notation")
 # --------------------------------------------------------------------------
 
 def rate_means(states):
@@ -68,7 +69,7 @@ def rate_means(states):
 
 
 def _sqrt_zero_grad(x):
-    """sqrt(x) whose derivative at x = 0 is taken as 0 (SPEC: "0 when
+    """sqrt(x) whose derivative at x = 0 is taken as 0 (docs/losses.md: "0 when
     sigma_c = 0") instead of autograd's infinity."""
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))),
@@ -103,7 +104,7 @@ def population_variance(states, exact_zero=True):
 
 
 # --------------------------------------------------------------------------
-# The losses, in SPEC's order.  Each returns a 0-d tensor unless noted.
+# The losses, in docs/losses.md's order.  Each returns a 0-d tensor unless noted.
 # --------------------------------------------------------------------------
 
 RNN_PARTS = ("mse", "in", "hid", "out", "fr", "fr_sd", "fr_cv")
@@ -112,7 +113,7 @@ RNN_PARTS = ("mse", "in", "hid", "out", "fr", "fr_sd", "fr_cv")
 def rnn(pred=None, label=None, states=None, w_in=None, w_hid=None, w_out=None, *, mask=None,
         lambda_mse=1.0, lambda_in=0.0, lambda_hid=0.0, lambda_out=0.0, lambda_fr=0.0,
         lambda_fr_sd=0.0, lambda_fr_cv=0.0, correction=0):
-    """SPEC RNNLoss.  Returns (total, parts): parts maps each name of
+    """RNNLoss.  Returns (total, parts): parts maps each name of
     RNN_PARTS to its weighted component; a component whose lambda is 0 is not
     computed (its inputs may be None) and is 0."""
     lambdas = dict(mse=lambda_mse, **{"in": lambda_in}, hid=lambda_hid, out=lambda_out,
@@ -145,7 +146,7 @@ def rnn(pred=None, label=None, states=None, w_in=None, w_hid=None, w_out=None, *
 
 
 def fr(states, metric="l2"):
-    """SPEC FiringRateLoss: mean |mu_i| (l1) or mean mu_i^2 (l2)."""
+    """FiringRateLoss: mean |mu_i| (l1) or mean mu_i^2 (l2)."""
     mu = rate_means(states)
     if metric == "l1":
         return mu.abs().mean()
@@ -154,7 +155,7 @@ def fr(states, metric="l2"):
 
 
 def fr_dist(states, metric="sd", correction=0):
-    """SPEC FiringRateDistLoss: sd, cv, mean_ad or max_ad of the mean rates
+    """FiringRateDistLoss: sd, cv, mean_ad or max_ad of the mean rates
     across neurons (correction applies to sd and cv)."""
     mu = rate_means(states)
     if metric == "sd":
@@ -170,7 +171,7 @@ def fr_dist(states, metric="sd", correction=0):
 
 
 def state_pred(states, tau=1):
-    """SPEC StatePredictionLoss: the lag tau runs along time (axis 1)."""
+    """StatePredictionLoss: the lag tau runs along time (axis 1)."""
     time = states.shape[1]
     _require(tau >= 1 and time > tau, "invalid",
              "tau = %d needs more than %d time steps (T = %d)" % (tau, tau, time))
@@ -178,7 +179,7 @@ def state_pred(states, tau=1):
 
 
 def hebbian(states, w_hebb):
-    """SPEC HebbianLoss: C_b = 1/T sum_t s s^T, h_b = sum W * C_b,
+    """HebbianLoss: C_b = 1/T sum_t s s^T, h_b = sum W * C_b,
     L = mean_b |h_b| (absolute value per batch element)."""
     correlation = torch.einsum("bti,btj->bij", states, states) / states.shape[1]
     h = (correlation * w_hebb).sum(dim=(1, 2))
@@ -186,7 +187,7 @@ def hebbian(states, w_hebb):
 
 
 def entropy(states, reg=10.0, eps=1e-8, check=True):
-    """SPEC EntropyLoss: Z = sum_j S_j + eps, p = S / Z,
+    """EntropyLoss: Z = sum_j S_j + eps, p = S / Z,
     H = -sum_i p_i log(p_i + eps), L = mean_{b,t} H + reg mean_{b,t} |s|^2.
     check: refuse negative rates (a full pass; the benchmark skips it)."""
     if check:
@@ -200,13 +201,13 @@ def entropy(states, reg=10.0, eps=1e-8, check=True):
 
 
 def _gaussian_kl(mu_p, var_p, mu_q, var_q):
-    """KL(P || Q) of two Gaussians, per neuron (SPEC PopulationKL)."""
+    """KL(P || Q) of two Gaussians, per neuron (PopulationKL)."""
     return 0.5 * (torch.log(var_q / var_p) + (var_p + (mu_p - mu_q) ** 2) / var_q - 1)
 
 
 def population_kl(states, states1, symmetric=True, reg=1e-3, reduction="mean", var_eps=0.0,
                   check=True):
-    """SPEC PopulationKL between P = states and Q = states1 (each with its
+    """PopulationKL between P = states and Q = states1 (each with its
     own B and T).  reduction 'mean' or 'sum' returns a 0-d tensor; 'none'
     returns (d, R): the per-neuron divergences and the regularizer.
     check: constant neurons have variance exactly 0, and a variance <= 0 is
@@ -233,7 +234,7 @@ def population_kl(states, states1, symmetric=True, reg=1e-3, reduction="mean", v
 
 
 def _check_mask(pred, mask):
-    """SPEC "Output masks": (B, T, K) or (B, T, 1), broadcast over K."""
+    """docs/losses.md "Output masks": (B, T, K) or (B, T, 1), broadcast over K."""
     if mask is not None:
         _require(mask.dim() == 3 and mask.shape[:2] == pred.shape[:2]
                  and mask.shape[2] in (1, pred.shape[2]), "invalid",
@@ -242,7 +243,7 @@ def _check_mask(pred, mask):
 
 
 def mse(pred, label, mask=None):
-    """SPEC MSE: 1/(B T K) sum (pred - label)^2; with a mask (SPEC "Output
+    """MSE: 1/(B T K) sum (pred - label)^2; with a mask (docs/losses.md "Output
     masks", PsychRNN's form) 1/(B T K) sum (m (pred - label))^2."""
     _require(pred.shape == label.shape, "invalid",
              "pred is %s but label is %s" % (tuple(pred.shape), tuple(label.shape)))
@@ -252,7 +253,7 @@ def mse(pred, label, mask=None):
 
 
 def rnn_conn(w_in=None, w_hid=None, w_out=None, layer="all", metric="fro"):
-    """SPEC RNNConnectivityLoss: ||W||_F = sqrt(sum W^2) (not squared, not
+    """RNNConnectivityLoss: ||W||_F = sqrt(sum W^2) (not squared, not
     normalised; gradient 0 at W = 0) or sum |W|, summed over the layer's
     matrices (all: w_in, w_hid, w_out)."""
     chosen = {"all": (w_in, w_hid, w_out), "input": (w_in,), "hidden": (w_hid,),
@@ -267,9 +268,9 @@ def rnn_conn(w_in=None, w_hid=None, w_out=None, layer="all", metric="fro"):
 
 
 def cross_entropy(pred, label, mask=None, apply_softmax=True, clamp=1e-12):
-    """SPEC CrossEntropyLoss: p = softmax(pred) along K (or pred),
+    """CrossEntropyLoss: p = softmax(pred) along K (or pred),
     q = max(p, clamp), L = -1/(B T) sum m y log q; autograd's clamp passes
-    the gradient where p >= clamp only, as SPEC says."""
+    the gradient where p >= clamp only, as docs/losses.md says."""
     _require(pred.shape == label.shape, "invalid",
              "pred is %s but label is %s" % (tuple(pred.shape), tuple(label.shape)))
     _require(clamp > 0, "invalid", "clamp must be > 0")
@@ -282,11 +283,11 @@ def cross_entropy(pred, label, mask=None, apply_softmax=True, clamp=1e-12):
 
 
 # --------------------------------------------------------------------------
-# nn4n's behaviour where SPEC differs (SPEC "Relation to nn4n's PyTorch code")
+# nn4n's behaviour where the documentation differs (README "Differences from nn4n")
 # --------------------------------------------------------------------------
 
 def rnn_fr_nn4n(states):
-    """nn4n's RNNLoss fr: mean_i mu_i^2 (SPEC: mean of S^2 over all elements)."""
+    """nn4n's RNNLoss fr: mean_i mu_i^2 (docs/losses.md: mean of S^2 over all elements)."""
     return (rate_means(states) ** 2).mean()
 
 
@@ -305,13 +306,13 @@ def rnn_fr_cv_nn4n(states):
 
 def hebbian_nn4n(states, w_hebb):
     """nn4n's HebbianLoss: |s^T W s| per (batch, time) step, then the mean
-    (SPEC: the absolute value per batch element after averaging over time)."""
+    (docs/losses.md: the absolute value per batch element after averaging over time)."""
     return ((states @ w_hebb.T) * states).sum(dim=-1).abs().mean()
 
 
 def state_pred_nn4n(states, tau=1):
     """nn4n's StatePredictionLoss with batch-first data: it slices the first
-    axis (the batch) while checking the second (SPEC: lag along time)."""
+    axis (the batch) while checking the second (docs/losses.md: lag along time)."""
     _require(states.shape[1] > tau, "invalid", "T <= tau")
     return ((states[:-tau] - states[tau:]) ** 2).mean()
 
@@ -524,7 +525,7 @@ def make_term(name, type, params_text="", weight=None):
 
 
 def check_inputs(terms, inputs, want_grad=False):
-    """The checks of SPEC "Errors" the loss functions do not make themselves:
+    """The checks of docs/losses.md "Errors" the loss functions do not make themselves:
     required inputs present, shapes agreeing, no NaN or infinity in an input
     any term reads, no gradient of a reduction=none term."""
     names = set()
@@ -720,13 +721,13 @@ def write_gradients(inputs, grad_dir, time_major):
 
 
 def nn4n_differences(inputs, tau=1, reg=10.0):
-    """For the README's "Differences from nn4n": each difference SPEC lists,
+    """For the README's "Differences from nn4n": each difference docs/losses.md lists,
     our value next to nn4n's, on the given inputs."""
     s, w = inputs.get("states"), inputs.get("w_hebb")
     rows = {}
     if s is not None:
         mu = rate_means(s)
-        rows["fr_sd correction=0 (SPEC default)"] = (sd_across_neurons(mu), sd_nn4n(s))
+        rows["fr_sd correction=0 (the documented default)"] = (sd_across_neurons(mu), sd_nn4n(s))
         rows["fr_sd correction=1 vs torch.std"] = (sd_across_neurons(mu, 1), sd_nn4n(s))
         rows["fr_cv correction=1 vs std/mean of |S|"] = (cv_across_neurons(mu, 1),
                                                          rnn_fr_cv_nn4n(s))
@@ -761,7 +762,7 @@ def main(argv=None):
                         help="compare the parameter table with libctrnnloss's catalogue and "
                              "exit (status 1 on a difference)")
     parser.add_argument("--nn4n", action="store_true",
-                        help="print SPEC's values next to nn4n's for each difference instead")
+                        help="print the documented values next to nn4n's, each difference")
     args = parser.parse_args(argv)
     if args.check_catalogue:
         problems = catalogue_mismatches(args.check_catalogue)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """
 test_reference.py - checks scripts/reference.py against values computed by
-hand and gradients written from SPEC's closed forms (independent of both
+hand and gradients written from docs/losses.md's closed forms (independent of both
 autograd and the C library).  Run: /usr/bin/python3 scripts/test_reference.py
 """
 
@@ -202,7 +202,7 @@ class HandValues(unittest.TestCase):
         w_out = torch.tensor([[3.0, 4.0]], dtype=torch.float64, requires_grad=True)
         fro = ref.rnn_conn(w_in, w_hid, w_out)
         self.assertAlmostEqual(float(fro), 2 * math.sqrt(5) + 5, places=14)
-        # d ||W||_F / dW = W / ||W||_F (SPEC), not 2 W.
+        # d ||W||_F / dW = W / ||W||_F (docs/losses.md), not 2 W.
         self.assertTrue(torch.allclose(grad(fro, w_out), w_out.detach() / 5))
         l1 = ref.rnn_conn(w_in, w_hid, w_out, metric="l1")
         self.assertEqual(float(l1), 13.0)

@@ -1,7 +1,7 @@
 /*
  * engine.h - what the files of the evaluation engine share: the loss object,
  * its packed buffer's layout, its work memory, and the steps of one cycle
- * (SPEC "How a global loss is computed"):
+ * (docs/losses.md "How a global loss is computed"):
  *
  *   loss.c     the loss object, its terms and parameters, the reported values
  *   check.c    the boundary checks of a cycle's inputs and gradient requests,

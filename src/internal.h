@@ -2,7 +2,7 @@
  * internal.h - what the library's files share: the context, error records,
  * array helpers, and the term interface every loss implements.
  *
- * The shape of one evaluation (SPEC "How a global loss is computed"):
+ * The shape of one evaluation (docs/losses.md "How a global loss is computed"):
  *   1. accumulate: one pass over each local input; the composite computes the
  *      shared statistics of each population (per-neuron sums and sums of
  *      squares) and calls each term's forward hooks on the same rows, each term
@@ -261,7 +261,7 @@ typedef struct crl_rows {
     const crl_array *label;   /* pred rows: label, and its rows as doubles  */
     const double *y;          /* (row r at y + r * ldy; NULL as x is)       */
     int64_t ldy;
-    /* pred rows: the optional mask (SPEC "Output masks"), row r at
+    /* pred rows: the optional mask (docs/losses.md "Output masks"), row r at
      * m + r * ldm, mask_width K or 1 (broadcast over K); NULL without one. */
     const double *m;
     int64_t ldm, mask_width;
@@ -333,7 +333,7 @@ struct crl_term_class {
      * engine then need not widen float32 rows into doubles for them, and
      * rows->x is NULL unless another term asked for doubles. */
     bool raw_rows;
-    /* The term weighs its output error by the optional mask input (SPEC
+    /* The term weighs its output error by the optional mask input (docs/losses.md
      * "Output masks"): the engine then reads the mask when one is given. */
     bool takes_mask;
 
@@ -395,7 +395,7 @@ int crl_term_param_index(const crl_term_class *cls, const char *key);
 /* Shared helpers for terms                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Spread of per-neuron means (SPEC "Notation"): m and sigma_c. */
+/* Spread of per-neuron means (docs/losses.md "Data and notation"): m and sigma_c. */
 typedef struct crl_spread {
     double m;        /* population mean rate                                */
     double sigma;    /* SD across neurons with the given correction         */

@@ -1,5 +1,5 @@
 /*
- * loss.c - a loss as named terms in order (SPEC "MSE and CompositeLoss"):
+ * loss.c - a loss as named terms in order (docs/losses.md "A loss: named, weighted terms"):
  * building it, its parameters and weights, how its gradients are stored,
  * and the values the last evaluation reported.
  */

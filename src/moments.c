@@ -1,7 +1,7 @@
 /*
  * moments.c - the shared per-neuron moments pass over a population (states
  * or states1), declared by the terms that read mu_i, the variances or
- * sum S^2 (SPEC "Notation"): accumulate (per-element shifted sums, folded
+ * sum S^2 (docs/losses.md "Data and notation"): accumulate (per-element shifted sums, folded
  * exactly into the packed buffer), finalize (means and variances from the
  * global sums), and backward (the affine gradient alpha_i + beta_i (S - mu_i)
  * the terms' finalize filled in, plus their row hooks), side by side.
@@ -187,7 +187,7 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
 }
 
 /* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
- * depends on S through per-neuron sums (SPEC: dL/dS = g_i / (B T) and the
+ * depends on S through per-neuron sums (docs/losses.md: dL/dS = g_i / (B T) and the
  * variance and sum-of-squares terms), from double or raw float32 rows. */
 #define AFFINE_ROWS_KERNEL(name, type)                                                          \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \

@@ -1,5 +1,5 @@
 /*
- * spread.c - the spread of per-neuron mean rates (SPEC "Notation"): m, sigma_c
+ * spread.c - the spread of per-neuron mean rates (docs/losses.md "Data and notation"): m, sigma_c
  * and the gradients of sigma_c and sigma_c / m, shared by rnn and fr_dist.
  */
 #include "internal.h"

@@ -3,7 +3,7 @@
  * vectorizes and whose results do not depend on it: each element goes
  * through the same IEEE operations whether a vector body or a scalar tail
  * computes it, and every reduction has an order fixed by its length alone
- * (SPEC "Exactness": no -ffast-math, no contraction into fma; where a fused
+ * (docs/losses.md "Exactness": no -ffast-math, no contraction into fma; where a fused
  * multiply-add is wanted it is written out as fma(), which rounds once on
  * every machine).
  */

@@ -94,7 +94,7 @@ bad 1 "--w-hebb '$WORK/other/w_hebb.npy' has N = 4 (rows) but --states '$F8/stat
 bad 1 "--pred '$F8/pred.npy' has B = 6 (batch elements) but --states '$WORK/f8tm/states.npy' has B = 7" \
     --time-major --states "$WORK/f8tm/states.npy" --pred "$F8/pred.npy" --label "$F8/label.npy" $RNN
 
-echo "== SPEC errors (collective, from the library)"
+echo "== loss errors (collective, from the library)"
 for np in $RANKS; do
     mpi_each "$np" eval --states "$WORK/nan_states.npy" $FR --chunk-batch 1
     # The element is batch element 5 of the file, whichever rank and chunk

@@ -6,7 +6,7 @@
  *
  * Every rank builds the same global problem from a seed; an evaluation gives
  * rank r the batch elements of its range.  Comparing a split evaluation on
- * MPI_COMM_WORLD with the whole batch on MPI_COMM_SELF checks SPEC
+ * MPI_COMM_WORLD with the whole batch on MPI_COMM_SELF checks docs/losses.md
  * "Exactness" inside one run of any rank count.
  */
 #ifndef CRL_TEST_HARNESS_H

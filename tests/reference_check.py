@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """
 reference_check.py - `ctrnn-loss eval --json --grad-dir` against
-scripts/reference.py (every loss written from SPEC in PyTorch, float64,
+scripts/reference.py (every loss written from docs/losses.md in PyTorch, float64,
 gradients by autograd) on random cases, under each rank count.
 
 Cases come from a fixed seed (--seed, CRL_XCHECK_SEED): odd shapes (N = 1,
@@ -138,7 +138,7 @@ class Case:
         if self.rates == "signed":
             a["states1"] = np.abs(a["states1"])
         # Hebbian: remove from W its component along the mean correlation so
-        # that the h_b have both signs (sign(h_b) per element is what SPEC's
+        # that the h_b have both signs (sign(h_b) per element is what docs/losses.md's
         # absolute value per element means); kept only if no h_b comes near 0.
         if B >= 2:
             s = a["states"].astype(self.dtype).astype(np.float64)

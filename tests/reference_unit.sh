@@ -1,6 +1,6 @@
 #!/bin/sh
 # reference_unit.sh - scripts/test_reference.py: the PyTorch reference against
-# values worked out by hand and SPEC's closed-form gradients, and its
+# values worked out by hand and docs/losses.md's closed-form gradients, and its
 # parameter table against the library's catalogue.  Skipped (77)
 # without torch and numpy, and where CRL_SKIP_REFERENCE_UNIT=1 (scripts/check's
 # sanitizer phase: this test runs no C code).

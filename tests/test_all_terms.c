@@ -1,8 +1,9 @@
 /*
- * test_all_terms.c - a composite of every term type at once (SPEC "MSE and
- * CompositeLoss"): each reported value is bitwise the term's value alone,
- * the gradients are the sum of the terms' gradients, everything is exact
- * across splits, layouts and chunks, and one evaluation is one reduction.
+ * test_all_terms.c - a composite of every term type at once
+ * (docs/losses.md "A loss: named, weighted terms"): each reported value is
+ * bitwise the term's value alone, the gradients are the sum of the terms'
+ * gradients, everything is exact across splits, layouts and chunks, and one
+ * evaluation is one reduction.
  */
 #include "harness.h"
 

@@ -1,6 +1,6 @@
 /*
- * test_cross_entropy.c - CrossEntropyLoss (src/terms/cross_entropy.c, SPEC
- * "CrossEntropyLoss") and the output mask (SPEC "Output masks"): hand-worked
+ * test_cross_entropy.c - CrossEntropyLoss (src/terms/cross_entropy.c, docs/losses.md
+ * "CrossEntropyLoss") and the output mask (docs/losses.md "Output masks"): hand-worked
  * values and gradients with and without the softmax, the clamp, masks of
  * width K and 1, gradients against finite differences, bitwise identity
  * across splits (empty and uneven shards), layouts and chunks, and its errors

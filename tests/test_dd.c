@@ -76,7 +76,7 @@ static void test_cancellation_keeps_the_low_part(void **state)
     assert_true(c.lo == 0);
 }
 
-/* The property SPEC "Exactness" rests on: summing the same doubles in any
+/* The property docs/losses.md "Exactness" rests on: summing the same doubles in any
  * order and grouping gives the same rounded result. */
 static void test_sum_is_independent_of_order(void **state)
 {

@@ -1,6 +1,6 @@
 /*
- * test_entropy.c - EntropyLoss (src/terms/entropy.c, SPEC "EntropyLoss"):
- * hand-computed values and gradients, the SPEC formulas computed directly
+ * test_entropy.c - EntropyLoss (src/terms/entropy.c, docs/losses.md "EntropyLoss"):
+ * hand-computed values and gradients, the formulas of docs/losses.md computed directly
  * (float64 and float32), finite differences, bitwise identity across splits
  * and layouts; with two state_pred terms in the same loss, the composite
  * against its terms alone and chunked evaluation; the row sums the forward
@@ -89,7 +89,7 @@ static void test_gradients_match_finite_differences(void **state)
 
 
 
-/* The SPEC formulas with libm's log, in double: value and weight dL/dS. */
+/* The formulas of docs/losses.md with libm's log, in double: value and weight dL/dS. */
 static double reference(const h_problem *p, double weight, double reg, double eps, double *grad)
 {
     int64_t B = p->B, T = p->T, N = p->N;

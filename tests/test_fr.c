@@ -1,5 +1,5 @@
 /*
- * test_fr.c - FiringRateLoss (src/terms/fr.c, SPEC "FiringRateLoss"): hand-
+ * test_fr.c - FiringRateLoss (src/terms/fr.c, docs/losses.md "FiringRateLoss"): hand-
  * computed values and gradients of both metrics, gradients against finite
  * differences, bitwise identity across splits and layouts, and errors raised
  * on one rank only.

@@ -1,5 +1,5 @@
 /*
- * test_fr_dist.c - FiringRateDistLoss (src/terms/fr_dist.c, SPEC
+ * test_fr_dist.c - FiringRateDistLoss (src/terms/fr_dist.c, docs/losses.md
  * "FiringRateDistLoss"): hand-computed values and gradients of every metric,
  * ties and zero deviations, the torch.std correction, gradients against
  * finite differences, bitwise identity across splits and layouts, and errors

@@ -1,5 +1,5 @@
 /*
- * test_hebbian.c - HebbianLoss (src/terms/hebbian.c, SPEC "HebbianLoss"): a
+ * test_hebbian.c - HebbianLoss (src/terms/hebbian.c, docs/losses.md "HebbianLoss"): a
  * hand-computed case, gradients against finite differences, float64 against
  * the formulas in plain loops and float32 against float64 math, bitwise
  * identity across splits, layouts and chunks, a weight whose dtype differs
@@ -36,7 +36,7 @@ static h_problem random_problem(crl_dtype dtype, bool time_major, int64_t B, int
     return p;
 }
 
-/* SPEC "HebbianLoss" in plain float64 loops: returns L; h (B values), ds
+/* docs/losses.md "HebbianLoss" in plain float64 loops: returns L; h (B values), ds
  * (B T N) and dw (N N) are filled when not NULL. */
 static double naive(const h_problem *p, double *h, double *ds, double *dw)
 {

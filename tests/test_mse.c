@@ -1,6 +1,6 @@
 /*
- * test_mse.c - the standalone MSE term (src/terms/mse.c, SPEC "MSE and
- * CompositeLoss"): a hand-computed value and gradient, gradients against
+ * test_mse.c - the standalone MSE term (src/terms/mse.c, docs/losses.md,
+ * "mse"): a hand-computed value and gradient, gradients against
  * finite differences, bitwise identity across splits and layouts, several
  * mse terms in one loss, and errors raised on one rank only.
  */
@@ -40,7 +40,7 @@ static void test_by_hand(void **state)
     h_result_free(&r);
 }
 
-/* SPEC "Output masks": 1/(B T K) sum (m (pred - label))^2, PsychRNN's form. */
+/* docs/losses.md "Output masks": 1/(B T K) sum (m (pred - label))^2, PsychRNN's form. */
 static void test_mask_by_hand(void **state)
 {
     (void) state;

@@ -1,5 +1,5 @@
 /*
- * test_population_kl.c - PopulationKL (src/terms/population_kl.c, SPEC
+ * test_population_kl.c - PopulationKL (src/terms/population_kl.c, docs/losses.md
  * "PopulationKL"): hand-computed values of every reduction, symmetric and
  * not, and a hand-computed gradient; gradients of both populations against
  * finite differences; bitwise identity across splits (states and states1

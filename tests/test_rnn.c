@@ -1,5 +1,5 @@
 /*
- * test_rnn.c - RNNLoss (src/terms/rnn.c, SPEC "RNNLoss"): a hand-computed
+ * test_rnn.c - RNNLoss (src/terms/rnn.c, docs/losses.md "RNNLoss"): a hand-computed
  * case, every gradient against finite differences, bitwise identity across
  * splits and layouts, and each error raised on one rank only.
  */
@@ -60,7 +60,7 @@ static void test_hand_computed_values(void **state)
     double total = 2 * (mse + in + hid + out + fr + sd + cv);
     assert_close(h_value(&r, "rnn"), total);
     assert_close(r.total, total);
-    /* The SPEC's order of the seven components. */
+    /* The docs/losses.md's order of the seven components. */
     const char *order[] = {"rnn", "rnn.mse", "rnn.in", "rnn.hid", "rnn.out",
                            "rnn.fr", "rnn.fr_sd", "rnn.fr_cv"};
     assert_int_equal(r.n_values, 8);
@@ -76,7 +76,7 @@ static void test_hand_computed_values(void **state)
     h_result_free(&r);
 }
 
-/* The mask weighs the mse component only (SPEC "Output masks"). */
+/* The mask weighs the mse component only (docs/losses.md "Output masks"). */
 static void test_mask_weighs_the_mse_component(void **state)
 {
     (void) state;

@@ -1,5 +1,5 @@
 /*
- * test_rnn_conn.c - RNNConnectivityLoss (src/terms/rnn_conn.c, SPEC
+ * test_rnn_conn.c - RNNConnectivityLoss (src/terms/rnn_conn.c, docs/losses.md
  * "RNNConnectivityLoss"): hand-computed norms and gradients for every layer
  * and metric, zero matrices, gradients against finite differences, bitwise
  * identity across splits and layouts next to a sharded term, and its errors.

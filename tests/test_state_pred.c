@@ -1,5 +1,5 @@
 /*
- * test_state_pred.c - StatePredictionLoss (src/terms/state_pred.c, SPEC
+ * test_state_pred.c - StatePredictionLoss (src/terms/state_pred.c, docs/losses.md
  * "StatePredictionLoss"): hand-computed values and gradients, a direct
  * reference when lagged rows lie outside the engine's tiles, finite
  * differences, bitwise identity across splits and layouts, and the errors.
@@ -77,7 +77,7 @@ static void test_hand_computed_tau_2(void **state)
     h_result_free(&r);
 }
 
-/* The SPEC formulas, directly, on a float64 problem: value and gradient. */
+/* The formulas of docs/losses.md, directly, on a float64 problem: value and gradient. */
 static double reference(const h_problem *p, int64_t tau, double weight, double *grad)
 {
     int64_t B = p->B, T = p->T, N = p->N;

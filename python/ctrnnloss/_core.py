@@ -237,7 +237,7 @@ _POISON = {role: (_lib.Array(0, None, 0, 1, 1, 1, 1) if role in _lib.BATCHED_ROL
 
 
 def _is_forward_only(term_type, params):
-    """A term whose loss has no gradient (SPEC PopulationKL, reduction=none)."""
+    """A term whose loss has no gradient (PopulationKL, reduction=none)."""
     if term_type != "population_kl" or "reduction" not in params:
         return False
     specs = {s.key: s for s in term_params(term_type)}
@@ -470,7 +470,7 @@ class Loss:
         return out
 
 
-# -------------------------------------------------- the SPEC's criteria ---
+# ------------------------------------- the criteria (docs/losses.md) ---
 
 Criterion = namedtuple("Criterion", "type arguments positional doc")
 
@@ -483,7 +483,7 @@ CRITERIA = {
                                  ("states", "states", ("state",)), ("w_in", "w_in", ()),
                                  ("w_hid", "w_hid", ()), ("w_out", "w_out", ()),
                                  ("mask", "mask", ())), (), """
-        SPEC RNNLoss: RNNLoss(model=None, **lambdas), called as
+        RNNLoss(model=None, **lambdas), called as
         (pred, label, states=None, w_in=None, w_hid=None, w_out=None).
         Parameters lambda_mse (1), lambda_in, lambda_hid, lambda_out, lambda_fr,
         lambda_fr_sd, lambda_fr_cv (0), correction (0; 1 gives torch.std's SD).
@@ -496,44 +496,44 @@ CRITERIA = {
         mse, in, hid, out, fr, fr_sd, fr_cv.  The weights' gradients are
         global (the same on every rank)."""),
     "FiringRateLoss": Criterion("fr", (("states", "states", ("state",)),), ("metric",), """
-        SPEC FiringRateLoss(metric='l2'): (states).  metric 'l2' or 'l1'."""),
+        FiringRateLoss(metric='l2'): (states).  metric 'l2' or 'l1'."""),
     "FiringRateDistLoss": Criterion("fr_dist", (("states", "states", ("state",)),),
                                     ("metric",), """
-        SPEC FiringRateDistLoss(metric='sd', correction=0): (states).  metric
+        FiringRateDistLoss(metric='sd', correction=0): (states).  metric
         'sd', 'cv', 'mean_ad' or 'max_ad'; correction 1 gives torch.std's SD."""),
     "StatePredictionLoss": Criterion("state_pred", (("states", "states", ("state",)),),
                                      ("tau",), """
-        SPEC StatePredictionLoss(tau=1): (states); tau is the lag along time."""),
+        StatePredictionLoss(tau=1): (states); tau is the lag along time."""),
     "HebbianLoss": Criterion("hebbian", (("states", "states", ("state",)),
                                          ("weights", "w_hebb", ())), (), """
-        SPEC HebbianLoss(): (states, weights), weights (N, N) replicated: its
+        HebbianLoss(): (states, weights), weights (N, N) replicated: its
         gradient is global (the same on every rank)."""),
     "EntropyLoss": Criterion("entropy", (("states", "states", ("state",)),), ("reg",), """
-        SPEC EntropyLoss(reg=10, eps=1e-8): (states), every rate >= 0."""),
+        EntropyLoss(reg=10, eps=1e-8): (states), every rate >= 0."""),
     "PopulationKL": Criterion("population_kl", (("states_0", "states", ("state_0",)),
                                                 ("states_1", "states1", ("state_1",))),
                               ("symmetric", "reg", "reduction"), """
-        SPEC PopulationKL(symmetric=True, reg=1e-3, reduction='mean', var_eps=0):
+        PopulationKL(symmetric=True, reg=1e-3, reduction='mean', var_eps=0):
         (states_0, states_1), each batch-sharded with its own B and T.  With
         reduction='none' the result is the (N,) vector of weighted per-neuron
         divergences, without gradient; the regularizer is the criterion's
         .regularizer (and .values['population_kl.reg'])."""),
     "MSELoss": Criterion("mse", (("input", "pred", ("pred",)), ("target", "label", ("label",)),
                                  ("mask", "mask", ())), (), """
-        SPEC MSE: (input, target, mask=None), (B, T, K) and batch-sharded;
-        the optional mask (B, T, K) or (B, T, 1) weights the error (SPEC
+        MSELoss(): (input, target, mask=None), (B, T, K) and batch-sharded;
+        the optional mask (B, T, K) or (B, T, 1) weights the error (docs/losses.md
         "Output masks"), without a gradient."""),
     "RNNConnectivityLoss": Criterion("rnn_conn", (("w_in", "w_in", ()), ("w_hid", "w_hid", ()),
                                                   ("w_out", "w_out", ())),
                                      ("layer", "metric"), """
-        SPEC RNNConnectivityLoss(layer='all', metric='fro'): called as nn4n's
+        RNNConnectivityLoss(layer='all', metric='fro'): called as nn4n's
         (model) or with the weights (w_in=, w_hid=, w_out=).  layer 'all',
         'input', 'hidden' or 'readout'; metric 'fro' or 'l1'."""),
     "CrossEntropyLoss": Criterion("cross_entropy", (("input", "pred", ("pred",)),
                                                     ("target", "label", ("label",)),
                                                     ("mask", "mask", ())),
                                   ("apply_softmax", "clamp"), """
-        SPEC CrossEntropyLoss(apply_softmax=True, clamp=1e-12): (input, target),
+        CrossEntropyLoss(apply_softmax=True, clamp=1e-12): (input, target),
         logits (or probabilities) and target probabilities, both (B, T, K)."""),
 }
 

@@ -1,5 +1,5 @@
 """
-ctrnnloss.numpy - the SPEC's criteria on NumPy arrays, for analysis scripts:
+ctrnnloss.numpy - the criteria of docs/losses.md on NumPy arrays, for analysis scripts:
 each call returns the global values and, on request, the gradients of this
 rank's arrays.
 
@@ -86,7 +86,7 @@ class _Evaluator:
 
 
 class _Criterion(_Evaluator):
-    """One SPEC criterion, a loss of one term (named after its type, lambda
+    """One criterion, a loss of one term (named after its type, lambda
     1): Criterion(*params, comm=None, batch_first=True, **parameters) with
     positional parameters in nn4n's order, called with its inputs (and
     grad=...), returns a Result."""
@@ -164,7 +164,7 @@ class CrossEntropyLoss(_Criterion):
 
 
 class CompositeLoss(_Evaluator):
-    """SPEC CompositeLoss with nn4n's configuration {name: {'type': ...,
+    """CompositeLoss with nn4n's configuration {name: {'type': ...,
     'params': {...}, 'lambda': ...}}.  Called with the inputs by role
     (states, states1, pred, label, w_in, w_hid, w_out, w_hebb) and/or nn4n's
     {name: {argument: array}}; gradients are keyed by role."""

@@ -1,5 +1,5 @@
 """
-ctrnnloss.torch - the SPEC's criteria as torch.nn.Module losses, computed by
+ctrnnloss.torch - the criteria of docs/losses.md as torch.nn.Module losses, computed by
 libctrnnloss over MPI: each rank passes its slice of the batch and gets the
 GLOBAL loss; backward gives d(global loss)/d(this rank's tensors).
 
@@ -278,7 +278,7 @@ def _bound(module, args, kwargs):
 
 
 class _Criterion(_Module):
-    """One SPEC criterion, a loss of one term (named after its type, lambda
+    """One criterion, a loss of one term (named after its type, lambda
     1): Criterion(*params, comm=None, batch_first=True, ddp=False,
     **params), called with its inputs, returns the global loss as a 0-d
     tensor."""
@@ -386,7 +386,7 @@ class CrossEntropyLoss(_Criterion):
 
 
 class CompositeLoss(_Module):
-    """SPEC CompositeLoss with nn4n's configuration:
+    """CompositeLoss with nn4n's configuration:
 
         CompositeLoss({'fr': {'type': 'fr', 'params': {'metric': 'l2'}, 'lambda': 0.1},
                        'mse': {'type': 'mse', 'lambda': 1.0}})

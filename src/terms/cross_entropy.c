@@ -1,6 +1,6 @@
 /*
- * cross_entropy.c - CrossEntropyLoss (SPEC "CrossEntropyLoss", nn4n's code),
- * with the optional output mask (SPEC "Output masks"):
+ * cross_entropy.c - CrossEntropyLoss (docs/losses.md "CrossEntropyLoss", nn4n's code),
+ * with the optional output mask (docs/losses.md "Output masks"):
  *
  *     p = softmax(pred) along K (row maximum subtracted), or p = pred
  *     q = max(p, clamp)

@@ -1,5 +1,5 @@
 /*
- * entropy.c - EntropyLoss (SPEC "EntropyLoss", seed 001): the mean entropy
+ * entropy.c - EntropyLoss (docs/losses.md "EntropyLoss"): the mean entropy
  * of the normalized population activity of each time step, plus an L2
  * penalty on the rates,
  *
@@ -9,7 +9,7 @@
  *
  * One packed slot: sum H, each element's as the fixed-order sum over
  * neurons of per-neuron sums over t.  The penalty's value comes from the
- * shared sum of S^2.  The gradient (SPEC),
+ * shared sum of S^2.  The gradient (docs/losses.md),
  *
  *   dL/dS_j = ((q_j - sum_i p_i q_i) / Z + 2 reg S_j) / (B T),
  *   q_i = -log(p_i + eps) - p_i/(p_i + eps),
@@ -220,7 +220,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
     return CRL_OK;
 }
 
-/* weight dL/dS (SPEC), with the row's 1/Z and sum from the forward. */
+/* weight dL/dS (docs/losses.md), with the row's 1/Z and sum from the forward. */
 static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad)
 {

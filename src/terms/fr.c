@@ -1,8 +1,8 @@
 /*
- * fr.c - FiringRateLoss (SPEC "FiringRateLoss", seed 001): the mean over
+ * fr.c - FiringRateLoss (docs/losses.md "FiringRateLoss"): the mean over
  * neurons of mu_i^2 (l2) or |mu_i| (l1).  It needs no slots of its own: the
  * per-neuron means are shared statistics, and its gradient g_i / (B T) is a
- * constant per neuron (SPEC "Notation"), added into the population's alpha.
+ * constant per neuron (docs/losses.md "Data and notation"), added into the population's alpha.
  *
  * Reads: states.
  */

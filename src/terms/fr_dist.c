@@ -1,9 +1,9 @@
 /*
- * fr_dist.c - FiringRateDistLoss (SPEC "FiringRateDistLoss", seed 001): how
+ * fr_dist.c - FiringRateDistLoss (docs/losses.md "FiringRateDistLoss"): how
  * unevenly the mean rates mu_i spread across neurons, as their SD, CV, mean
  * or maximum absolute deviation from the population mean m.  It needs no
  * slots of its own: everything comes from the shared per-neuron means, and
- * its gradient g_i / (B T) is a constant per neuron (SPEC "Notation"), added
+ * its gradient g_i / (B T) is a constant per neuron (docs/losses.md "Data and notation"), added
  * into the population's alpha.
  *
  * Reads: states.
@@ -51,7 +51,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
 }
 
 /* mean_ad = 1/N sum_i |mu_i - m|;  with s_i = sign(mu_i - m),
- * g_j = (s_j - 1/N sum_i s_i) / N  (SPEC "FiringRateDistLoss"). */
+ * g_j = (s_j - 1/N sum_i s_i) / N  (docs/losses.md "FiringRateDistLoss"). */
 static double mean_ad(const double *mean, int64_t n, double m, double scale, double *grad)
 {
     double dev = 0, signs = 0;
@@ -68,7 +68,7 @@ static double mean_ad(const double *mean, int64_t n, double m, double scale, dou
 }
 
 /* max_ad = max_i |mu_i - m| at i*, the smallest index attaining it;
- * g_j = s_{i*} (delta_{j,i*} - 1/N)  (SPEC "FiringRateDistLoss"). */
+ * g_j = s_{i*} (delta_{j,i*} - 1/N)  (docs/losses.md "FiringRateDistLoss"). */
 static double max_ad(const double *mean, int64_t n, double m, double scale, double *grad)
 {
     int64_t at = 0;

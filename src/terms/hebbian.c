@@ -1,5 +1,5 @@
 /*
- * hebbian.c - HebbianLoss (SPEC "HebbianLoss", seed 001) on BLAS-3:
+ * hebbian.c - HebbianLoss (docs/losses.md "HebbianLoss") on BLAS-3:
  *
  *     G_b = S_b^T S_b  (N x N),  h_b = 1/T sum_ij W_ij G_b,ij,  L = 1/B sum_b |h_b|
  *     dL/ds_{b,t} = sign(h_b) / (B T) (W + W^T) s_{b,t}

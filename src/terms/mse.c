@@ -1,7 +1,7 @@
 /*
- * mse.c - the mean squared error of the outputs on its own (SPEC "MSE and
- * CompositeLoss"): 1/(B T K) sum (pred - label)^2, or with the optional mask
- * 1/(B T K) sum (m (pred - label))^2 (SPEC "Output masks", PsychRNN's form),
+ * mse.c - the mean squared error of the outputs on its own (docs/losses.md,
+ * "mse"): 1/(B T K) sum (pred - label)^2, or with the optional mask
+ * 1/(B T K) sum (m (pred - label))^2 (docs/losses.md "Output masks", PsychRNN's form),
  * and the shared output-error pass it declares (CRL_PASS_OUTPUT_ERROR),
  * which rnn's mse part reads too.  The engine runs the pass once over pred /
  * label rows (outputs.c) with the functions below; the gradient

@@ -1,5 +1,5 @@
 /*
- * population_kl.c - PopulationKL (SPEC "PopulationKL", seed 001): per neuron,
+ * population_kl.c - PopulationKL (docs/losses.md "PopulationKL"): per neuron,
  * the Gaussian KL divergence between two populations of rates P = states and
  * Q = states1 (each with its own batch and time), from their means and
  * population variances, plus an L2 regularizer on both.  It needs no slots of
@@ -49,7 +49,7 @@ static unsigned uses(const crl_term *t)
     return CRL_USES(CRL_ROLE_STATES) | CRL_USES(CRL_ROLE_STATES1);
 }
 
-/* reduction=none is forward-only (SPEC "PopulationKL"). */
+/* reduction=none is forward-only (docs/losses.md "PopulationKL"). */
 static unsigned grads(const crl_term *t, unsigned announced)
 {
     (void) announced;
@@ -82,7 +82,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     return CRL_OK;
 }
 
-/* KL(A||B) of two Gaussians and its partial derivatives (SPEC "PopulationKL");
+/* KL(A||B) of two Gaussians and its partial derivatives (docs/losses.md "PopulationKL");
  * d/dmean_b = -d/dmean_a. */
 typedef struct gaussian_kl {
     double value, d_mean_a, d_var_a, d_var_b;

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-/* In the order of SPEC.md. */
+/* In the order of docs/losses.md. */
 extern const crl_term_class crl_term_rnn;
 extern const crl_term_class crl_term_fr;
 extern const crl_term_class crl_term_fr_dist;

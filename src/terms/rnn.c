@@ -1,5 +1,5 @@
 /*
- * rnn.c - RNNLoss (SPEC "RNNLoss", seed 000): MSE of the outputs, Frobenius
+ * rnn.c - RNNLoss (docs/losses.md "RNNLoss"): MSE of the outputs, Frobenius
  * sparsity of the three weight matrices, and the firing-rate terms fr, fr_sd
  * and fr_cv.  It needs no slots of its own: everything comes from the shared
  * statistics (sum of squared errors, per-neuron means, sum of S^2, the weights'
@@ -108,7 +108,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
         if (g->grad_mask & CRL_USES(CRL_ROLE_STATES)) {
             /* d/dS of lambda_fr mean(S^2) is 2 lambda_fr S / (B T N): alpha
              * takes its value at the mean, beta the slope; the SD and CV
-             * gradients are g_i / (B T) (SPEC "Notation"). */
+             * gradients are g_i / (B T) (docs/losses.md "Data and notation"). */
             double w = t->weight, fr = 2 * t->param[FR] / size;
             if (on(t, FR_SD))
                 crl_spread_grad_sd(pop->mean, n, s, w * t->param[FR_SD] / pop->count, pop->alpha);

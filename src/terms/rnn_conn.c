@@ -1,5 +1,5 @@
 /*
- * rnn_conn.c - RNNConnectivityLoss (SPEC "RNNConnectivityLoss", nn4n's code):
+ * rnn_conn.c - RNNConnectivityLoss (docs/losses.md "RNNConnectivityLoss", nn4n's code):
  * the Frobenius norm (not squared, not normalised) or the L1 norm of the
  * chosen weight matrices, summed over them for layer=all:
  *

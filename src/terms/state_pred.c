@@ -1,5 +1,5 @@
 /*
- * state_pred.c - StatePredictionLoss (SPEC "StatePredictionLoss", seed 001):
+ * state_pred.c - StatePredictionLoss (docs/losses.md "StatePredictionLoss"):
  * the mean squared difference between the rates and the rates tau steps
  * later, along time within each batch element,
  *
@@ -196,7 +196,7 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
 }
 
 /* dL/dS_t = 2/(B (T - tau) N) (D_t [t < T - tau] - D_{t-tau} [t >= tau])
- * (SPEC), one pass over the tile reading rows t - tau, t, t + tau. */
+ * (docs/losses.md), one pass over the tile reading rows t - tau, t, t + tau. */
 static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad)
 {
@@ -216,7 +216,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
 const crl_term_class crl_term_state_pred = {
     .type = "state_pred",
     .summary = "StatePredictionLoss: mean squared change of the rates over tau time steps "
-               "(seed 001)",
+               "",
     .python_name = "StatePredictionLoss",
     .example = "s=state_pred:tau=2",
     .inputs = CRL_USES(CRL_ROLE_STATES),
