@@ -36,12 +36,28 @@ CRL_HOT_FMA void crl_log_array(const double *restrict x, double *restrict y, int
 SUM_FIXED_KERNEL(crl_sum_fixed, double, 8)
 SUM_FIXED_KERNEL(crl_sum_fixed_f32, float, 16)
 
-CRL_HOT void crl_sq_diff_rows(const double *restrict x, int64_t ldx, const double *restrict y,
-                              int64_t ldy, int64_t count, int64_t n, double *restrict acc)
+/* The loop of crl_sq_diff_rows; inlined with a constant n for the narrow
+ * widths, where a loop over i of one or two values would cost more than
+ * its arithmetic.  The same operations in the same order for every n. */
+static inline void sq_diff_loop(const double *restrict x, int64_t ldx,
+                                const double *restrict y, int64_t ldy, int64_t count,
+                                int64_t n, double *restrict acc)
 {
     for (int64_t r = 0; r < count; r++)
         for (int64_t i = 0; i < n; i++) {
             double d = x[r * ldx + i] - y[r * ldy + i];
             acc[i] += d * d;
         }
+}
+
+CRL_HOT void crl_sq_diff_rows(const double *restrict x, int64_t ldx, const double *restrict y,
+                              int64_t ldy, int64_t count, int64_t n, double *restrict acc)
+{
+    switch (n) {
+    case 1: sq_diff_loop(x, ldx, y, ldy, count, 1, acc); break;
+    case 2: sq_diff_loop(x, ldx, y, ldy, count, 2, acc); break;
+    case 3: sq_diff_loop(x, ldx, y, ldy, count, 3, acc); break;
+    case 4: sq_diff_loop(x, ldx, y, ldy, count, 4, acc); break;
+    default: sq_diff_loop(x, ldx, y, ldy, count, n, acc); break;
+    }
 }

@@ -184,6 +184,10 @@ int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *
 CRL_HOT static void widen_rows(const float *restrict src, int64_t ld_src, int64_t count,
                                int64_t n, double *restrict dst)
 {
+    if (ld_src == n) {     /* contiguous rows: one run, no per-row overhead */
+        n *= count;
+        count = 1;
+    }
     for (int64_t r = 0; r < count; r++)
         for (int64_t i = 0; i < n; i++)
             dst[r * n + i] = (double) src[r * ld_src + i];
@@ -209,6 +213,10 @@ const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t c
                              const double *restrict src, int64_t ld_src, double scale,         \
                              bool overwrite)                                                   \
     {                                                                                          \
+        if (ld_dst == n && ld_src == n) { /* contiguous rows: one run */                       \
+            n *= count;                                                                        \
+            count = 1;                                                                         \
+        }                                                                                      \
         if (overwrite)                                                                         \
             for (int64_t r = 0; r < count; r++)                                                \
                 for (int64_t i = 0; i < n; i++)                                                \

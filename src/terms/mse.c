@@ -61,6 +61,11 @@ int crl_output_error_element(const crl_array *pred, const crl_array *label,
 CRL_HOT void crl_output_error_backward_rows(const crl_rows *v, double coef, double *restrict out)
 {
     int64_t k = v->n;
+    if (v->m == NULL && v->ld == k && v->ldy == k) {   /* contiguous rows: one run */
+        for (int64_t e = 0; e < v->count * k; e++)
+            out[e] = coef * (v->x[e] - v->y[e]);
+        return;
+    }
     if (v->m == NULL) {
         for (int64_t r = 0; r < v->count; r++)
             for (int64_t j = 0; j < k; j++)
