@@ -20,7 +20,10 @@ python_mpi_setup
 preload=
 if ldd "$lib" | grep -q libasan; then
     fast=detect_leaks=0:fast_unwind_on_malloc=1
-    preload="-x LD_PRELOAD=$(gcc -print-file-name=libasan.so)"
+    # libstdc++ too, at start-up: else ASan's __cxa_throw interceptor finds
+    # no real function and aborts when PyTorch's autograd engine throws (an
+    # exception raised in a backward, as the tests of refused backwards do).
+    preload="-x LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so.6)"
     preload="$preload -x ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}$fast"
     preload="$preload -x LSAN_OPTIONS=${LSAN_OPTIONS:+$LSAN_OPTIONS:}$fast"
 fi
