@@ -668,6 +668,33 @@ CRL_API int crl_loss_set_grad_mode(crl_loss *loss, crl_grad_mode mode);
 CRL_API int crl_loss_set_grad_scale(crl_loss *loss, double scale);
 
 /*
+ * crl_loss_set_term_grad_scale - the backward pass weights one term's
+ *   gradient by scale, besides crl_loss_set_grad_scale.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   name - the term's name
+ *   scale - finite (default 1)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - no term of that name, scale not finite, or a change
+ *     between the chunks of one backward pass
+ *
+ * Notes:
+ *   The gradient of sum_k scale_k lambda_k L_k instead of that of the total:
+ *     what a front end needs when the terms' values were used apart (an
+ *     autograd graph through one term's value only). Applies from the next
+ *     crl_loss_backward (or crl_loss_evaluate) on, until changed; the values
+ *     are not affected. With every scale 1 the backward pass is the plain
+ *     one, bitwise; otherwise its first call forms the backward coefficients
+ *     again from the reduced sums (no communication). Every rank should use
+ *     the same scales, or the weight gradients differ between ranks.
+ */
+CRL_API int crl_loss_set_term_grad_scale(crl_loss *loss, const char *name, double scale);
+
+/*
  * crl_loss_term_count - the number of terms.
  *
  * Not Collective

@@ -220,6 +220,27 @@ int crl_loss_reduce(crl_loss *loss)
     return crl_context_set(ctx, CRL_OK, NULL);
 }
 
+/* Per-term gradient scales (crl_loss_set_term_grad_scale): during a
+ * backward call each weight is multiplied by its term's scale (on) and put
+ * back after (off).  Whether any scale is not 1. */
+static bool scale_weights(crl_loss *loss, bool on)
+{
+    bool any = false;
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        if (t->grad_factor == 1.0)
+            continue;
+        any = true;
+        if (on) {
+            t->saved_weight = t->weight;
+            t->weight *= t->grad_factor;
+        } else {
+            t->weight = t->saved_weight;
+        }
+    }
+    return any;
+}
+
 int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
 {
     static const crl_tensors none;
@@ -258,10 +279,21 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
         err.rank = loss->ctx->rank;
         return crl_context_set_error(loss->ctx, &err);
     }
+    bool first = !loss->backward_started;
     loss->backward_started = true;
     loss->backward_mask = want;
     if (overwrite)
         crl_unused_buffers(loss, inputs, grads, !loss->weights_written, true, &err);
+    bool scaled = scale_weights(loss, true);
+    if (scaled && first) {
+        /* The backward coefficients again, from the same global sums, with
+         * the scaled weights: the same on every rank, and finalize cannot
+         * fail now where it did not at the reduction. */
+        g->inputs = &loss->first;
+        g->pop[0].array = &loss->first.states;
+        g->pop[1].array = &loss->first.states1;
+        finalize(loss, g, loss->uses, loss->buffer + HEADER_SLOTS, loss->outs, &err);
+    }
     g->inputs = inputs;
     g->pop[0].array = &inputs->states;
     g->pop[1].array = &inputs->states1;
@@ -278,6 +310,8 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
     loss->weights_written = true;
     for (int k = 0; k < 3; k++)
         loss->done[k] += batch[k];
+    if (scaled)
+        scale_weights(loss, false);
     return CRL_OK;
 }
 

@@ -312,6 +312,8 @@ struct crl_term {
     int64_t slot;                  /* first of its slots in the packed buffer */
     int64_t slot_count;
     void *state;                   /* class-private, freed by cls->destroy    */
+    double grad_factor;            /* crl_loss_set_term_grad_scale (1)         */
+    double saved_weight;           /* weight while a backward scales it       */
 };
 
 /*

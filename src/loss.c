@@ -148,7 +148,7 @@ int crl_loss_add(crl_loss *loss, const char *name, const char *type, double weig
         crl_fail(&err, CRL_ERR_INVALID, "term '%s': weight %g is not finite", name, weight);
         return crl_context_set(ctx, err.code, err.message);
     }
-    crl_term t = {.cls = cls, .weight = weight};
+    crl_term t = {.cls = cls, .weight = weight, .grad_factor = 1.0};
     snprintf(t.name, sizeof t.name, "%s", name);
     for (int k = 0; cls->params[k].key != NULL; k++)
         t.param[k] = cls->params[k].default_value;
@@ -263,6 +263,26 @@ int crl_loss_set_grad_scale(crl_loss *loss, double scale)
     if (!isfinite(scale))
         return crl_context_set(loss->ctx, CRL_ERR_INVALID, "gradient scale must be finite");
     loss->grad_scale = scale;
+    return crl_context_set(loss->ctx, CRL_OK, NULL);
+}
+
+int crl_loss_set_term_grad_scale(crl_loss *loss, const char *name, double scale)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    crl_term *t = name ? find_term(loss, name) : NULL;
+    char message[128];
+    if (t == NULL) {
+        snprintf(message, sizeof message, "no term named '%.64s'", name ? name : "(null)");
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID, message);
+    }
+    if (!isfinite(scale))
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID, "a term's gradient scale must be finite");
+    if (loss->phase == PHASE_REDUCED && loss->backward_started && scale != t->grad_factor)
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID,
+                               "a term's gradient scale cannot change between the chunks of "
+                               "one backward pass");
+    t->grad_factor = scale;
     return crl_context_set(loss->ctx, CRL_OK, NULL);
 }
 

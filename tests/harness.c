@@ -14,6 +14,7 @@ int h_repeat = 1;
 int h_grad_mode = CRL_GRAD_ACCUMULATE;
 double h_grad_scale = 1.0;
 bool h_late_grads = false;
+const double *h_term_grad_scales = NULL;
 
 int h_main(int argc, char **argv, const struct CMUnitTest *tests, size_t count, const char *name)
 {
@@ -304,6 +305,9 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
     }
     assert_int_equal(crl_loss_set_grad_mode(loss, (crl_grad_mode) h_grad_mode), CRL_OK);
     assert_int_equal(crl_loss_set_grad_scale(loss, h_grad_scale), CRL_OK);
+    for (int k = 0; k < n_terms && h_term_grad_scales; k++)
+        assert_int_equal(crl_loss_set_term_grad_scale(loss, terms[k].name, h_term_grad_scales[k]),
+                         CRL_OK);
     if (chunk == 0 && h_late_grads) {
         for (int k = 0; k < h_repeat; k++) {
             crl_loss_accumulate(loss, &in, NULL);

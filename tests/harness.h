@@ -135,6 +135,9 @@ bool h_grads_untouched(const h_problem *p, const h_result *res);
 extern int h_grad_mode;
 extern double h_grad_scale;
 extern bool h_late_grads;
+/* Per-term gradient scales (crl_loss_set_term_grad_scale), one per term of
+ * the h_eval call, or NULL (default) for none set. */
+extern const double *h_term_grad_scales;
 
 /* Whole-problem evaluation on MPI_COMM_SELF. */
 void h_eval_self(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,

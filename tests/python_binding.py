@@ -554,14 +554,30 @@ def check_call_forms():
     total_b.backward()
     check(torch.equal(sa.grad, sb.grad) and torch.equal(xa.grad, xb.grad),
           "CompositeLoss parts back-propagate as the total")
-    _, parts = comp(states=mine(states), pred=mine(m["pred"]), label=y)
+    # One part alone, or the parts with other weights: the gradient of
+    # that combination of the terms, bitwise that of a loss so weighted.
+    for w_act, w_task, use in ((1, 0, lambda p: p["act"]), (0, 1, lambda p: p["task"]),
+                               (2, -0.5, lambda p: 2 * p["act"] - 0.5 * p["task"])):
+        sa, xa = mine(states), mine(m["pred"])
+        _, parts = comp(states=sa, pred=xa, label=y)
+        use(parts).backward()
+        cfg = {"act": {"type": "fr", "lambda": 0.1 * w_act},
+               "task": {"type": "mse", "lambda": 2.0 * w_task}}
+        sb, xb = mine(states), mine(m["pred"])
+        ct.CompositeLoss(cfg)(states=sb, pred=xb, label=y)[0].backward()
+        check(torch.equal(sa.grad, sb.grad) and torch.equal(xa.grad, xb.grad),
+              "CompositeLoss parts weighted (%g, %g) in backward: the gradient of the loss "
+              "weighted so" % (w_act, w_task))
+    # The components of one term (RNNLoss) cannot be weighted apart.
+    crit_c = ct.RNNLoss(lambda_fr=0.5)
+    _, losses = crit_c(mine(r["pred"]), label, states=mine(r["states"]),
+                       **{k: v.clone().requires_grad_() for k, v in w.items()})
     try:
-        parts["act"].backward()
+        losses[1].backward()
         got = "no error"
     except RuntimeError as exc:
         got = str(exc)
-    check("back-propagate the total" in got, "parts['act'].backward() of a two-term "
-          "CompositeLoss: %s" % got)
+    check("back-propagate the total" in got, "RNNLoss losses[1].backward(): %s" % got)
     single = ct.CompositeLoss({"a": {"type": "fr", "lambda": 0.5}})
     sc = mine(states)
     single(states=sc)[1]["a"].backward()

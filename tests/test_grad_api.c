@@ -8,6 +8,9 @@
  *     scale is the gradient times it, a non-finite scale is refused;
  *   - gradients asked for only at backward are bitwise the announced ones
  *     (hebbian's w_hebb, a sum over ranks, must be announced);
+ *   - crl_loss_set_term_grad_scale: scales s_k give bitwise the gradient of
+ *     the loss whose weights are lambda_k s_k, the values unchanged; all 1
+ *     is bitwise the plain backward; a change between chunks is refused;
  *   - crl_context_error_info names code, rank, role, term and the local
  *     indices; crl_context_agree makes one rank's local failure everyone's.
  */
@@ -77,6 +80,17 @@ static void reset_modes(void)
     h_grad_mode = CRL_GRAD_ACCUMULATE;
     h_grad_scale = 1.0;
     h_late_grads = false;
+    h_term_grad_scales = NULL;
+}
+
+/* Bitwise equality of the gradients of two results. */
+static bool same_gradients(const h_result *a, const h_result *b)
+{
+    bool same = a->status == CRL_OK && b->status == CRL_OK;
+    for (int k = 0; k < 8 && same; k++)
+        same = a->grad_bytes[k] == b->grad_bytes[k]
+               && (a->grad_bytes[k] == 0 || memcmp(a->grad[k], b->grad[k], a->grad_bytes[k]) == 0);
+    return same;
 }
 
 /* Evaluates terms with the current modes under split pattern s (chunk 0:
@@ -217,6 +231,94 @@ static void test_scale_multiplies(void **state)
     crl_context_destroy(&ctx);
 }
 
+/* Every type in one loss, each term's gradient scaled apart (one of them by
+ * 0), on every split, whole and (without population_kl) in chunks of 2:
+ * the gradients are bitwise those of the weights lambda_k s_k, the values
+ * those of lambda_k; scales of 1 are the plain backward, bitwise. */
+static void test_term_scales_are_weights(void **state)
+{
+    (void) state;
+    static const double scales[N_CASES] = {2, -1, 0.5, 0, 3, 1.25, -0.25, 1.5, 4, 0.75};
+    static const double ones[N_CASES] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    h_term plain[N_CASES], weighted[N_CASES];
+    memcpy(plain, cases, sizeof plain);
+    memcpy(weighted, cases, sizeof weighted);
+    for (int k = 0; k < N_CASES; k++)
+        weighted[k].weight = cases[k].weight * scales[k];
+    for (int d = 0; d < 2; d++) {
+        crl_dtype dtype = d ? CRL_FLOAT64 : CRL_FLOAT32;
+        h_problem two = make(dtype, 21), one = make_problem(dtype, 22, false);
+        for (int s = 0; s < h_split_count(); s++)
+            for (int chunked = 0; chunked < 2; chunked++) {
+                const h_problem *p = chunked ? &one : &two;
+                int n = chunked ? N_CASES - 1 : N_CASES;   /* population_kl is case 6 */
+                h_term pl[N_CASES], we[N_CASES];
+                double sc[N_CASES];
+                for (int k = 0, j = 0; k < N_CASES; k++)
+                    if (!chunked || strcmp(cases[k].type, "population_kl") != 0) {
+                        pl[j] = plain[k];
+                        we[j] = weighted[k];
+                        sc[j++] = scales[k];
+                    }
+                h_range r = h_split(s, p->B, h_rank, h_size), r1 = h_split(s, p->B1, h_rank, h_size);
+                h_result base, by_weight, scaled, unit;
+                reset_modes();
+                #define EVAL(terms, out)                                                       \
+                    (chunked ? h_eval_chunked(p, terms, n, MPI_COMM_WORLD, r, 2, H_GRAD_ALL, out) \
+                             : h_eval(p, terms, n, MPI_COMM_WORLD, r, r1, H_GRAD_ALL, out))
+                EVAL(pl, &base);
+                EVAL(we, &by_weight);
+                h_term_grad_scales = sc;
+                EVAL(pl, &scaled);
+                h_term_grad_scales = ones;
+                EVAL(pl, &unit);
+                #undef EVAL
+                reset_modes();
+                h_assert_all(same_gradients(&scaled, &by_weight));
+                h_assert_all(scaled.n_numbers == base.n_numbers
+                             && memcmp(scaled.values, base.values,
+                                       sizeof(double) * (size_t) base.n_numbers) == 0);
+                h_assert_all(same_result(&unit, &base, "scales of 1"));
+                h_result_free(&base);
+                h_result_free(&by_weight);
+                h_result_free(&scaled);
+                h_result_free(&unit);
+            }
+        h_problem_free(&two);
+        h_problem_free(&one);
+    }
+
+    /* Refused: no such term, a non-finite scale, a change between chunks. */
+    h_problem p = make_problem(CRL_FLOAT64, 23, false);
+    crl_context *ctx;
+    crl_loss *loss;
+    assert_int_equal(crl_context_create(MPI_COMM_SELF, &ctx), CRL_OK);
+    assert_int_equal(crl_loss_create(ctx, &loss), CRL_OK);
+    assert_int_equal(crl_loss_add(loss, "f", "fr", 1.0, NULL), CRL_OK);
+    h_assert_all(crl_loss_set_term_grad_scale(loss, "nope", 2) == CRL_ERR_INVALID
+                 && strstr(crl_context_error(ctx), "no term named 'nope'") != NULL);
+    h_assert_all(crl_loss_set_term_grad_scale(loss, "f", NAN) == CRL_ERR_INVALID);
+    h_assert_all(crl_loss_set_term_grad_scale(NULL, "f", 1) == CRL_ERR_INVALID);
+    size_t bytes = sizeof(double) * (size_t) (p.B * p.T * p.N);
+    double *g = calloc(bytes, 1);
+    crl_tensors in = {0}, grad = {0};
+    in.states = crl_array_batch_major(CRL_FLOAT64, p.states, p.B, p.T, p.N);
+    grad.states = crl_array_batch_major(CRL_FLOAT64, g, p.B, p.T, p.N);
+    crl_tensors first = in, first_grad = grad;
+    first.states.batch = first_grad.states.batch = 1;
+    assert_int_equal(crl_loss_accumulate(loss, &in, NULL), CRL_OK);
+    assert_int_equal(crl_loss_reduce(loss), CRL_OK);
+    assert_int_equal(crl_loss_set_term_grad_scale(loss, "f", 3), CRL_OK);
+    assert_int_equal(crl_loss_backward(loss, &first, &first_grad), CRL_OK);
+    h_assert_all(crl_loss_set_term_grad_scale(loss, "f", 2) == CRL_ERR_INVALID
+                 && strstr(crl_context_error(ctx), "between the chunks") != NULL);
+    h_assert_all(crl_loss_set_term_grad_scale(loss, "f", 3) == CRL_OK);
+    free(g);
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+    h_problem_free(&p);
+}
+
 static void check_late(const h_problem *p, const h_term *t, int s, int64_t chunk)
 {
     unsigned mask = H_GRAD_ALL & ~(unsigned) H_GRAD_W_HEBB;
@@ -350,6 +452,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_overwrite_is_accumulate_into_zeros),
         cmocka_unit_test(test_scale_two_doubles_every_gradient),
         cmocka_unit_test(test_scale_multiplies),
+        cmocka_unit_test(test_term_scales_are_weights),
         cmocka_unit_test(test_gradients_decided_at_backward),
         cmocka_unit_test(test_error_info_names_rank_role_term_and_index),
         cmocka_unit_test(test_agree_makes_one_failure_everyones),

@@ -303,10 +303,11 @@ class Evaluation:
         self.loss, self.handle, self.tin, self.problems = loss, handle, tin, problems
         self.backward_done = False
 
-    def backward(self, grads, scale):
+    def backward(self, grads, scale, term_scales=None):
         """Not collective.  Writes scale * d(total)/d(input) into the buffer
         descriptions grads (a crl_tensors, or {role: crl_array/crl_matrix};
-        overwriting them; announced ones included)."""
+        overwriting them; announced ones included).  term_scales {term name:
+        s}: the gradient of sum_k s_k lambda_k L_k instead (times scale)."""
         if self.backward_done:
             raise RuntimeError("ctrnnloss: backward through the same call twice "
                                "(retain_graph=True) is not supported; call the criterion again")
@@ -314,7 +315,11 @@ class Evaluation:
         tgrad = grads if isinstance(grads, _lib.Tensors) else self.loss.inputs(grads)[0]
         ptr = self.handle.ptr
         lib.crl_loss_set_grad_scale(ptr, scale)
+        for name, s in (term_scales or {}).items():
+            lib.crl_loss_set_term_grad_scale(ptr, name.encode(), s)
         status = lib.crl_loss_backward(ptr, ctypes.byref(self.tin), ctypes.byref(tgrad))
+        for name in term_scales or ():
+            lib.crl_loss_set_term_grad_scale(ptr, name.encode(), 1.0)
         if status != _lib.OK:
             raise _error(status, self.loss.context.message())
 

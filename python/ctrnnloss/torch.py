@@ -127,20 +127,25 @@ class _Call:
         self.evaluation, self.parts = evaluation, parts
 
     def scale(self, grad_outputs):
-        """The factor of the gradient of the total: the incoming gradient of
-        the total plus that of a part (every output's must agree)."""
-        total = grad_outputs[0]
-        factors = {float(total + g) for g in grad_outputs[1:]} if self.parts \
-            else {float(total)}
-        if len(factors) > 1:
+        """(scale, term scales) of the backward pass: the incoming gradient
+        of the total plus that of a part, one factor when every part's
+        agrees; else, where the parts are whole terms' values (CompositeLoss),
+        each term's own factor."""
+        total = float(grad_outputs[0])
+        factors = [total + float(g) for g in grad_outputs[1:]]
+        if len(set(factors)) <= 1:
+            return (factors[0] if factors else total), None
+        terms = {t.name for t in self.module.loss.terms}
+        if not all(name in terms for name in self.parts):
             raise RuntimeError(
-                "ctrnnloss: the components of one call were back-propagated with different "
-                "weights (%s); the library computes the gradient of the weighted total "
-                "only: back-propagate the total, or call a criterion per component"
-                % ", ".join(sorted(map(repr, factors))))
-        return factors.pop()
+                "ctrnnloss: the components of one term were back-propagated with different "
+                "weights (%s); the library computes the gradient of each term's weighted "
+                "value only: back-propagate the total (or the sum of the components), or "
+                "call a criterion per component"
+                % ", ".join(sorted(map(repr, set(factors)))))
+        return 1.0, dict(zip(self.parts, factors))
 
-    def backward(self, needs, scale):
+    def backward(self, needs, scale, term_scales=None):
         """The gradients of the inputs that need one (None for the others)."""
         module, batch_first = self.module, self.module.batch_first
         announced = self.evaluation.announced
@@ -163,7 +168,7 @@ class _Call:
             getattr(tgrad, role).data = g.data_ptr() or None
         out = [g if need else None for g, need in zip(out, needs)]
         batched = module.ddp_factor
-        self.evaluation.backward(tgrad, scale * batched)
+        self.evaluation.backward(tgrad, scale * batched, term_scales)
         if batched != 1:
             # Under DDP the weight gradients (global already) are not
             # multiplied: DDP's average of equal values is the value.
@@ -194,7 +199,7 @@ class _LossFunction(torch.autograd.Function):
         call = ctx.call
         ctx.call = None     # the evaluation's crl_loss is free again
         return (None,) + tuple(call.backward(ctx.needs_input_grad[1:],
-                                             call.scale(grad_outputs)))
+                                             *call.scale(grad_outputs)))
 
 
 class _Module(torch.nn.Module):
