@@ -774,6 +774,31 @@ CRL_API int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs,
                                 const crl_tensors *grads);
 
 /*
+ * crl_loss_refuse - this rank cannot pass its inputs to this evaluation, and
+ *   says why; in place of (or after) crl_loss_accumulate.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   code - the status to report (CRL_OK is taken as CRL_ERR_INVALID)
+ *   message - why, e.g. "states: a tensor on device 'cuda:0'"; NULL for the
+ *             generic text of code
+ *
+ * Output Parameters:
+ *   returns code (CRL_ERR_INVALID for loss NULL)
+ *
+ * Notes:
+ *   For front ends whose own checks of a rank's inputs fail (a dtype, a
+ *     device, a layout they cannot describe): every rank must still call
+ *     crl_loss_reduce, which then fails on every rank with this status and
+ *     "rank R: message" of the lowest refusing rank (the message alone when
+ *     every rank refused alike), in the same MPI_Allreduce as the sums: no
+ *     extra communication. crl_context_error_info gives the code and rank.
+ */
+CRL_API int crl_loss_refuse(crl_loss *loss, int code, const char *message);
+
+/*
  * crl_loss_reduce - one MPI_Allreduce of every rank's sums, then the values
  *   (finalize).
  *

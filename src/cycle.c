@@ -151,6 +151,22 @@ int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_ten
     return loss->err.code;
 }
 
+int crl_loss_refuse(crl_loss *loss, int code, const char *message)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    if (code == CRL_OK)
+        code = CRL_ERR_INVALID;
+    if (loss->phase != PHASE_ACCUMULATING) {
+        begin_cycle(loss, NULL, NULL);   /* a cycle without inputs */
+        loss->digest = crl_agree_digest(loss);
+    }
+    loss->err = (crl_error){0};
+    crl_fail(&loss->err, code, "%s", message ? message : crl_strerror(code));
+    loss->target = NULL;
+    return code;
+}
+
 static void write_header(crl_loss *loss, crl_dd *buffer)
 {
     buffer[HEADER_FAILED] = crl_dd_make(loss->err.code != CRL_OK);

@@ -660,23 +660,23 @@ def check_errors():
         return bad if RANK == LAST else states
 
     expect_error("int64 states", ctrnnloss.InvalidArgumentError,
-                 "rank %d: states: unknown dtype 0 (rank %d passed states as a torch.int64 "
-                 "tensor; ctrnnloss takes float32 or float64)" % (LAST, LAST),
+                 "rank %d: states is a torch.int64 tensor; ctrnnloss takes float32 or float64"
+                 % LAST,
                  lambda: hebb(on_last(states.long()), weights))
-    expect_error("float16 weights", ctrnnloss.InvalidArgumentError, "w_hebb: unknown dtype 0",
+    expect_error("float16 weights", ctrnnloss.InvalidArgumentError,
+                 "rank %d: w_hebb is a torch.float16 tensor" % LAST,
                  lambda: hebb(states, weights.half() if RANK == LAST else weights))
     wide = torch.zeros(hi - lo, T, 2 * N, dtype=torch.float64)
     expect_error("non-contiguous states", ctrnnloss.InvalidArgumentError,
                  "last dimension has stride 2",
                  lambda: hebb(on_last(wide[:, :, ::2]), weights))
     expect_error("non-contiguous weights", ctrnnloss.InvalidArgumentError,
-                 "passed w_hebb as a matrix whose rows are not contiguous",
+                 "w_hebb is a matrix whose rows are not contiguous",
                  lambda: hebb(states, torch.zeros(N, 2 * N, dtype=torch.float64)[:, ::2]))
     if SIZE > 1:
         expect_error("weights bad in different ways", ctrnnloss.InvalidArgumentError,
-                     "w_hebb: unknown dtype 0 (rank 0 passed w_hebb as a torch.int64 tensor; "
-                     "ctrnnloss takes float32 or float64; rank 1 passed w_hebb as a "
-                     "torch.float16 tensor",
+                     "rank 0: w_hebb is a torch.int64 tensor; ctrnnloss takes float32 or "
+                     "float64 (rank 1: w_hebb is a torch.float16 tensor",
                      lambda: hebb(states, weights.long() if RANK == 0 else weights.half()))
     # CUDA tensors take the same path as any other device: the meta device
     # stands in where there is no GPU.

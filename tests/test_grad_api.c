@@ -12,7 +12,8 @@
  *     the loss whose weights are lambda_k s_k, the values unchanged; all 1
  *     is bitwise the plain backward; a change between chunks is refused;
  *   - crl_context_error_info names code, rank, role, term and the local
- *     indices; crl_context_agree makes one rank's local failure everyone's.
+ *     indices; crl_context_agree makes one rank's local failure everyone's,
+ *     and crl_loss_refuse one rank's refused inputs in the reduction.
  */
 #include "harness.h"
 
@@ -445,6 +446,53 @@ static void test_agree_makes_one_failure_everyones(void **state)
     crl_context_destroy(&ctx);
 }
 
+/* crl_loss_refuse: one rank's refusal fails the reduction on every rank
+ * with its message, in place of its inputs or after some chunks; the loss
+ * works again after. */
+static void test_refuse_fails_the_reduction_everywhere(void **state)
+{
+    (void) state;
+    h_problem p = make_problem(CRL_FLOAT64, 31, false);
+    h_range r = h_split(0, p.B, h_rank, h_size);
+    crl_context *ctx;
+    crl_loss *loss;
+    crl_error_info info;
+    assert_int_equal(crl_context_create(MPI_COMM_WORLD, &ctx), CRL_OK);
+    assert_int_equal(crl_loss_create(ctx, &loss), CRL_OK);
+    assert_int_equal(crl_loss_add(loss, "f", "fr", 1.0, NULL), CRL_OK);
+    crl_tensors in = {0};
+    in.states = crl_array_batch_major(CRL_FLOAT64, p.states + r.start * p.T * p.N, r.count, p.T,
+                                      p.N);
+    int last = h_size - 1;
+    char expect[96];
+    snprintf(expect, sizeof expect, "rank %d: states: a tensor on device 'meta'", last);
+    for (int after_chunk = 0; after_chunk < 2; after_chunk++) {
+        if (h_rank != last || after_chunk)
+            assert_int_equal(crl_loss_accumulate(loss, &in, NULL), CRL_OK);
+        if (h_rank == last)
+            assert_int_equal(crl_loss_refuse(loss, CRL_ERR_INVALID,
+                                             "states: a tensor on device 'meta'"),
+                             CRL_ERR_INVALID);
+        int rc = crl_loss_reduce(loss);
+        crl_context_error_info(ctx, &info);
+        h_assert_all(rc == CRL_ERR_INVALID && info.rank == last
+                     && strcmp(crl_context_error(ctx), expect) == 0);
+    }
+    /* Every rank alike: no rank named (one rank: its own); CRL_OK is taken
+     * as CRL_ERR_INVALID, NULL as the generic text. */
+    h_assert_all(crl_loss_refuse(loss, CRL_OK, NULL) == CRL_ERR_INVALID);
+    h_assert_all(crl_loss_reduce(loss) == CRL_ERR_INVALID);
+    crl_context_error_info(ctx, &info);
+    h_assert_all(info.rank == (h_size > 1 ? -1 : 0)
+                 && strstr(crl_context_error(ctx), crl_strerror(CRL_ERR_INVALID)) != NULL);
+    /* The next evaluation is whole. */
+    h_assert_all(crl_loss_evaluate(loss, &in, NULL) == CRL_OK);
+    h_assert_all(crl_loss_refuse(NULL, CRL_ERR_INVALID, "x") == CRL_ERR_INVALID);
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+    h_problem_free(&p);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +504,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gradients_decided_at_backward),
         cmocka_unit_test(test_error_info_names_rank_role_term_and_index),
         cmocka_unit_test(test_agree_makes_one_failure_everyones),
+        cmocka_unit_test(test_refuse_fails_the_reduction_everywhere),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "grad_api");
 }

@@ -5,10 +5,10 @@ Loss, one crl_loss evaluated on array descriptions.
 
 A front end turns each input into a crl_array / crl_matrix over the input's
 own memory (no copy), or into a Problem when it cannot (wrong dtype, device,
-layout).  A Problem is passed to the library as an input of unknown dtype:
-the library then fails collectively, naming the rank and the input, so a bad
-input on one rank never leaves the others blocked in the reduction; the
-reason the front end found is added to the message on every rank.
+layout).  A rank with a Problem refuses the evaluation (crl_loss_refuse)
+instead of passing its inputs: the reduction then fails on every rank with
+that rank's reason ("rank R: states is a torch.int64 tensor; ..."), so a bad
+input on one rank never leaves the others blocked in the reduction.
 """
 import ctypes
 import inspect
@@ -230,10 +230,11 @@ def describe(role, dtype, data, shape, strides, batch_first=True):
 # ----------------------------------------------------------------- loss ---
 
 
-# An input of unknown dtype: the library refuses it collectively ("ROLE:
-# unknown dtype 0"), after checking that it is present (time, width >= 1).
-_POISON = {role: (_lib.Array(0, None, 0, 1, 1, 1, 1) if role in _lib.BATCHED_ROLES
-                  else _lib.Matrix(0, None, 1, 1, 1)) for role in _lib.ROLES}
+def _refusal(problems):
+    """The reason a rank gives crl_loss_refuse for its problems (the first
+    one): "states is a torch.int64 tensor; ...", or the refused call's."""
+    role, reason = next(iter(problems.items()))
+    return str(reason) if role == "call" else "%s is %s" % (role, reason)
 
 
 def _is_forward_only(term_type, params):
@@ -387,14 +388,14 @@ class Loss:
         the backward pass, when keep."""
         handle = self._free_handle()
         ptr = handle.ptr
-        if "call" in problems:
-            # The call's arguments were refused on this rank: every input of
-            # unknown dtype makes the library fail collectively, and _fail
-            # raises the binding's error on every rank.
-            tin = self.inputs({role: Problem("") for role in _lib.ROLES})[0]
-        status = lib.crl_loss_accumulate(ptr, ctypes.byref(tin),
-                                         ctypes.byref(announced) if announced is not None
-                                         else None)
+        if problems:
+            # What this rank could not pass (or its refused call arguments):
+            # the reduction fails on every rank with the reason, and _fail
+            # raises it on every rank.
+            lib.crl_loss_refuse(ptr, _lib.ERR_INVALID, _refusal(problems).encode())
+        else:
+            lib.crl_loss_accumulate(ptr, ctypes.byref(tin),
+                                    ctypes.byref(announced) if announced is not None else None)
         status = lib.crl_loss_reduce(ptr)
         if status != _lib.OK:
             self._fail(status, problems)
@@ -425,14 +426,15 @@ class Loss:
 
     @staticmethod
     def inputs(inputs):
-        """(crl_tensors, {role: reason}) of {role: description or Problem}."""
+        """(crl_tensors, {role: reason}) of {role: description or Problem}
+        (a Problem's role is left out of the crl_tensors)."""
         tin = _lib.Tensors()
         problems = {}
         for role, desc in inputs.items():
             if isinstance(desc, Problem):
                 problems[role] = desc.reason
-                desc = _POISON[role]
-            setattr(tin, role, desc)
+            else:
+                setattr(tin, role, desc)
         return tin, problems
 
     def _fail(self, status, problems):
@@ -449,18 +451,12 @@ class Loss:
             rank, first = calls[0]
             same = len(calls) == len(every) and len(texts) == 1
             raise type(first)(str(first) if same else "rank %d: %s" % (rank, first))
-        detail = None
-        for rank, found in enumerate(every):
-            for role, reason in found.items():
-                if message.startswith("rank %d: %s: unknown dtype 0" % (rank, role)):
-                    detail = "rank %d passed %s as %s" % (rank, role, reason)
-                elif message.startswith("%s: unknown dtype 0" % role):  # on every rank
-                    reasons = [f[role] for f in every]
-                    detail = "; ".join("rank %d passed %s as %s" % (r, role, why)
-                                       for r, why in enumerate(reasons))
-                    if len(set(reasons)) == 1:
-                        detail = "every rank passed %s as %s" % (role, reason)
-        raise _error(status, message, detail)
+        # The library names the lowest refusing rank; the others' reasons,
+        # where they differ, follow.
+        refused = [(rank, _refusal(found)) for rank, found in enumerate(every) if found]
+        others = ["rank %d: %s" % (rank, why) for rank, why in refused[1:]
+                  if why != refused[0][1]]
+        raise _error(status, message, "; ".join(others) or None)
 
     def _values(self, ptr):
         out = {}
