@@ -818,6 +818,37 @@ CRL_API int crl_loss_refuse(crl_loss *loss, int code, const char *message);
  */
 CRL_API int crl_loss_reduce(crl_loss *loss);
 
+/* The most losses one crl_loss_reduce_group reduces together. */
+#define CRL_MAX_GROUP 64
+
+/*
+ * crl_loss_reduce_group - crl_loss_reduce of several losses in one
+ *   MPI_Allreduce.
+ *
+ * Collective
+ *
+ * Input Parameters:
+ *   losses - n losses on one context, each after crl_loss_accumulate (or
+ *            crl_loss_refuse), in the same order on every rank
+ *   n - 1 to CRL_MAX_GROUP
+ *
+ * Errors:
+ *   the same status and message on every rank: the first failing loss's, in
+ *     order (the losses after it are not reduced: evaluate them again);
+ *     CRL_ERR_NOMEM for the packed copy
+ *
+ * Notes:
+ *   Each loss ends as crl_loss_reduce would leave it, bitwise: the group only
+ *     packs the losses' sums into one reduction. For terms that read different
+ *     inputs in the same role (two firing-rate terms on two populations): one
+ *     loss per set of inputs, one reduction for all.
+ *   n = 1 is crl_loss_reduce. The packed copy is kept by losses[0]: once
+ *     it has the size of the group's layouts, a group costs one
+ *     MPI_Allreduce (a first call, or one after a layout grew, first agrees
+ *     on the copy's memory with one more small one).
+ */
+CRL_API int crl_loss_reduce_group(crl_loss *const *losses, int n);
+
 /*
  * crl_loss_backward - the gradients of one chunk, after crl_loss_reduce.
  *

@@ -174,11 +174,11 @@ static void write_header(crl_loss *loss, crl_dd *buffer)
     crl_write_digest(buffer, loss->digest);
 }
 
-int crl_loss_reduce(crl_loss *loss)
+/* Before the reduction: the header of loss's buffer, and the payload of a
+ * cycle that accumulated into pending or failed zeroed.  Returns the count
+ * of slots to reduce. */
+static int64_t reduce_begin(crl_loss *loss)
 {
-    if (loss == NULL)
-        return CRL_ERR_INVALID;
-    crl_context *ctx = loss->ctx;
     if (loss->phase != PHASE_ACCUMULATING) {
         /* A misuse on this rank: still take part, as a failure. */
         loss->err = (crl_error){0};
@@ -192,9 +192,16 @@ int crl_loss_reduce(crl_loss *loss)
         for (int64_t k = HEADER_SLOTS; k < count; k++)
             loss->buffer[k] = crl_dd_make(0.0);
     write_header(loss, loss->buffer);
-    int rc = crl_context_reduce(ctx, loss->buffer, count);
-    if (rc != CRL_OK)
-        return rc;
+    return count;
+}
+
+/* After the reduction: a failure any rank found, a disagreement, or the
+ * first evaluation of a new layout (every rank accumulated into pending:
+ * adopted, and *again set to the slots it must reduce once more). */
+static int reduce_check(crl_loss *loss, int64_t *again)
+{
+    crl_context *ctx = loss->ctx;
+    *again = 0;
     if (crl_dd_round(loss->buffer[HEADER_FAILED]) > 0)
         return crl_context_agree_error(ctx, &loss->err);
     if (!crl_digest_agrees(loss->buffer, ctx->size))
@@ -217,12 +224,15 @@ int crl_loss_reduce(crl_loss *loss)
         loss->pending_cap = cap;
         loss->relayout = false;
         write_header(loss, loss->buffer);
-        count = HEADER_SLOTS + loss->payload_slots;
-        if ((rc = crl_context_reduce(ctx, loss->buffer, count)) != CRL_OK)
-            return rc;
+        *again = HEADER_SLOTS + loss->payload_slots;
     }
+    return CRL_OK;
+}
 
-    /* Finalize: the same on every rank, so its errors are collective. */
+/* Finalize: the same on every rank, so its errors are collective. */
+static int reduce_end(crl_loss *loss)
+{
+    crl_context *ctx = loss->ctx;
     crl_global *g = &loss->g;
     g->inputs = &loss->first;
     g->pop[0].array = &loss->first.states;
@@ -234,6 +244,71 @@ int crl_loss_reduce(crl_loss *loss)
     loss->weights_written = false;
     loss->backward_started = false;
     return crl_context_set(ctx, CRL_OK, NULL);
+}
+
+int crl_loss_reduce(crl_loss *loss)
+{
+    return loss ? crl_loss_reduce_group(&loss, 1) : CRL_ERR_INVALID;
+}
+
+/* One reduction of the buffers of losses[0 .. n) (counts[k] slots each):
+ * in place for one loss, else through one contiguous copy kept by the
+ * first loss.  The copy grows only when a layout grows, the same way on
+ * every rank (the counts are agreed); then the ranks agree that it could
+ * (a failure frees it everywhere, so that they stay alike). */
+static int reduce_buffers(crl_context *ctx, crl_loss *const *losses, const int64_t *counts, int n)
+{
+    if (n == 1)
+        return crl_context_reduce(ctx, losses[0]->buffer, counts[0]);
+    crl_loss *lead = losses[0];
+    int64_t total = 0;
+    for (int k = 0; k < n; k++)
+        total += counts[k];
+    if (total > lead->group_cap) {
+        int ok = crl_reserve(&lead->group, &lead->group_cap, total, sizeof(crl_dd)), all = 0;
+        if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, ctx->comm) != MPI_SUCCESS || !all) {
+            free(lead->group);
+            lead->group = NULL;
+            lead->group_cap = 0;
+            return crl_context_set(ctx, all ? CRL_ERR_MPI : CRL_ERR_NOMEM,
+                                   "out of memory for the packed sums of a group of losses");
+        }
+    }
+    crl_dd *packed = lead->group;
+    for (int64_t k = 0, at = 0; k < n; at += counts[k], k++)
+        memcpy(packed + at, losses[k]->buffer, sizeof *packed * (size_t) counts[k]);
+    int rc = crl_context_reduce(ctx, packed, total);
+    for (int64_t k = 0, at = 0; k < n && rc == CRL_OK; at += counts[k], k++)
+        memcpy(losses[k]->buffer, packed + at, sizeof *packed * (size_t) counts[k]);
+    return rc;
+}
+
+int crl_loss_reduce_group(crl_loss *const *losses, int n)
+{
+    if (losses == NULL || n < 1 || n > CRL_MAX_GROUP)
+        return CRL_ERR_INVALID;
+    crl_context *ctx = losses[0] ? losses[0]->ctx : NULL;
+    for (int k = 0; k < n; k++)
+        if (losses[k] == NULL || losses[k]->ctx != ctx)
+            return ctx ? crl_context_set(ctx, CRL_ERR_INVALID,
+                                         "a group of losses needs losses on one context")
+                       : CRL_ERR_INVALID;
+    int64_t counts[CRL_MAX_GROUP] = {0}, again[CRL_MAX_GROUP] = {0};
+    crl_loss *second[CRL_MAX_GROUP];
+    for (int k = 0; k < n; k++)
+        counts[k] = reduce_begin(losses[k]);
+    int rc = reduce_buffers(ctx, losses, counts, n);
+    /* Every rank sees the same reduced headers: the same losses fail, and
+     * the same ones reduce again. */
+    int m = 0;
+    for (int k = 0; k < n && rc == CRL_OK; k++)
+        if ((rc = reduce_check(losses[k], &again[m])) == CRL_OK && again[m] > 0)
+            second[m++] = losses[k];
+    if (rc == CRL_OK && m > 0)
+        rc = reduce_buffers(ctx, second, again, m);
+    for (int k = 0; k < n && rc == CRL_OK; k++)
+        rc = reduce_end(losses[k]);
+    return rc;
 }
 
 /* Per-term gradient scales (crl_loss_set_term_grad_scale): during a

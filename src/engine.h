@@ -95,6 +95,9 @@ struct crl_loss {
      * it becomes the buffer when the ranks adopt that layout. */
     crl_dd *pending;
     int64_t pending_cap;
+    /* The packed sums of a group led by this loss (crl_loss_reduce_group). */
+    crl_dd *group;
+    int64_t group_cap;
 
     /* The current cycle. */
     int phase;

@@ -71,6 +71,7 @@ int crl_loss_destroy(crl_loss **loss)
     free(l->layout);
     free(l->buffer);
     free(l->pending);
+    free(l->group);
     free(l->agree);
     free(l->next_layout);
     free(l->outs);

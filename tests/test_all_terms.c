@@ -211,6 +211,139 @@ static void test_one_reduction_for_every_type(void **state)
     h_problem_free(&p);
 }
 
+/* Two losses on two sets of inputs (two populations), each evaluated alone
+ * and both reduced by crl_loss_reduce_group: bitwise the same values and
+ * gradients, one reduction for the group (more on the first); a refusal
+ * on the last rank fails the group everywhere with its message. */
+typedef struct side {
+    crl_loss *loss;
+    crl_tensors in, grad;
+    double *g_states, *g_pred;
+} side;
+
+static void side_make(side *s, crl_context *ctx, const h_problem *p, h_range r, bool outputs)
+{
+    static const h_term first[] = {{"a", "fr", 0.7, "metric=l1"}, {"b", "fr_dist", 1.1, ""},
+                                   {"m", "mse", 2.0, ""}};
+    static const h_term second[] = {{"c", "fr", 0.3, "metric=l2"}, {"e", "entropy", 0.05, ""},
+                                    {"s", "state_pred", 1.3, "tau=2"}};
+    const h_term *terms = outputs ? first : second;
+    assert_int_equal(crl_loss_create(ctx, &s->loss), CRL_OK);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(crl_loss_add(s->loss, terms[k].name, terms[k].type, terms[k].weight,
+                                      terms[k].params), CRL_OK);
+    assert_int_equal(crl_loss_set_grad_mode(s->loss, CRL_GRAD_OVERWRITE), CRL_OK);
+    s->in = s->grad = (crl_tensors){0};
+    s->g_states = calloc((size_t) (p->B * p->T * p->N) + 1, sizeof(double));
+    s->g_pred = calloc((size_t) (p->B * p->T * p->K) + 1, sizeof(double));
+    s->in.states = crl_array_batch_major(CRL_FLOAT64, p->states + r.start * p->T * p->N, r.count,
+                                         p->T, p->N);
+    s->grad.states = crl_array_batch_major(CRL_FLOAT64, s->g_states, r.count, p->T, p->N);
+    if (outputs) {
+        s->in.pred = crl_array_batch_major(CRL_FLOAT64, p->pred + r.start * p->T * p->K, r.count,
+                                           p->T, p->K);
+        s->in.label = crl_array_batch_major(CRL_FLOAT64, p->label + r.start * p->T * p->K,
+                                            r.count, p->T, p->K);
+        s->grad.pred = crl_array_batch_major(CRL_FLOAT64, s->g_pred, r.count, p->T, p->K);
+    }
+}
+
+static void side_free(side *s)
+{
+    crl_loss_destroy(&s->loss);
+    free(s->g_states);
+    free(s->g_pred);
+}
+
+/* The values and gradients of both sides, as bytes, after their backward. */
+static void side_results(side *s, const h_problem *p, h_range r, double *out)
+{
+    assert_int_equal(crl_loss_backward(s[0].loss, &s[0].in, &s[0].grad), CRL_OK);
+    assert_int_equal(crl_loss_backward(s[1].loss, &s[1].in, &s[1].grad), CRL_OK);
+    int64_t at = 0;
+    for (int k = 0; k < 2; k++) {
+        out[at++] = crl_loss_total(s[k].loss);
+        for (int64_t j = 0; j < crl_loss_value_count(s[k].loss); j++)
+            out[at++] = crl_loss_value(s[k].loss, j, NULL)[0];
+        memcpy(out + at, s[k].g_states, sizeof(double) * (size_t) (r.count * p->T * p->N));
+        at += r.count * p->T * p->N;
+    }
+    memcpy(out + at, s[0].g_pred, sizeof(double) * (size_t) (r.count * p->T * p->K));
+}
+
+static void test_group_reduction(void **state)
+{
+    (void) state;
+    h_problem p1 = make(CRL_FLOAT64, false, 41), p2 = make(CRL_FLOAT64, false, 42);
+    size_t n_out = (size_t) (16 + 2 * p1.B * p1.T * p1.N + p1.B * p1.T * p1.K);
+    double *alone = calloc(n_out, sizeof(double)), *together = calloc(n_out, sizeof(double));
+    for (int split = 0; split < h_split_count(); split++) {
+        h_range r = h_split(split, p1.B, h_rank, h_size);
+        crl_context *ctx;
+        assert_int_equal(crl_context_create(MPI_COMM_WORLD, &ctx), CRL_OK);
+        side s[2];
+        side_make(&s[0], ctx, &p1, r, true);
+        side_make(&s[1], ctx, &p2, r, false);
+        crl_loss *both[2] = {s[0].loss, s[1].loss};
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(crl_loss_evaluate(s[k].loss, &s[k].in, NULL), CRL_OK);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(crl_loss_accumulate(s[k].loss, &s[k].in, NULL), CRL_OK);
+            assert_int_equal(crl_loss_reduce(s[k].loss), CRL_OK);
+        }
+        memset(alone, 0, n_out * sizeof(double));
+        side_results(s, &p1, r, alone);
+        /* A fresh pair: the group's first reduction meets new layouts. */
+        side t[2];
+        side_make(&t[0], ctx, &p1, r, true);
+        side_make(&t[1], ctx, &p2, r, false);
+        crl_loss *fresh[2] = {t[0].loss, t[1].loss};
+        int calls[2];
+        for (int round = 0; round < 2; round++) {
+            for (int k = 0; k < 2; k++)
+                assert_int_equal(crl_loss_accumulate(t[k].loss, &t[k].in, NULL), CRL_OK);
+            allreduce_calls = 0;
+            assert_int_equal(crl_loss_reduce_group(fresh, 2), CRL_OK);
+            calls[round] = allreduce_calls;
+        }
+        /* The first: two reductions (the second of the new layouts), each
+         * after an agreement on the packed copy's memory; then one. */
+        if (!(calls[0] == 4 && calls[1] == 1))
+            fprintf(stderr, "allreduce calls %d, %d\n", calls[0], calls[1]);
+        h_assert_all(calls[0] == 4 && calls[1] == 1);
+        memset(together, 0, n_out * sizeof(double));
+        side_results(t, &p1, r, together);
+        h_assert_all(memcmp(alone, together, n_out * sizeof(double)) == 0);
+
+        /* The last rank refuses the second loss's inputs. */
+        int last = h_size - 1;
+        assert_int_equal(crl_loss_accumulate(both[0], &s[0].in, NULL), CRL_OK);
+        if (h_rank == last)
+            crl_loss_refuse(both[1], CRL_ERR_INVALID, "states is a 2-D array");
+        else
+            assert_int_equal(crl_loss_accumulate(both[1], &s[1].in, NULL), CRL_OK);
+        char expect[64];
+        snprintf(expect, sizeof expect, "rank %d: states is a 2-D array", last);
+        h_assert_all(crl_loss_reduce_group(both, 2) == CRL_ERR_INVALID
+                     && strcmp(crl_context_error(ctx), expect) == 0);
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(crl_loss_accumulate(both[k], &s[k].in, NULL), CRL_OK);
+        h_assert_all(crl_loss_reduce_group(both, 2) == CRL_OK);
+        h_assert_all(crl_loss_reduce_group(both, 0) == CRL_ERR_INVALID);
+        crl_loss *with_null[2] = {both[0], NULL};
+        h_assert_all(crl_loss_reduce_group(with_null, 2) == CRL_ERR_INVALID);
+        for (int k = 0; k < 2; k++) {
+            side_free(&s[k]);
+            side_free(&t[k]);
+        }
+        crl_context_destroy(&ctx);
+    }
+    free(alone);
+    free(together);
+    h_problem_free(&p1);
+    h_problem_free(&p2);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -221,6 +354,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_every_gradient_of_the_composite),
         cmocka_unit_test(test_analysis_term_stays_out_of_the_total),
         cmocka_unit_test(test_one_reduction_for_every_type),
+        cmocka_unit_test(test_group_reduction),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "all_terms");
 }
