@@ -568,6 +568,39 @@ def check_call_forms():
         check(torch.equal(sa.grad, sb.grad) and torch.equal(xa.grad, xb.grad),
               "CompositeLoss parts weighted (%g, %g) in backward: the gradient of the loss "
               "weighted so" % (w_act, w_task))
+    # Terms on different tensors in one role (two populations): each set of
+    # inputs its own loss, one reduction; values, total and gradients those
+    # of the terms alone, bitwise.
+    cfg = {"a": {"type": "fr", "params": {"metric": "l1"}, "lambda": 0.5},
+           "b": {"type": "fr", "lambda": 2.0}, "d": {"type": "fr_dist", "lambda": 0.3},
+           "task": {"type": "mse", "lambda": 1.5}}
+    two = ct.CompositeLoss(cfg)
+    other = torch.from_numpy(data["population_kl"]["states1"][lo1:hi1].copy())
+    sets = ((("a", "d"), lambda: {"states": mine(states)}),
+            (("b",), lambda: {"states": other.clone().requires_grad_()}),
+            (("task",), lambda: {"pred": mine(m["pred"]), "label": y}))
+    for only in (None, "b"):
+        s1, s2, xt = mine(states), other.clone().requires_grad_(), mine(m["pred"])
+        total, parts = two({"a": {"states": s1}, "b": {"state": s2}, "d": {"states": s1},
+                            "task": {"input": xt, "target": y}})
+        expect = 0.0
+        for name in cfg:
+            expect += float(parts[name])
+        check(float(total) == expect, "two populations: the total is the sum in order")
+        (total if only is None else parts[only]).backward()
+        got = {"a": s1.grad, "b": s2.grad, "task": xt.grad}
+        for names, inputs in sets:
+            sub = {n: dict(cfg[n], **({"lambda": 0.0} if only not in (None, n) else {}))
+                   for n in names}
+            x = inputs()
+            _, p_alone = ct.CompositeLoss(sub)(**x)
+            sum(p_alone.values()).backward()
+            check(all(float(parts[n]) == float(p_alone[n]) or only for n in names),
+                  "two populations: %s's values are those of the terms alone" % (names,))
+            g = next(v for v in x.values() if v.requires_grad).grad
+            check(torch.equal(got[names[0]], g),
+                  "two populations: the gradient of %s (back-propagating %s) is that of "
+                  "the terms alone" % (names, only or "the total"))
     # The components of one term (RNNLoss) cannot be weighted apart.
     crit_c = ct.RNNLoss(lambda_fr=0.5)
     _, losses = crit_c(mine(r["pred"]), label, states=mine(r["states"]),
@@ -735,10 +768,13 @@ def check_errors():
                  lambda: cnp.HebbianLoss()(rates=states.numpy(), weights=weights.numpy())
                  if RANK == LAST else cnp.HebbianLoss()(states.numpy(), weights.numpy()))
     comp = ct.CompositeLoss({"a": {"type": "fr"}, "b": {"type": "fr_dist"}})
-    expect_error("two tensors for one role on one rank", ValueError,
-                 "two different values for input 'states'",
-                 lambda: comp({"a": {"states": states}, "b": {"state": states.clone()}})
+    expect_error("two tensors for one term's role on one rank", ValueError,
+                 "two different values for input 'states' of term 'a'",
+                 lambda: comp({"a": {"states": states}}, states=states.clone())
                  if RANK == LAST else comp(states=states))
+    expect_error("an input for a term that is not there", TypeError,
+                 "no term named 'c' (terms: a, b)",
+                 lambda: comp({"c": {"states": states}}))
     # A bad parameter on one rank only, at construction.
     expect_error("a bad parameter on one rank", ctrnnloss.InvalidArgumentError,
                  "unknown value 'l3'",

@@ -230,6 +230,26 @@ def describe(role, dtype, data, shape, strides, batch_first=True):
 # ----------------------------------------------------------------- loss ---
 
 
+def forward_group(parts, keep=True):
+    """Collective.  Loss.forward of several losses on one context, parts
+    [(loss, tin, problems, announced)], with one reduction for all
+    (crl_loss_reduce_group); a list of (total, values, Evaluation or None)."""
+    handles = [loss._begin(tin, problems, announced)
+               for loss, tin, problems, announced in parts]
+    if len(handles) == 1:
+        status = lib.crl_loss_reduce(handles[0].ptr)
+    else:
+        status = lib.crl_loss_reduce_group((ctypes.c_void_p * len(handles))(
+            *[h.ptr for h in handles]), len(handles))
+    if status != _lib.OK:
+        every = {}
+        for _, _, problems, _ in parts:
+            every.update({k: v for k, v in problems.items() if k not in every})
+        parts[0][0]._fail(status, every)
+    return [loss._end(h, tin, problems, keep)
+            for (loss, tin, problems, _), h in zip(parts, handles)]
+
+
 def _refusal(problems):
     """The reason a rank gives crl_loss_refuse for its problems (the first
     one): "states is a torch.int64 tensor; ...", or the refused call's."""
@@ -386,19 +406,25 @@ class Loss:
         gradient buffers that must be known now (hebbian's w_hebb), or None.
         Returns (total, values, Evaluation or None): the evaluation, for
         the backward pass, when keep."""
+        return forward_group([(self, tin, problems, announced)], keep)[0]
+
+    def _begin(self, tin, problems, announced):
+        """Not collective: the accumulate pass of this rank's inputs, or its
+        refusal; the crl_loss handle that holds it."""
         handle = self._free_handle()
-        ptr = handle.ptr
         if problems:
             # What this rank could not pass (or its refused call arguments):
             # the reduction fails on every rank with the reason, and _fail
             # raises it on every rank.
-            lib.crl_loss_refuse(ptr, _lib.ERR_INVALID, _refusal(problems).encode())
+            lib.crl_loss_refuse(handle.ptr, _lib.ERR_INVALID, _refusal(problems).encode())
         else:
-            lib.crl_loss_accumulate(ptr, ctypes.byref(tin),
+            lib.crl_loss_accumulate(handle.ptr, ctypes.byref(tin),
                                     ctypes.byref(announced) if announced is not None else None)
-        status = lib.crl_loss_reduce(ptr)
-        if status != _lib.OK:
-            self._fail(status, problems)
+        return handle
+
+    def _end(self, handle, tin, problems, keep):
+        """After a successful reduction: (total, values, Evaluation or None)."""
+        ptr = handle.ptr
         total, values = lib.crl_loss_total(ptr), self._values(ptr)
         if not keep:
             return total, values, None
@@ -597,22 +623,56 @@ def composite_terms(loss_cfg):
 
 
 def composite_inputs(loss_input_dict, kwargs):
-    """{role: value} for a CompositeLoss call: keyword arguments by role (or
-    argument name), and/or nn4n's {term name: {argument: value}}.  The terms
-    share one evaluation, so one role takes one value."""
-    pairs = list(kwargs.items())
-    for term, inputs in (loss_input_dict or {}).items():
-        pairs += list(inputs.items())
-    out = {}
-    for key, value in pairs:
-        role = ARGUMENT_ROLES.get(key)
-        if role is None:
-            raise TypeError("CompositeLoss: unknown input %r (roles: %s)"
-                            % (key, ", ".join(_lib.ROLES)))
-        if value is None:
-            continue
-        if role in out and out[role] is not value:
-            raise ValueError("CompositeLoss: two different values for input %r: the terms "
-                             "are evaluated together on one set of inputs" % role)
-        out[role] = value
-    return out
+    """{role: value} for a CompositeLoss call whose terms all read one set of
+    inputs (see composite_groups)."""
+    return composite_groups(loss_input_dict, kwargs, None)[0][1]
+
+
+def composite_groups(loss_input_dict, kwargs, names):
+    """The sets of inputs of a CompositeLoss call: [(term names, {role:
+    value})], in the terms' order.  Keyword arguments (by role or argument
+    name) go to every term, nn4n's {term name: {argument: value}} to its
+    term; terms that read the same tensors (or different roles) share a
+    set, a term that reads another tensor in a role already taken starts a
+    new one.  A term without inputs of its own joins the first set.  names:
+    the terms' names in order (None: every input in one set)."""
+    def roles_of(pairs, what):
+        out = {}
+        for key, value in pairs:
+            role = ARGUMENT_ROLES.get(key)
+            if role is None:
+                raise TypeError("CompositeLoss: unknown input %r (roles: %s)"
+                                % (key, ", ".join(_lib.ROLES)))
+            if value is None:
+                continue
+            if role in out and out[role] is not value:
+                raise ValueError("CompositeLoss: two different values for input %r%s"
+                                 % (role, what))
+            out[role] = value
+        return out
+
+    shared = roles_of(kwargs.items(), "")
+    entries = dict(loss_input_dict or {})
+    if names is None:
+        pairs = list(kwargs.items()) + [p for e in entries.values() for p in e.items()]
+        return [((), roles_of(pairs, ": the terms are evaluated together on one set of "
+                              "inputs"))]
+    unknown = sorted(set(entries) - set(names), key=str)
+    if unknown:
+        raise TypeError("CompositeLoss: no term named %r (terms: %s)"
+                        % (unknown[0], ", ".join(names)))
+    groups = []
+    for name in names:
+        own = roles_of(list(kwargs.items()) + list(entries.get(name, {}).items()),
+                       " of term %r" % name)
+        if name not in entries and groups:
+            home = groups[0]
+        else:
+            home = next((g for g in groups
+                         if all(g[1].get(r, v) is v for r, v in own.items())), None)
+        if home is None:
+            home = ([], dict(shared))
+            groups.append(home)
+        home[0].append(name)
+        home[1].update(own)
+    return [(tuple(members), roles) for members, roles in groups]

@@ -100,6 +100,7 @@ _PROTOTYPES = {
     "crl_loss_set_grad_scale": (ctypes.c_int, [_P, ctypes.c_double]),
     "crl_loss_set_term_grad_scale": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_double]),
     "crl_loss_refuse": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_char_p]),
+    "crl_loss_reduce_group": (ctypes.c_int, [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]),
     "crl_context_agree": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_char_p]),
 }
 

@@ -125,6 +125,11 @@ class _Call:
     def __init__(self, module, roles, tensors, evaluation, parts):
         self.module, self.roles, self.tensors = module, roles, tensors
         self.evaluation, self.parts = evaluation, parts
+        self.total, self.values = evaluation.total, evaluation.values
+
+    def backward_from(self, needs, grad_outputs):
+        """The input gradients from the outputs' incoming gradients."""
+        return self.backward(needs, *self.scale(grad_outputs))
 
     def scale(self, grad_outputs):
         """(scale, term scales) of the backward pass: the incoming gradient
@@ -177,6 +182,32 @@ class _Call:
         return out
 
 
+class _GroupCall:
+    """A call of a CompositeLoss whose terms read different tensors in one
+    role: one _Call per set of inputs (a loss of its terms), reduced
+    together; the autograd function's inputs are the distinct tensors."""
+
+    def __init__(self, calls, tensors, slots, parts, total, values):
+        self.calls, self.tensors, self.slots, self.parts = calls, tensors, slots, parts
+        self.module, self.total, self.values = calls[0].module, total, values
+
+    def backward_from(self, needs, grad_outputs):
+        total = float(grad_outputs[0])
+        incoming = {name: float(g) for name, g in zip(self.parts, grad_outputs[1:])}
+        out = [None] * len(self.tensors)
+        for call, slots in zip(self.calls, self.slots):
+            factors = {name: total + incoming.get(name, 0.0) for name in call.parts}
+            if len(set(factors.values())) <= 1:
+                scale, term_scales = (next(iter(factors.values())) if factors else total), None
+            else:
+                scale, term_scales = 1.0, factors
+            grads = call.backward([needs[k] for k in slots], scale, term_scales)
+            for k, g in zip(slots, grads):
+                if g is not None:
+                    out[k] = g if out[k] is None else out[k] + g
+        return out
+
+
 class _LossFunction(torch.autograd.Function):
     """The library's loss (and its parts) as an autograd function of the
     input tensors; the evaluation is already reduced."""
@@ -186,8 +217,8 @@ class _LossFunction(torch.autograd.Function):
         ctx.call = call
         ctx.save_for_backward(*tensors)   # refuses inputs changed in place since
         dtype = call.module.result_dtype
-        out = (torch.scalar_tensor(call.evaluation.total, dtype=dtype),)
-        return out + tuple(torch.scalar_tensor(call.evaluation.values[name], dtype=dtype)
+        out = (torch.scalar_tensor(call.total, dtype=dtype),)
+        return out + tuple(torch.scalar_tensor(call.values[name], dtype=dtype)
                            for name in call.parts)
 
     @staticmethod
@@ -198,8 +229,7 @@ class _LossFunction(torch.autograd.Function):
         ctx.saved_tensors   # noqa: B018 - the version check of the inputs
         call = ctx.call
         ctx.call = None     # the evaluation's crl_loss is free again
-        return (None,) + tuple(call.backward(ctx.needs_input_grad[1:],
-                                             *call.scale(grad_outputs)))
+        return (None,) + tuple(call.backward_from(ctx.needs_input_grad[1:], grad_outputs))
 
 
 class _Module(torch.nn.Module):
@@ -222,55 +252,99 @@ class _Module(torch.nn.Module):
         return (self.batch_first,) + tuple(
             (role, x.dtype, tuple(x.shape), x.stride()) for role, x in zip(roles, tensors))
 
-    def _inputs(self, roles, tensors):
+    def _inputs(self, roles, tensors, loss=None):
         """(crl_tensors, problems) of the inputs; the structure is built once
         per signature (roles, dtypes, shapes, strides) and only its data
         pointers are set on later calls."""
+        loss = loss or self.loss
         if all(isinstance(x, torch.Tensor) and x.dtype in _DTYPES and x.device.type == "cpu"
                and x.layout == torch.strided for x in tensors):
             def make():
-                tin, problems = self.loss.inputs(
+                tin, problems = loss.inputs(
                     {r: _describe(r, x, self.batch_first) for r, x in zip(roles, tensors)})
                 return tin if not problems else None
-            tin = self.loss.tensors(self._signature(roles, tensors), make)
+            tin = loss.tensors(self._signature(roles, tensors), make)
             if tin is not None:
                 for role, x in zip(roles, tensors):
                     getattr(tin, role).data = x.data_ptr() or None
                 return tin, {}
-        return self.loss.inputs({r: _describe(r, x, self.batch_first)
-                                 for r, x in zip(roles, tensors)})
+        return loss.inputs({r: _describe(r, x, self.batch_first)
+                            for r, x in zip(roles, tensors)})
 
     def _evaluate(self, inputs, parts=(), call_error=None):
         """Collective.  (total, parts...) as 0-d tensors, differentiable where
         inputs require gradients; parts are value names."""
-        roles = [r for r in _lib.ROLES if r in inputs]
-        tensors = [inputs[r] for r in roles]
-        dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs
-                      and isinstance(inputs[r], torch.Tensor) and inputs[r].dtype in _DTYPES),
-                     torch.float64)
+        return self._evaluate_groups([(self.loss, inputs)], parts, call_error)
+
+    def _evaluate_groups(self, groups, parts=(), call_error=None):
+        """Collective.  _evaluate of [(loss, inputs)], one loss per set of
+        inputs, with one reduction for all; parts are the values by name,
+        the total is the sum of the terms' values in order (bitwise the
+        total of one loss of every term)."""
+        grad_on = torch.is_grad_enabled() and not any(g[0].forward_only for g in groups)
+        dtype = torch.float64
+        batches, keep = [], False
+        for loss, inputs in groups:
+            roles = [r for r in _lib.ROLES if r in inputs]
+            tensors = [inputs[r] for r in roles]
+            dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs
+                          and isinstance(inputs[r], torch.Tensor)
+                          and inputs[r].dtype in _DTYPES), dtype)
+            want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad
+                    and r not in _core.NO_GRADIENT for r, x in zip(roles, tensors)]
+            keep = keep or any(want)
+            tin, problems = self._inputs(roles, tensors, loss)
+            if call_error is not None:
+                problems["call"] = call_error
+            announced, announce = {}, None
+            if "w_hebb" in roles and want[roles.index("w_hebb")] and not problems:
+                # A gradient that is a sum over the ranks is known to the
+                # reduction.
+                x = inputs["w_hebb"]
+                announced["w_hebb"] = torch.empty(x.shape, dtype=x.dtype)
+                announce = _lib.Tensors()
+                announce.w_hebb = _describe("w_hebb", announced["w_hebb"], self.batch_first)
+            batches.append((loss, roles, tensors, tin, problems, announced, announce))
         attributes = self.__dict__   # plain attributes, without Module.__setattr__
         attributes["result_dtype"] = dtype
-        grad_on = torch.is_grad_enabled() and not self.loss.forward_only
-        want = [grad_on and isinstance(x, torch.Tensor) and x.requires_grad
-                and r not in _core.NO_GRADIENT for r, x in zip(roles, tensors)]
-        tin, problems = self._inputs(roles, tensors)
-        if call_error is not None:
-            problems["call"] = call_error
-        announced, announce = {}, None
-        if "w_hebb" in roles and want[roles.index("w_hebb")] and not problems:
-            # A gradient that is a sum over the ranks is known to the reduction.
-            x = inputs["w_hebb"]
-            announced["w_hebb"] = torch.empty(x.shape, dtype=x.dtype)
-            announce = _lib.Tensors()
-            announce.w_hebb = _describe("w_hebb", announced["w_hebb"], self.batch_first)
-        total, values, evaluation = self.loss.forward(tin, problems, announce, keep=any(want))
+        results = _core.forward_group([(b[0], b[3], b[4], b[6]) for b in batches], keep)
+        values = {}
+        for _, v, _ in results:
+            values.update(v)
+        if len(results) == 1:
+            total = results[0][0]
+        else:
+            # In the terms' order (parts: every term's name), as one loss adds.
+            vector = set().union(*(b[0].vector_names for b in batches))
+            total = 0.0
+            for name in parts:
+                if name not in vector:
+                    total += values[name]
         attributes["values"], attributes["total"] = values, total
-        if evaluation is None:
+        if results[0][2] is None:
             return (torch.scalar_tensor(total, dtype=dtype),) + tuple(
                 torch.tensor(values[name], dtype=dtype) for name in parts)
-        evaluation.announced = announced
-        call = _Call(self, roles, tensors, evaluation, tuple(parts))
-        return _LossFunction.apply(call, *tensors)
+        calls = []
+        for (loss, roles, tensors, _, _, announced, _), (_, _, evaluation) in zip(batches,
+                                                                                   results):
+            evaluation.announced = announced
+            names = tuple(t.name for t in loss.terms if t.name in parts) \
+                if len(batches) > 1 else tuple(parts)
+            calls.append(_Call(self, roles, tensors, evaluation, names))
+        if len(calls) == 1:
+            return _LossFunction.apply(calls[0], *calls[0].tensors)
+        distinct, slots = [], []
+        for call in calls:
+            mine = []
+            for x in call.tensors:
+                k = next((j for j, y in enumerate(distinct) if y is x), None)
+                if k is None:
+                    k = len(distinct)
+                    distinct.append(x)
+                mine.append(k)
+            slots.append(mine)
+        group = _GroupCall(calls, distinct, slots, tuple(parts), total, values)
+        return _LossFunction.apply(group, *distinct)
 
 
 def _bound(module, args, kwargs):
@@ -400,18 +474,33 @@ class CompositeLoss(_Module):
     {name: {'states': ..., 'input': ..., 'target': ..., 'weights': ...}}
     (any argument name of the criteria, nn4n's documentation's too) and/or
     the inputs by role (states, states1, pred, label, w_in, w_hid, w_out,
-    w_hebb); all terms are evaluated together (one reduction) on one set of
-    inputs.  Returns (total, {name: weighted value}), each a differentiable
-    0-d tensor."""
+    w_hebb).  All terms are evaluated in one reduction; terms given
+    different tensors in one role (two 'fr' terms on two populations) are
+    evaluated on their own sets of inputs, still in that one reduction (the
+    same pattern of tensors to terms on every rank).  Returns (total, {name:
+    weighted value}), each a differentiable 0-d tensor."""
 
     def __init__(self, loss_cfg, *, comm=None, batch_first=True, ddp=False):
         super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first, ddp)
+        self._group_losses = {}
+
+    def _group_loss(self, members):
+        """The loss of the terms `members` (collective when first made)."""
+        loss = self._group_losses.get(members)
+        if loss is None:
+            loss = self._group_losses[members] = _core.Loss(
+                [t for t in self.loss.terms if t.name in members], self.loss.context.comm)
+        return loss
 
     def forward(self, loss_input_dict=None, **inputs):
-        try:
-            roles, error = _core.composite_inputs(loss_input_dict, inputs), None
-        except (TypeError, ValueError) as exc:
-            roles, error = {}, exc
         names = [t.name for t in self.loss.terms]
-        total, *parts = self._evaluate(roles, names, error)
+        try:
+            groups, error = _core.composite_groups(loss_input_dict, inputs, names), None
+        except (TypeError, ValueError) as exc:
+            groups, error = [(tuple(names), {})], exc
+        if len(groups) == 1:
+            total, *parts = self._evaluate(groups[0][1], names, error)
+        else:
+            total, *parts = self._evaluate_groups(
+                [(self._group_loss(members), roles) for members, roles in groups], names)
         return total, dict(zip(names, parts))
