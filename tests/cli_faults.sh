@@ -130,12 +130,39 @@ interrupt() {
             i=$((i + 1))
         done
     fi
-    target=$pid
-    case $who in
-        rank*) target=$(ps -o pid= --ppid "$pid" | sed -n "$((${who#rank} + 1))p") ;;
-    esac
-    [ -n "$target" ] && kill -s "$sig" "$target" 2>/dev/null
+    # $pid is timeout's; its child is mpirun, whose children are the ranks
+    # (in rank order: mpirun starts them so).  Early on they may not exist
+    # yet: wait for them (up to 5 s).
+    i=0 target=
+    while [ -z "$target" ] && [ $i -lt 500 ] && kill -0 "$pid" 2>/dev/null; do
+        target=$(ps -o pid= --ppid "$pid" | tr -d ' ')
+        case $who in
+            rank*) [ -n "$target" ] && target=$(ps -o pid= --ppid "$target" --sort=pid \
+                                                | sed -n "$((${who#rank} + 1))p" | tr -d ' ') ;;
+        esac
+        [ -n "$target" ] || sleep 0.01
+        i=$((i + 1))
+    done
+    ranks_of_run=$(ps -o pid= --ppid "$(ps -o pid= --ppid "$pid" | tr -d ' ')" 2>/dev/null)
+    if [ -n "$target" ] && kill -s "$sig" "$target" 2>/dev/null; then :; else
+        # Already finished: nothing was interrupted (the checks below would
+        # pass without testing anything).
+        wait $pid 2>/dev/null
+        fail "$what: no process to signal (the run ended first, or $who was not found)"
+        return
+    fi
     wait $pid 2>/dev/null
+    # Ranks whose mpirun was killed find out within a second or two (Open
+    # MPI's runtime), and may finish first: what they leave counts.
+    i=0
+    while [ $i -lt 200 ]; do
+        alive=
+        for p in $ranks_of_run; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        [ -z "$alive" ] && break
+        sleep 0.05
+        i=$((i + 1))
+    done
+    [ -z "$alive" ] && pass || fail "$what: ranks$alive still run 10 s after the end of mpirun"
     whole_set g "$what"
     if [ "$sig" != KILL ] || [ "$who" = mpirun ]; then
         [ "$sig" = KILL ] || store_clean g "$what: temporary files"
@@ -154,10 +181,28 @@ for sig in INT TERM; do
     interrupt "$sig" rank0 "SIG$sig to rank 0 during the backward pass"
 done
 echo "== SIGKILL at any moment"
-for delay in 0.2 0.35 0.5 0.65 0.8 1.0; do
+# run_seconds RANKS: how long set B takes at RANKS ranks here; the kills
+# come at fractions of it, so that each one lands inside the run whatever
+# the machine's speed.
+run_seconds() {
+    rm -rf t && mkdir t
+    t0=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    "$MPIRUN" -np "$1" "$CLI" eval $B --chunk-batch 1 --grad-dir t </dev/null >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    rm -rf t
+    echo "$t0 $t1" | awk '{ print $2 - $1 }'
+}
+at() { echo "$1 $2" | awk '{ printf "%.3f", $1 * $2 }'; }
+one=$(run_seconds 1)
+two=$(run_seconds 2)
+echo "(set B takes $one s at 1 rank, $two s at 2 ranks)"
+for f in 0.1 0.25 0.4 0.55 0.7 0.85; do
+    delay=$(at "$one" $f)
     interrupt KILL rank0 "SIGKILL of rank 0 after $delay s" 1
 done
-for delay in 0.3 0.6 0.9; do
+for f in 0.2 0.5 0.8; do
+    delay=$(at "$two" $f)
     interrupt KILL rank1 "SIGKILL of rank 1 after $delay s" 2
     interrupt KILL mpirun "SIGKILL of mpirun after $delay s" 2
 done
