@@ -1,5 +1,5 @@
 /*
- * cycle.c - one evaluation (SPEC "How a global loss is computed"):
+ * cycle.c - one evaluation (docs/losses.md "How a global loss is computed"):
  *
  *   crl_loss_accumulate  (per chunk)  checks, layout, the passes over the
  *                                     local rows into the packed buffer

@@ -1,6 +1,6 @@
 /*
- * dd.h - double-double arithmetic: the error-free accumulation behind SPEC
- * "Exactness".
+ * dd.h - double-double arithmetic: the error-free accumulation behind
+ * docs/losses.md "Exactness".
  *
  * A crl_dd is an unevaluated sum hi + lo with |lo| <= ulp(hi)/2.  Partial sums
  * of a batch element are formed in double in a fixed order; batch elements and
