@@ -1,7 +1,7 @@
 #!/bin/sh
 # cli_options.sh - every option of ctrnn-loss: --help, --version, the types
 # command, each eval option (inputs, --time-major, --term, --config, --json,
-# the table, --grad-dir, --chunk-batch, --progress) and its misuse, and the
+# the table, --grad-dir, --chunk-batch, --progress, --timing) and its misuse, and the
 # demo with its options (identical numbers on every rank count).  The round
 # trip and the bad-input cases are in cli_roundtrip.sh and cli_errors.sh.
 . "$(dirname "$0")/cli-lib.sh"
@@ -40,7 +40,7 @@ expect_contains "$WORK/out" "    lambda_fr_sd  real" "types shows the parameters
 mpi 1 eval --help
 expect_ok "eval --help"
 for o in --states --states1 --pred --label --w-in --w-hid --w-out --w-hebb --time-major \
-    --term --config --json --grad-dir --chunk-batch --progress "exit status"; do
+    --term --config --json --grad-dir --chunk-batch --progress --timing "exit status"; do
     expect_contains "$WORK/out" "$o" "eval --help mentions $o"
 done
 for t in $types; do expect_contains "$WORK/out" "$t " "eval --help lists type $t"; done
@@ -149,6 +149,57 @@ mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 2 --progress never
 mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 100 --progress auto
 expect_ok "--chunk-batch larger than the batch"
 [ ! -s "$WORK/err" ] && pass || fail "--progress auto printed to a non-terminal"
+
+echo "== eval: --timing"
+PHASES="startup read accumulate reduce backward write total"
+# json_check FILE PYTHON WHAT: the Python expression PYTHON, on j (the JSON
+# object of FILE), is true.
+json_check() {
+    if python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2"; then pass; else
+        fail "$3: $(cat "$1")"
+    fi
+}
+TIMED="--states $F8/states.npy $FR --chunk-batch 2 --progress never"
+for np in 1 3; do
+    what="[$np rank(s)] --timing"
+    # Without --timing: no "timing" key and nothing on stderr.
+    # shellcheck disable=SC2086
+    mpi "$np" eval $TIMED --grad-dir "$WORK/gt" --json
+    expect_ok "$what: --json alone"
+    cp "$WORK/out" "$WORK/untimed.json"
+    [ ! -s "$WORK/err" ] && pass || fail "$what: stderr without --timing: $(cat "$WORK/err")"
+    json_check "$WORK/untimed.json" '"timing" not in j' "$what: a \"timing\" key without --timing"
+    expect_contains "$WORK/untimed.json" '"dtype": "float64"}}' "$what: JSON ends with meta"
+    # shellcheck disable=SC2086
+    mpi "$np" eval $TIMED --grad-dir "$WORK/gt" --json --timing
+    expect_ok "$what --json"
+    expect_contains "$WORK/err" "ctrnn-loss eval: timing in seconds, the maximum over $np rank(s):" \
+        "$what: stderr header"
+    for p in $PHASES; do
+        grep -q "^  $p  *[0-9][0-9.]*\$" "$WORK/err" && pass || fail "$what: no '$p' line on stderr: $(cat "$WORK/err")"
+    done
+    json_check "$WORK/out" 'sorted(j["timing"]) == sorted("'"$PHASES"'".split())' "$what: the seven keys"
+    json_check "$WORK/out" 'all(type(v) in (int, float) and v >= 0 for v in j["timing"].values())' \
+        "$what: non-negative numbers"
+    json_check "$WORK/out" 'j["timing"]["total"] >= j["timing"]["startup"]' "$what: total covers startup"
+    # The rest of the output is what it is without --timing, byte for byte.
+    sed 's/, "timing": {[^}]*}}$/}/' "$WORK/out" >"$WORK/stripped.json"
+    same "$WORK/untimed.json" "$WORK/stripped.json" "$what: the JSON besides \"timing\""
+    # The table: the same stdout, the times on stderr only.
+    # shellcheck disable=SC2086
+    mpi "$np" eval $TIMED
+    expect_ok "$what: table alone"
+    cp "$WORK/out" "$WORK/untimed.txt"
+    [ ! -s "$WORK/err" ] && pass || fail "$what: stderr without --timing: $(cat "$WORK/err")"
+    # shellcheck disable=SC2086
+    mpi "$np" eval $TIMED --timing
+    expect_ok "$what, table"
+    same "$WORK/untimed.txt" "$WORK/out" "$what: the table's stdout"
+    for p in $PHASES; do expect_contains "$WORK/err" "  $p " "$what: table run, '$p' on stderr"; done
+done
+usage 2 "unknown option '--timings'" eval --states "$F8/states.npy" $FR --timings
 
 echo "== demo"
 DEMO="demo -B 5 -T 12 -N 10 --inputs 3 --outputs 2 --dtype float64 --repeat 2 --seed 7"

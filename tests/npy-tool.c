@@ -522,7 +522,7 @@ static int cmd_ref(int argc, char **argv)
         meta.neurons = in[CRL_ROLE_W_IN].h.shape[0];
     else if (given[CRL_ROLE_W_OUT])
         meta.neurons = in[CRL_ROLE_W_OUT].h.shape[1];
-    cli_print_json(stdout, loss, &meta);
+    cli_print_json(stdout, loss, &meta, NULL);
 
     static const char *const files[CRL_ROLE_COUNT] = {
         "d_states.npy", "d_states1.npy", "d_pred.npy", NULL, NULL,

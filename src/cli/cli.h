@@ -61,9 +61,35 @@ typedef struct cli_meta {
 
 const char *cli_dtype_name(crl_dtype dtype);
 
+/* The phases `eval --timing` reports, in the order printed; CLI_PHASE_TOTAL
+ * is the whole run from before MPI_Init. */
+enum {
+    CLI_PHASE_STARTUP,
+    CLI_PHASE_READ,
+    CLI_PHASE_ACCUMULATE,
+    CLI_PHASE_REDUCE,
+    CLI_PHASE_BACKWARD,
+    CLI_PHASE_WRITE,
+    CLI_PHASE_TOTAL,
+    CLI_PHASES
+};
+/* The names of the phases: the JSON keys and the stderr labels. */
+extern const char *const cli_phase_names[CLI_PHASES];
+
+/* main.c: the seconds MPI_Init took on this rank, and MPI_Wtime() right
+ * after it.  Globals because start-up happens before any command runs and
+ * only --timing asks about it. */
+extern double cli_startup_seconds, cli_started;
+
 /* One line of JSON: {"total": x, "terms": {...}, "meta": {...}}, numbers with
- * 17 significant digits (null if not finite). */
-void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta);
+ * 17 significant digits (null if not finite); with timing (seconds per
+ * phase, not NULL), a "timing" object after "meta". */
+void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta,
+                    const double *timing);
+
+/* The seconds per phase, one a line, for ranks ranks (the maximum over
+ * them). */
+void cli_print_timing(FILE *out, const double *timing, int ranks);
 
 /* The values of the last evaluation as a table, then the total. */
 void cli_print_table(FILE *out, const crl_loss *loss);

@@ -9,7 +9,8 @@
  *   4. backward (--grad-dir): the same chunks again (re-read unless the shard
  *      is one chunk), crl_loss_backward, each rank writing its slice of the
  *      gradient files (grad_files.c);
- *   5. rank 0 prints the values.
+ *   5. rank 0 prints the values (and, with --timing, the seconds of each
+ *      phase, the maximum over the ranks).
  * Local failures (a short read, memory) are agreed on (crl_agree) before the
  * next collective step, so every rank fails with the same message.
  */
@@ -78,7 +79,10 @@ static int forward(eval_run *r)
     for (; c < r->chunks; c++) {
         if (eval_load_chunk(r, c, true, &err) != CRL_OK)
             break;
-        if (crl_loss_accumulate(r->loss, &r->tensors, grads) != CRL_OK)
+        double t = MPI_Wtime();
+        int status = crl_loss_accumulate(r->loss, &r->tensors, grads);
+        r->phase[CLI_PHASE_ACCUMULATE] += MPI_Wtime() - t;
+        if (status != CRL_OK)
             break; /* reported by crl_loss_reduce */
         cli_progress_update(&r->progress, "forward chunk", c + 1, r->steps);
     }
@@ -86,7 +90,10 @@ static int forward(eval_run *r)
         cli_error(ctx, "%s", cli_context_error(ctx));
         return CLI_EXIT_FAILED;
     }
-    if (crl_loss_reduce(r->loss) != CRL_OK) {
+    double t = MPI_Wtime();
+    int status = crl_loss_reduce(r->loss);
+    r->phase[CLI_PHASE_REDUCE] += MPI_Wtime() - t;
+    if (status != CRL_OK) {
         char message[CRL_MESSAGE_MAX + 128], note[128] = "";
         snprintf(message, sizeof message, "%s", cli_context_error(ctx));
         if (crl_context_status(ctx) != CRL_ERR_MPI)
@@ -101,7 +108,10 @@ static int forward(eval_run *r)
 static int backward(eval_run *r)
 {
     crl_context *ctx = r->ctx;
-    if (grad_files_create(r) != CLI_EXIT_OK)
+    double t = MPI_Wtime();
+    int created = grad_files_create(r);
+    r->phase[CLI_PHASE_WRITE] += MPI_Wtime() - t;
+    if (created != CLI_EXIT_OK)
         return CLI_EXIT_FAILED;
     crl_error err = {0};
     r->pass = 1;
@@ -109,24 +119,33 @@ static int backward(eval_run *r)
     for (int64_t c = 0; c < r->chunks; c++) {
         if (eval_load_chunk(r, c, !resident, &err) != CRL_OK)
             break;
+        t = MPI_Wtime();
         for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
             input *x = &r->in[role];
             if (x->want_grad && x->chunk_count > 0)
                 memset(x->grad, 0,
                        (size_t) (x->chunk_count * x->time * x->width) * crl_dtype_size(r->dtype));
         }
-        if (crl_loss_backward(r->loss, &r->tensors, &r->grads) != CRL_OK) {
+        int status = crl_loss_backward(r->loss, &r->tensors, &r->grads);
+        r->phase[CLI_PHASE_BACKWARD] += MPI_Wtime() - t;
+        if (status != CRL_OK) {
             crl_fail(&err, crl_context_status(ctx), "%s", cli_context_error(ctx));
             break;
         }
-        if (grad_files_write(r, c, &err) != CRL_OK)
+        t = MPI_Wtime();
+        status = grad_files_write(r, c, &err);
+        r->phase[CLI_PHASE_WRITE] += MPI_Wtime() - t;
+        if (status != CRL_OK)
             break;
         cli_progress_update(&r->progress, "backward chunk", r->chunks + c + 1, r->steps);
     }
     if (err.code == CRL_OK && !resident)
         eval_check_unchanged(r, &err);
     int status = crl_agree(ctx, &err);
-    return grad_files_finish(r, status, cli_context_error(ctx));
+    t = MPI_Wtime();
+    status = grad_files_finish(r, status, cli_context_error(ctx));
+    r->phase[CLI_PHASE_WRITE] += MPI_Wtime() - t;
+    return status;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -146,7 +165,7 @@ static void report(const eval_run *r)
             break;
         }
     if (r->opt.json) {
-        cli_print_json(stdout, r->loss, &meta);
+        cli_print_json(stdout, r->loss, &meta, r->opt.timing ? r->phase : NULL);
     } else {
         printf("ctrnn-loss eval: %d rank(s), batch %lld, time %lld, neurons %lld, %s\n",
                meta.ranks, (long long) meta.batch, (long long) meta.time,
@@ -161,6 +180,24 @@ static void report(const eval_run *r)
         }
     }
     fflush(stdout);
+    if (r->opt.timing)
+        cli_print_timing(stderr, r->phase, meta.ranks);
+}
+
+/* --timing: the whole run so far, then each phase's maximum over the ranks
+ * (the slowest rank is what a run waits for).  Collective; the one extra
+ * collective of --timing, after the evaluation and outside every phase. */
+static int gather_timing(eval_run *r)
+{
+    r->phase[CLI_PHASE_STARTUP] = cli_startup_seconds;
+    r->phase[CLI_PHASE_TOTAL] = cli_startup_seconds + (MPI_Wtime() - cli_started);
+    if (MPI_Allreduce(MPI_IN_PLACE, r->phase, CLI_PHASES, MPI_DOUBLE, MPI_MAX,
+                      crl_context_comm(r->ctx))
+        != MPI_SUCCESS) {
+        cli_error(r->ctx, "--timing: MPI_Allreduce of the phase times failed");
+        return CLI_EXIT_FAILED;
+    }
+    return CLI_EXIT_OK;
 }
 
 static int evaluate(eval_run *r)
@@ -169,7 +206,11 @@ static int evaluate(eval_run *r)
     int status = eval_build_loss(r);
     if (status != CLI_EXIT_OK)
         return status;
-    if (eval_open_inputs(r) != CLI_EXIT_OK)
+    /* Opening reads the headers: part of reading the inputs. */
+    double t = MPI_Wtime();
+    status = eval_open_inputs(r);
+    r->phase[CLI_PHASE_READ] += MPI_Wtime() - t;
+    if (status != CLI_EXIT_OK)
         return CLI_EXIT_FAILED;
     crl_error err = {0};
     if (eval_check_shapes(r, &err) != CRL_OK) {
@@ -190,6 +231,8 @@ static int evaluate(eval_run *r)
     if (status == CLI_EXIT_OK && r->opt.grad_dir != NULL)
         status = backward(r);
     cli_progress_end(&r->progress);
+    if (status == CLI_EXIT_OK && r->opt.timing)
+        status = gather_timing(r);
     if (status == CLI_EXIT_OK)
         report(r);
     return status;

@@ -35,7 +35,7 @@ typedef struct term_source {
 
 typedef struct eval_options {
     const char *path[CRL_ROLE_COUNT];
-    bool time_major, json;
+    bool time_major, json, timing;
     const char *grad_dir;
     int64_t chunk_batch;       /* 0: the whole shard at once            */
     int progress;
@@ -71,6 +71,9 @@ typedef struct eval_run {
     crl_loss *loss;
     cli_progress progress;
     grad_set set;              /* rank 0: the gradient directory            */
+    /* This rank's seconds in each phase, summed over chunks; measured on
+     * every run (a clock read per step), reported with --timing. */
+    double phase[CLI_PHASES];
 } eval_run;
 
 /* eval_options.c.  Not collective.  CLI_EXIT_OK, CLI_EXIT_USAGE (reported),

@@ -44,6 +44,10 @@ static const char eval_usage[] =
     "                     time (bounded memory; identical results)\n"
     "  --progress WHEN    progress bar on stderr: auto (when run from a terminal,\n"
     "                     after 1 s of work), always or never (default auto)\n"
+    "  --timing           the seconds of each phase on stderr (the maximum over the\n"
+    "                     ranks): startup (MPI_Init), read, accumulate, reduce,\n"
+    "                     backward, write (gradient files), total; with --json also\n"
+    "                     as \"timing\": {...} in the JSON object\n"
     "  -h, --help         show this help\n"
     "\n"
     "exit status: 0 success, 1 an input file, the I/O or the evaluation failed,\n"
@@ -74,6 +78,7 @@ enum {
     OPT_GRAD_DIR,
     OPT_CHUNK_BATCH,
     OPT_PROGRESS,
+    OPT_TIMING,
 };
 
 static const struct option long_options[] = {
@@ -93,6 +98,7 @@ static const struct option long_options[] = {
     {"grad-dir", required_argument, NULL, OPT_GRAD_DIR},
     {"chunk-batch", required_argument, NULL, OPT_CHUNK_BATCH},
     {"progress", required_argument, NULL, OPT_PROGRESS},
+    {"timing", no_argument, NULL, OPT_TIMING},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -122,6 +128,7 @@ int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
         switch (c) {
         case OPT_TIME_MAJOR: o->time_major = true; break;
         case OPT_JSON: o->json = true; break;
+        case OPT_TIMING: o->timing = true; break;
         case OPT_TERM:
         case OPT_CONFIG:
             o->sources[o->n_sources++] = (term_source){c == OPT_CONFIG, optarg};

@@ -230,7 +230,10 @@ int eval_read_weights(eval_run *r, crl_error *err)
         input *x = &r->in[role];
         if (!x->given)
             continue;
-        if (crl_npy_read_slice(&x->file, 0, 0, x->time, x->data, err) != CRL_OK)
+        double t = MPI_Wtime();
+        int status = crl_npy_read_slice(&x->file, 0, 0, x->time, x->data, err);
+        r->phase[CLI_PHASE_READ] += MPI_Wtime() - t;
+        if (status != CRL_OK)
             return err->code;
         *matrix_of(&r->tensors, role) = crl_matrix_dense(r->dtype, x->data, x->time, x->width);
         if (x->want_grad)
@@ -260,8 +263,11 @@ int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
         count = count < 0 ? 0 : count > r->chunk ? r->chunk : count;
         x->chunk_count = count;
         if (read && count > 0) {
-            if (crl_npy_read_slice(&x->file, axis, x->shard_start + first, count, x->data, err)
-                != CRL_OK)
+            double t = MPI_Wtime();
+            int status = crl_npy_read_slice(&x->file, axis, x->shard_start + first, count,
+                                            x->data, err);
+            r->phase[CLI_PHASE_READ] += MPI_Wtime() - t;
+            if (status != CRL_OK)
                 return err->code;
             if (r->opt.grad_dir != NULL && r->chunks > 1) /* read twice */
                 x->digest[r->pass] = digest_bytes(x->digest[r->pass], x->data,

@@ -10,6 +10,9 @@
 #include "cli.h"
 
 #include <string.h>
+#include <time.h>
+
+double cli_startup_seconds, cli_started;
 
 static const char usage[] =
     "usage: mpirun -np P ctrnn-loss COMMAND [OPTIONS]\n"
@@ -68,12 +71,27 @@ static int run(crl_context *ctx, int argc, char **argv)
     return CLI_EXIT_USAGE;
 }
 
+/* Wall-clock seconds; MPI_Wtime cannot be called before MPI_Init. */
+static double seconds_now(void)
+{
+    struct timespec ts;
+    if (timespec_get(&ts, TIME_UTC) != TIME_UTC)
+        return 0;
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
 int main(int argc, char **argv)
 {
+    /* As near the process's start as the program sees it (the launcher's
+     * and the loader's time before main are not visible portably). */
+    double before = seconds_now();
     if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
         fputs("ctrnn-loss: error: MPI_Init failed\n", stderr);
         return CLI_EXIT_FAILED;
     }
+    cli_started = MPI_Wtime();
+    double after = seconds_now();
+    cli_startup_seconds = before > 0 && after > before ? after - before : 0;
     crl_context *ctx = NULL;
     int status;
     if (crl_context_create(MPI_COMM_WORLD, &ctx) != CRL_OK) {

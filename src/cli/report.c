@@ -160,7 +160,15 @@ static void print_number(FILE *out, double x)
         fputs("null", out);
 }
 
-void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta)
+const char *const cli_phase_names[CLI_PHASES] = {
+    [CLI_PHASE_STARTUP] = "startup",       [CLI_PHASE_READ] = "read",
+    [CLI_PHASE_ACCUMULATE] = "accumulate", [CLI_PHASE_REDUCE] = "reduce",
+    [CLI_PHASE_BACKWARD] = "backward",     [CLI_PHASE_WRITE] = "write",
+    [CLI_PHASE_TOTAL] = "total",
+};
+
+void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta,
+                    const double *timing)
 {
     fputs("{\"total\": ", out);
     print_number(out, crl_loss_total(loss));
@@ -184,9 +192,23 @@ void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta)
     }
     fprintf(out,
             "}, \"meta\": {\"ranks\": %d, \"batch\": %lld, \"time\": %lld, \"neurons\": %lld, "
-            "\"dtype\": \"%s\"}}\n",
+            "\"dtype\": \"%s\"}",
             meta->ranks, (long long) meta->batch, (long long) meta->time,
             (long long) meta->neurons, cli_dtype_name(meta->dtype));
+    /* Microseconds: finer than a phase's variation from run to run, and the
+     * same figures as cli_print_timing's. */
+    for (int k = 0; timing != NULL && k < CLI_PHASES; k++)
+        fprintf(out, "%s\"%s\": %.6f", k ? ", " : ", \"timing\": {", cli_phase_names[k],
+                timing[k]);
+    fputs(timing != NULL ? "}}\n" : "}\n", out);
+}
+
+void cli_print_timing(FILE *out, const double *timing, int ranks)
+{
+    fprintf(out, "ctrnn-loss eval: timing in seconds, the maximum over %d rank(s):\n", ranks);
+    for (int k = 0; k < CLI_PHASES; k++)
+        fprintf(out, "  %-12s %.6f\n", cli_phase_names[k], timing[k]);
+    fflush(out);
 }
 
 void cli_print_table(FILE *out, const crl_loss *loss)
