@@ -56,12 +56,12 @@ uint64_t crl_hash_text(const char *s)
     return h;
 }
 
-void crl_write_digest(crl_dd *header, uint64_t digest)
+void crl_write_digest(crl_xsum *header, uint64_t digest)
 {
     for (int k = 0; k < DIGEST_BYTES; k++) {
         double c = (double) ((digest >> (8 * k)) & 0xff);
-        header[HEADER_DIGEST + 2 * k] = crl_dd_make(c);
-        header[HEADER_DIGEST + 2 * k + 1] = crl_dd_make(c * c);
+        crl_xsum_add(&header[HEADER_DIGEST + 2 * k], c);
+        crl_xsum_add(&header[HEADER_DIGEST + 2 * k + 1], c * c);
     }
 }
 

@@ -1,6 +1,6 @@
 /*
  * context.c - the communicator, the error record of the last call, and the
- * packed double-double reduction (one user-defined MPI_Op).
+ * packed exact reduction (one user-defined MPI_Op over crl_xsum).
  */
 #include "internal.h"
 
@@ -28,15 +28,16 @@ const char *crl_strerror(int status)
     }
 }
 
-/* The MPI_Op: element-wise double-double sum.  MPI may call it on any
- * segment of the buffer, so every element is a self-contained pair. */
-static void dd_sum_op(void *in, void *inout, int *len, MPI_Datatype *type)
+/* The MPI_Op: element-wise exact sum.  MPI may call it on any segment of
+ * the buffer and combine ranks in any order and grouping: integer addition
+ * makes every one of them give the same bits. */
+static void xsum_sum_op(void *in, void *inout, int *len, MPI_Datatype *type)
 {
     (void) type;
-    const crl_dd *a = in;
-    crl_dd *b = inout;
+    const crl_xsum *a = in;
+    crl_xsum *b = inout;
     for (int k = 0; k < *len; k++)
-        b[k] = crl_dd_add(a[k], b[k]);
+        crl_xsum_merge(&b[k], &a[k]);
 }
 
 int crl_context_create(MPI_Comm comm, crl_context **out)
@@ -68,9 +69,9 @@ int crl_context_create(MPI_Comm comm, crl_context **out)
     MPI_Comm_set_errhandler(ctx->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(ctx->comm, &ctx->rank);
     MPI_Comm_size(ctx->comm, &ctx->size);
-    if (MPI_Type_contiguous(2, MPI_DOUBLE, &ctx->dd_type) != MPI_SUCCESS
-        || MPI_Type_commit(&ctx->dd_type) != MPI_SUCCESS
-        || MPI_Op_create(dd_sum_op, 1, &ctx->dd_sum) != MPI_SUCCESS) {
+    if (MPI_Type_contiguous(CRL_XSUM_WORDS, MPI_UINT64_T, &ctx->xsum_type) != MPI_SUCCESS
+        || MPI_Type_commit(&ctx->xsum_type) != MPI_SUCCESS
+        || MPI_Op_create(xsum_sum_op, 1, &ctx->xsum_sum) != MPI_SUCCESS) {
         MPI_Comm_free(&ctx->comm);
         free(ctx);
         return CRL_ERR_MPI;
@@ -84,8 +85,8 @@ int crl_context_destroy(crl_context **ctx)
     if (ctx == NULL || *ctx == NULL)
         return CRL_OK;
     crl_context *c = *ctx;
-    MPI_Op_free(&c->dd_sum);
-    MPI_Type_free(&c->dd_type);
+    MPI_Op_free(&c->xsum_sum);
+    MPI_Type_free(&c->xsum_type);
     int rc = MPI_Comm_free(&c->comm) == MPI_SUCCESS ? CRL_OK : CRL_ERR_MPI;
     free(c);
     *ctx = NULL;
@@ -145,13 +146,13 @@ int crl_context_error_info(const crl_context *ctx, crl_error_info *info)
     return CRL_OK;
 }
 
-int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count)
+int crl_context_reduce(crl_context *ctx, crl_xsum *buffer, int64_t count)
 {
     if (count > INT_MAX)
         return crl_context_set(ctx, CRL_ERR_INVALID,
                                "the packed sums exceed one MPI_Allreduce (more than INT_MAX "
-                               "double-doubles)");
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buffer, (int) count, ctx->dd_type, ctx->dd_sum,
+                               "accumulators)");
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buffer, (int) count, ctx->xsum_type, ctx->xsum_sum,
                            ctx->comm);
     if (rc != MPI_SUCCESS)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");

@@ -15,7 +15,7 @@
 #include <string.h>
 
 /* Accumulates one chunk into payload (laid out by next_layout). */
-static int forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_error *err)
+static int forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl_error *err)
 {
     crl_global *g = &loss->g;
     unsigned uses = loss->uses;
@@ -33,8 +33,7 @@ static int forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_e
     if (err->code == CRL_OK && (uses & CRL_USES(CRL_ROLE_PRED)))
         crl_outputs_forward(loss, in, payload, err);
     for (int k = 0; k < 3; k++) {
-        payload[REGION_COUNTS + k] =
-            crl_dd_add(payload[REGION_COUNTS + k], crl_dd_make((double) batch[k]));
+        crl_xsum_add(&payload[REGION_COUNTS + k], (double) batch[k]);
         loss->seen[k] += batch[k];
     }
     return err->code;
@@ -47,8 +46,7 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         const crl_dd *sum = payload + loss->layout[REGION_POP0 + p];
         if ((uses & CRL_USES(pop_role(p)))
             && crl_finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
-                                   crl_dd_round(payload[REGION_COUNTS + p]), loss->ctx->size,
-                                   pop_role(p),
+                                   crl_dd_round(payload[REGION_COUNTS + p]), pop_role(p),
                                    crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS), err)
                    != CRL_OK)
             return err->code;
@@ -118,7 +116,7 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
     loss->relayout = !same_layout(loss, layout, len);
     int64_t count = HEADER_SLOTS + layout[len - 1];
     if (loss->relayout) {
-        if (!crl_reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_dd))) {
+        if (!crl_reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_xsum))) {
             crl_fail(err, CRL_ERR_NOMEM, "out of memory for the packed sums");
             return;
         }
@@ -126,8 +124,7 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
     } else {
         loss->target = loss->buffer;
     }
-    for (int64_t k = 0; k < count; k++)
-        loss->target[k] = crl_dd_make(0.0);
+    memset(loss->target, 0, sizeof(crl_xsum) * (size_t) count);
 }
 
 int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_tensors *grads)
@@ -167,11 +164,21 @@ int crl_loss_refuse(crl_loss *loss, int code, const char *message)
     return code;
 }
 
-static void write_header(crl_loss *loss, crl_dd *buffer)
+static void write_header(crl_loss *loss, crl_xsum *buffer)
 {
-    buffer[HEADER_FAILED] = crl_dd_make(loss->err.code != CRL_OK);
-    buffer[HEADER_RELAYOUT] = crl_dd_make(loss->relayout);
+    memset(buffer, 0, sizeof(crl_xsum) * HEADER_SLOTS);
+    crl_xsum_add(&buffer[HEADER_FAILED], loss->err.code != CRL_OK);
+    crl_xsum_add(&buffer[HEADER_RELAYOUT], loss->relayout);
     crl_write_digest(buffer, loss->digest);
+}
+
+/* Room for the rounded payload of slots accumulators (also those of the
+ * layout a first evaluation adopts, which has as many as pending). */
+static bool reserve_sums(crl_loss *loss, int64_t slots)
+{
+    int64_t adopt = loss->relayout ? loss->next_layout[REGION_TERMS + loss->n_terms] : 0;
+    int64_t need = slots > adopt ? slots : adopt;
+    return crl_reserve(&loss->sums, &loss->sums_cap, need > 0 ? need : 1, sizeof(crl_dd));
 }
 
 /* Before the reduction: the header of loss's buffer, and the payload of a
@@ -189,8 +196,11 @@ static int64_t reduce_begin(crl_loss *loss)
     loss->phase = PHASE_IDLE;
     int64_t count = HEADER_SLOTS + loss->payload_slots;
     if (loss->target != loss->buffer)
-        for (int64_t k = HEADER_SLOTS; k < count; k++)
-            loss->buffer[k] = crl_dd_make(0.0);
+        memset(loss->buffer + HEADER_SLOTS, 0, sizeof(crl_xsum) * (size_t) loss->payload_slots);
+    if (!reserve_sums(loss, loss->payload_slots) && loss->err.code == CRL_OK) {
+        crl_fail(&loss->err, CRL_ERR_NOMEM, "out of memory for the reduced sums");
+        loss->target = NULL;
+    }
     write_header(loss, loss->buffer);
     return count;
 }
@@ -202,11 +212,13 @@ static int reduce_check(crl_loss *loss, int64_t *again)
 {
     crl_context *ctx = loss->ctx;
     *again = 0;
-    if (crl_dd_round(loss->buffer[HEADER_FAILED]) > 0)
+    for (int k = 0; k < HEADER_SLOTS; k++)
+        loss->head[k] = crl_xsum_dd(&loss->buffer[k]);
+    if (crl_dd_round(loss->head[HEADER_FAILED]) > 0)
         return crl_context_agree_error(ctx, &loss->err);
-    if (!crl_digest_agrees(loss->buffer, ctx->size))
+    if (!crl_digest_agrees(loss->head, ctx->size))
         return crl_diagnose_disagreement(loss);
-    double relayouts = crl_dd_round(loss->buffer[HEADER_RELAYOUT]);
+    double relayouts = crl_dd_round(loss->head[HEADER_RELAYOUT]);
     if (relayouts > 0) {
         /* The digests agree, so every rank has the same local layout and
          * every rank accumulated into its pending buffer: adopt it. */
@@ -216,7 +228,7 @@ static int reduce_check(crl_loss *loss, int64_t *again)
         memcpy(loss->layout, loss->next_layout, sizeof(int64_t) * (size_t) len);
         loss->layout_len = len;
         loss->payload_slots = loss->next_layout[len - 1];
-        crl_dd *swap = loss->buffer;
+        crl_xsum *swap = loss->buffer;
         int64_t cap = loss->buffer_cap;
         loss->buffer = loss->pending;
         loss->buffer_cap = loss->pending_cap;
@@ -237,7 +249,9 @@ static int reduce_end(crl_loss *loss)
     g->inputs = &loss->first;
     g->pop[0].array = &loss->first.states;
     g->pop[1].array = &loss->first.states1;
-    if (finalize(loss, g, loss->uses, loss->buffer + HEADER_SLOTS, loss->outs, &loss->err) != CRL_OK)
+    for (int64_t k = 0; k < loss->payload_slots; k++)
+        loss->sums[k] = crl_xsum_dd(&loss->buffer[HEADER_SLOTS + k]);
+    if (finalize(loss, g, loss->uses, loss->sums, loss->outs, &loss->err) != CRL_OK)
         return crl_context_set_error(ctx, &loss->err);
     crl_store_results(loss, loss->outs);
     loss->phase = PHASE_REDUCED;
@@ -265,7 +279,7 @@ static int reduce_buffers(crl_context *ctx, crl_loss *const *losses, const int64
     for (int k = 0; k < n; k++)
         total += counts[k];
     if (total > lead->group_cap) {
-        int ok = crl_reserve(&lead->group, &lead->group_cap, total, sizeof(crl_dd)), all = 0;
+        int ok = crl_reserve(&lead->group, &lead->group_cap, total, sizeof(crl_xsum)), all = 0;
         if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, ctx->comm) != MPI_SUCCESS || !all) {
             free(lead->group);
             lead->group = NULL;
@@ -274,7 +288,7 @@ static int reduce_buffers(crl_context *ctx, crl_loss *const *losses, const int64
                                    "out of memory for the packed sums of a group of losses");
         }
     }
-    crl_dd *packed = lead->group;
+    crl_xsum *packed = lead->group;
     for (int64_t k = 0, at = 0; k < n; at += counts[k], k++)
         memcpy(packed + at, losses[k]->buffer, sizeof *packed * (size_t) counts[k]);
     int rc = crl_context_reduce(ctx, packed, total);
@@ -383,7 +397,7 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
         g->inputs = &loss->first;
         g->pop[0].array = &loss->first.states;
         g->pop[1].array = &loss->first.states1;
-        finalize(loss, g, loss->uses, loss->buffer + HEADER_SLOTS, loss->outs, &err);
+        finalize(loss, g, loss->uses, loss->sums, loss->outs, &err);
     }
     g->inputs = inputs;
     g->pop[0].array = &inputs->states;

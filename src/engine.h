@@ -26,7 +26,11 @@
  *
  * Ranks agree on the payload layout once (the first evaluation, or when N,
  * the terms or the weight-gradient requests change); after that an
- * evaluation is exactly one MPI_Allreduce.  The digest carries everything
+ * evaluation is exactly one MPI_Allreduce.  Every slot is an exact
+ * accumulator (crl_xsum), so the reduced sums do not depend on how the
+ * batch is split or in which order ranks meet; after the reduction each
+ * slot becomes a double-double (crl_xsum_dd), from which finalize works.
+ * The digest carries everything
  * ranks must agree on (T, N, K, dtypes, parameters, the weights' bits): all
  * ranks hold the same byte c iff P * sum c^2 == (sum c)^2.
  */
@@ -89,15 +93,20 @@ struct crl_loss {
     int64_t *layout;
     int layout_len;
     int64_t payload_slots;
-    crl_dd *buffer;
+    crl_xsum *buffer;
     int64_t buffer_cap;
     /* A rank whose local layout differs accumulates here (header + payload);
      * it becomes the buffer when the ranks adopt that layout. */
-    crl_dd *pending;
+    crl_xsum *pending;
     int64_t pending_cap;
     /* The packed sums of a group led by this loss (crl_loss_reduce_group). */
-    crl_dd *group;
+    crl_xsum *group;
     int64_t group_cap;
+    /* The reduced buffer rounded: the header, and the payload (sized
+     * before the reduction, so that nothing fails after it). */
+    crl_dd head[HEADER_SLOTS];
+    crl_dd *sums;
+    int64_t sums_cap;
 
     /* The current cycle. */
     int phase;
@@ -107,7 +116,7 @@ struct crl_loss {
     crl_tensors first, first_grads;  /* the first chunk: shapes, weights    */
     uint64_t digest;
     bool relayout;
-    crl_dd *target;            /* buffer or pending, NULL after an error    */
+    crl_xsum *target;          /* buffer or pending, NULL after an error    */
     int64_t seen[3], done[3];  /* elements accumulated / back-propagated:
                                   states, states1, pred                     */
     bool weights_written;
@@ -188,7 +197,7 @@ int64_t crl_real_bits(double x);
 uint64_t crl_mix64(uint64_t x);
 uint64_t crl_hash_text(const char *s);
 uint64_t crl_agree_digest(const crl_loss *loss);
-void crl_write_digest(crl_dd *header, uint64_t digest);
+void crl_write_digest(crl_xsum *header, uint64_t digest);
 bool crl_digest_agrees(const crl_dd *header, int size);
 int crl_diagnose_disagreement(crl_loss *loss);
 
@@ -210,13 +219,13 @@ bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n);
 int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *err);
 
 /* moments.c */
-int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, crl_error *err);
+int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err);
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int ranks, int role, bool moments, crl_error *err);
+                            double batch, int role, bool moments, crl_error *err);
 void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out);
 
 /* outputs.c */
-int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_error *err);
+int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl_error *err);
 void crl_outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors *grads,
                           unsigned want);
 

@@ -18,7 +18,7 @@
 
 #include "config.h"
 #include "ctrnnloss.h"
-#include "dd.h"
+#include "xsum.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -68,8 +68,8 @@ int crl_fail_at(crl_error *err, int code, int role, int64_t b, int64_t t, int64_
 struct crl_context {
     MPI_Comm comm;
     int rank, size;
-    MPI_Datatype dd_type;   /* two contiguous doubles                        */
-    MPI_Op dd_sum;          /* element-wise crl_dd_add                       */
+    MPI_Datatype xsum_type; /* one crl_xsum: CRL_XSUM_WORDS uint64s          */
+    MPI_Op xsum_sum;        /* element-wise crl_xsum_merge                   */
     int status;             /* last status and message                       */
     char message[CRL_MESSAGE_MAX];
     crl_error_info info;    /* the same, as facts                            */
@@ -86,8 +86,8 @@ int crl_context_set_error(crl_context *ctx, const crl_error *err);
  * the same status on every rank (crl_context_agree_error when one failed). */
 int crl_agree(crl_context *ctx, const crl_error *local);
 
-/* Collective.  In-place sum of count double-doubles over all ranks. */
-int crl_context_reduce(crl_context *ctx, crl_dd *buffer, int64_t count);
+/* Collective.  In-place exact sum of count accumulators over all ranks. */
+int crl_context_reduce(crl_context *ctx, crl_xsum *buffer, int64_t count);
 
 /*
  * Collective, called when the reduction reported that some rank failed:
@@ -355,17 +355,17 @@ struct crl_term_class {
      * returns the number of packed slots it needs in *slots. */
     int (*prepare)(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err);
     /* Accumulate, per row tile of each population the term uses. */
-    int (*accumulate_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err);
+    int (*accumulate_rows)(crl_term *t, const crl_rows *rows, crl_xsum *slots, crl_error *err);
     /* Accumulate, after the last tile of a batch element (whole: t0 = 0,
      * count = T, x = NULL; read the raw array). */
-    int (*accumulate_element)(crl_term *t, const crl_rows *element, crl_dd *slots,
+    int (*accumulate_element)(crl_term *t, const crl_rows *element, crl_xsum *slots,
                               crl_error *err);
     /* The same over pred rows (rows->x) and label rows (rows->y), K wide,
      * for terms that read pred; the element hook sees the raw arrays whole
      * (one block when crl_rows_contiguous). */
-    int (*accumulate_output_rows)(crl_term *t, const crl_rows *rows, crl_dd *slots,
+    int (*accumulate_output_rows)(crl_term *t, const crl_rows *rows, crl_xsum *slots,
                                   crl_error *err);
-    int (*accumulate_output_element)(crl_term *t, const crl_rows *element, crl_dd *slots,
+    int (*accumulate_output_element)(crl_term *t, const crl_rows *element, crl_xsum *slots,
                                      crl_error *err);
     /* Values from the global sums; with gradients wanted, also adds the
      * backward coefficients (times t->weight) into g.  Runs on every rank
@@ -416,7 +416,7 @@ void crl_spread_grad_cv(const double *mean, int64_t n, crl_spread s, double scal
  * element of pred, label or mask); backward out = coef m^2 (x - y). */
 void crl_output_error_rows(const crl_rows *rows, double *acc);
 int crl_output_error_element(const crl_array *pred, const crl_array *label,
-                             const crl_array *mask, int64_t b, const double *acc, crl_dd *slot,
+                             const crl_array *mask, int64_t b, const double *acc, crl_xsum *slot,
                              crl_error *err);
 void crl_output_error_backward_rows(const crl_rows *rows, double coef, double *out);
 /* The first non-finite element of batch element b of pred, label or the

@@ -44,7 +44,7 @@ int crl_loss_create(crl_context *ctx, crl_loss **out)
     if (out == NULL || ctx == NULL)
         return CRL_ERR_INVALID;
     crl_loss *loss = calloc(1, sizeof *loss);
-    crl_dd *header = calloc(HEADER_SLOTS, sizeof *header);
+    crl_xsum *header = calloc(HEADER_SLOTS, sizeof *header);
     if (loss == NULL || header == NULL) {
         free(loss);
         free(header);
@@ -72,6 +72,7 @@ int crl_loss_destroy(crl_loss **loss)
     free(l->buffer);
     free(l->pending);
     free(l->group);
+    free(l->sums);
     free(l->agree);
     free(l->next_layout);
     free(l->outs);

@@ -45,18 +45,23 @@
 MOMENTS_KERNEL(moments_f64, double)
 MOMENTS_KERNEL(moments_f32, float)
 
-/* Adds one batch element's shifted moments to the global sums exactly:
- * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2. */
-static void fold_moments(crl_dd *sum, crl_dd *sumsq, const double *c, const double *s1,
+/* Adds one batch element's shifted moments to the global sums:
+ * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2, each product split
+ * into its exact two parts (TwoProduct), every part added exactly. */
+static void fold_moments(crl_xsum *sum, crl_xsum *sumsq, const double *c, const double *s1,
                          const double *s2, int64_t n, double time)
 {
     for (int64_t i = 0; i < n; i++) {
-        crl_dd a = crl_dd_add(crl_two_prod(time, c[i]), crl_dd_make(s1[i]));
-        sum[i] = crl_dd_add(sum[i], a);
-        crl_dd q = crl_dd_mul_d(crl_two_prod(c[i], c[i]), time);
-        q = crl_dd_add(q, crl_two_prod(2.0 * c[i], s1[i]));
-        q = crl_dd_add(q, crl_dd_make(s2[i]));
-        sumsq[i] = crl_dd_add(sumsq[i], q);
+        crl_dd tc = crl_two_prod(time, c[i]);
+        crl_xsum_add(&sum[i], tc.hi);
+        crl_xsum_add(&sum[i], tc.lo);
+        crl_xsum_add(&sum[i], s1[i]);
+        crl_dd cc = crl_two_prod(c[i], c[i]);
+        crl_dd hi = crl_two_prod(cc.hi, time), lo = crl_two_prod(cc.lo, time);
+        crl_dd cs = crl_two_prod(2.0 * c[i], s1[i]);
+        const double parts[] = {hi.hi, hi.lo, lo.hi, lo.lo, cs.hi, cs.lo, s2[i]};
+        for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++)
+            crl_xsum_add(&sumsq[i], parts[k]);
     }
 }
 
@@ -79,13 +84,13 @@ static void row_hook_needs(const crl_loss *loss, int p, bool backward, bool *hoo
 /* One pass over this chunk of population p: the shared moments of every
  * batch element, and the row and element hooks of the terms reading it, on
  * the same rows while they are in cache. */
-int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, crl_error *err)
+int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err)
 {
     const crl_array *a = g->pop[p].array;
     const char *what = crl_role_name(pop_role(p));
     scratch *w = &loss->work;
     int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
-    crl_dd *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
+    crl_xsum *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
     bool row_hooks, doubles;
     bool moments = crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS);
     row_hook_needs(loss, p, false, &row_hooks, &doubles);
@@ -143,14 +148,16 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_dd *payload, cr
 }
 
 /*
- * Means and variances from the reduced sums.  The double-double sums carry
- * an error of about (additions) 2^-104 sum S^2 (a constant c gives n c^2,
- * which no double-double holds exactly), so a variance below that floor, 16
- * times over, is a constant neuron and is 0: population_kl's zero-variance
- * check must not depend on the value of the constant.
+ * Means and variances from the reduced sums.  The sums are exact; as
+ * double-doubles they carry at most 2^-106 of themselves (a constant c gives
+ * n c^2, which no double-double holds exactly), and the variance's few
+ * double-double operations add about 2^-103 sum S^2 / n, so a variance below
+ * 2^-96 sum S^2 / n is a constant neuron and is 0: population_kl's
+ * zero-variance check must not depend on the value of the constant.  The
+ * floor is a function of the global sums alone, so of no decomposition.
  */
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int ranks, int role, bool moments, crl_error *err)
+                            double batch, int role, bool moments, crl_error *err)
 {
     const char *what = crl_role_name(role);
     const crl_array *a = pop->array;
@@ -175,7 +182,7 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
         pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
         crl_dd centered = crl_dd_sub(sumsq[i], crl_dd_div_d(crl_dd_mul(sum[i], sum[i]), pop->count));
         double v = crl_dd_round(crl_dd_div_d(centered, pop->count));
-        double floor = (batch + ranks + 8) * 0x1p-100 * crl_dd_round(sumsq[i]) / pop->count;
+        double floor = 0x1p-96 * crl_dd_round(sumsq[i]) / pop->count;
         pop->var[i] = v > floor ? v : 0.0;
         total = crl_dd_add(total, sumsq[i]);
     }

@@ -45,8 +45,8 @@ static crl_rows output_rows(crl_loss *loss, const crl_tensors *in, int64_t b, in
 
 /* One pass over pred and label rows of this chunk: the output error (sum
  * (pred - label)^2 per batch element in a fixed order, then into its
- * double-double slot) when a term declared it, and the terms' row hooks. */
-int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, crl_error *err)
+ * exact slot) when a term declared it, and the terms' row hooks. */
+int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl_error *err)
 {
     const crl_array *x = &in->pred, *y = &in->label;
     scratch *w = &loss->work;
@@ -55,7 +55,7 @@ int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_dd *payload, 
     bool hooks = output_hooks(loss, false);
     if (!error_pass && !hooks)
         return CRL_OK;
-    crl_dd *slot = payload + loss->next_layout[REGION_SQERR];
+    crl_xsum *slot = payload + loss->next_layout[REGION_SQERR];
     for (int64_t b = 0; b < x->batch; b++) {
         int64_t element = loss->seen[2] + b;
         if (error_pass)

@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,35 +47,57 @@ static void test_contexts_on_split_communicators(void **state)
     MPI_Comm_free(&half);
 }
 
-/* The reduction of per-rank values equals the one-rank sum of all of them,
- * rounded, whatever the rank count. */
+/* The reduction of per-rank values is the one-rank sum of all of them, to
+ * the last bit of the accumulator, whatever the rank count: values of
+ * every magnitude, with cancellation, dealt to the ranks in a different
+ * pattern per slot. */
 static void test_reduce_matches_serial_sum(void **state)
 {
     (void) state;
     enum { COUNT = 1000, PER_RANK = 50 };
     crl_context *ctx = NULL;
     h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
-    crl_dd *mine = calloc(COUNT, sizeof *mine);
-    crl_dd *serial = calloc(COUNT, sizeof *serial);
-    /* Global values x[j][k], j < 4 * PER_RANK, identical on every rank;
-     * rank r adds the rows it owns, every rank adds all for the serial sum. */
+    crl_xsum *mine = calloc(COUNT, sizeof *mine);
+    crl_xsum *serial = calloc(COUNT, sizeof *serial);
     int total_rows = 4 * PER_RANK;
     for (int j = 0; j < total_rows; j++) {
         uint64_t s = 100 + (uint64_t) j;
         for (int k = 0; k < COUNT; k++) {
-            double v = h_uniform(&s, -1, 1) * (k % 3 ? 1.0 : 1e12) + (k % 5 ? 0 : 1e-9);
-            serial[k] = crl_dd_add(serial[k], crl_dd_make(v));
-            if (j % h_size == h_rank)
-                mine[k] = crl_dd_add(mine[k], crl_dd_make(v));
+            double v = ldexp(h_uniform(&s, -1, 1), (int) h_uniform(&s, -1074, 1000));
+            crl_xsum_add(&serial[k], v);
+            crl_xsum_add(&serial[k], -v / 3);
+            if ((j + k) % h_size == h_rank) {
+                crl_xsum_add(&mine[k], v);
+                crl_xsum_add(&mine[k], -v / 3);
+            }
         }
     }
     h_assert_all(crl_context_reduce(ctx, mine, COUNT) == CRL_OK);
-    bool same = true;
-    for (int k = 0; k < COUNT; k++)
-        same &= crl_dd_round(mine[k]) == crl_dd_round(serial[k]);
-    h_assert_all(same);
+    h_assert_all(memcmp(mine, serial, COUNT * sizeof *mine) == 0);
     free(mine);
     free(serial);
+    crl_context_destroy(&ctx);
+}
+
+/* The issue's crafted sum 2^60 + 1 + 2^-53 + 2^-80 - 2^60, its terms on
+ * the ranks in every rotation: always the correctly rounded 1 + 2^-52
+ * (double-double combination gave 1 or 1 + 2^-52 by rank count). */
+static void test_reduce_is_exact_on_a_rounding_tie(void **state)
+{
+    (void) state;
+    const double v[] = {0x1p60, 1.0, 0x1p-53, 0x1p-80, -0x1p60};
+    enum { N = sizeof v / sizeof v[0] };
+    crl_context *ctx = NULL;
+    h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
+    crl_xsum sums[N];
+    memset(sums, 0, sizeof sums);
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < N; k++)
+            if ((k + r) % h_size == h_rank)
+                crl_xsum_add(&sums[r], v[k]);
+    h_assert_all(crl_context_reduce(ctx, sums, N) == CRL_OK);
+    for (int r = 0; r < N; r++)
+        h_assert_all(crl_xsum_round(&sums[r]) == 1.0 + 0x1p-52);
     crl_context_destroy(&ctx);
 }
 
@@ -83,7 +106,7 @@ static void test_reduce_refuses_more_than_an_int_count(void **state)
     (void) state;
     crl_context *ctx = NULL;
     h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
-    crl_dd one = {0, 0};
+    crl_xsum one = {{0}};
     h_assert_all(crl_context_reduce(ctx, &one, (int64_t) INT_MAX + 1) == CRL_ERR_INVALID);
     h_assert_all(strstr(crl_context_error(ctx), "more than INT_MAX") != NULL);
     crl_context_destroy(&ctx);
@@ -153,6 +176,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_create_duplicates_the_communicator),
         cmocka_unit_test(test_contexts_on_split_communicators),
         cmocka_unit_test(test_reduce_matches_serial_sum),
+        cmocka_unit_test(test_reduce_is_exact_on_a_rounding_tie),
         cmocka_unit_test(test_reduce_refuses_more_than_an_int_count),
         cmocka_unit_test(test_error_agreement_names_the_first_failing_rank),
         cmocka_unit_test(test_an_error_found_everywhere_names_no_rank),

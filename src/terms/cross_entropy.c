@@ -79,7 +79,7 @@ static const double *row_probabilities(const crl_term *t, const crl_rows *v, int
     return s->p;
 }
 
-static int accumulate_output_rows(crl_term *t, const crl_rows *v, crl_dd *slots, crl_error *err)
+static int accumulate_output_rows(crl_term *t, const crl_rows *v, crl_xsum *slots, crl_error *err)
 {
     double clamp = t->param[CLAMP], sum = 0, probe = 0;
     for (int64_t r = 0; r < v->count; r++) {
@@ -99,7 +99,7 @@ static int accumulate_output_rows(crl_term *t, const crl_rows *v, crl_dd *slots,
                         "m y log q overflows at b=%lld", (long long) v->b);
         return err->code;
     }
-    slots[0] = crl_dd_add(slots[0], crl_dd_make(sum));
+    crl_xsum_add(&slots[0], sum);
     return CRL_OK;
 }
 

@@ -163,7 +163,7 @@ static int report_negative(const crl_rows *rows, int64_t t, crl_error *err)
     return CRL_OK;
 }
 
-static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err)
+static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, crl_error *err)
 {
     (void) slots;
     entropy *s = t->state;
@@ -199,11 +199,11 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl
 }
 
 /* Sum over t of H_t = -(sum over neurons of h_sum), in a fixed order. */
-static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *slots, crl_error *err)
 {
     (void) err;
     const entropy *s = t->state;
-    slots[0] = crl_dd_add(slots[0], crl_dd_make(-crl_sum_fixed(s->h_sum, element->n)));
+    crl_xsum_add(&slots[0], -crl_sum_fixed(s->h_sum, element->n));
     return CRL_OK;
 }
 

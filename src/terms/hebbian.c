@@ -207,18 +207,18 @@ CRL_HOT static double weighted_upper(const double *restrict coef, const double *
 }
 
 /* sums[k] += sign G_ij over the upper triangle, k running row by row. */
-CRL_HOT static void add_signed_upper(crl_dd *restrict sums, const double *restrict gram,
+CRL_HOT static void add_signed_upper(crl_xsum *restrict sums, const double *restrict gram,
                                      int64_t n, double sign)
 {
     int64_t k = 0;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i; j < n; j++, k++)
-            sums[k] = crl_dd_add(sums[k], crl_dd_make(sign * gram[i * n + j]));
+            crl_xsum_add(&sums[k], sign * gram[i * n + j]);
 }
 
 /* One batch element: |h_b| into slot 0, sign(h_b) kept for the backward,
  * sign(h_b) G_b into the weight-gradient slots. */
-static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *slots, crl_error *err)
 {
     hebbian_state *s = t->state;
     const crl_array *a = element->array;
@@ -237,7 +237,7 @@ static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slot
                         (long long) e);
     double sign = crl_sign(h);
     s->sign[e] = (signed char) sign;
-    slots[0] = crl_dd_add(slots[0], crl_dd_make(fabs(h)));
+    crl_xsum_add(&slots[0], fabs(h));
     if (s->want_weight_grad && sign != 0)
         add_signed_upper(slots + 1, s->gram, n, sign);
     return CRL_OK;

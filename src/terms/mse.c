@@ -43,7 +43,7 @@ int crl_report_nonfinite_outputs(const crl_array *pred, const crl_array *label,
 
 /* After the last rows of element b: its sum in a fixed order into *slot. */
 int crl_output_error_element(const crl_array *pred, const crl_array *label,
-                             const crl_array *mask, int64_t b, const double *acc, crl_dd *slot,
+                             const crl_array *mask, int64_t b, const double *acc, crl_xsum *slot,
                              crl_error *err)
 {
     double s = crl_sum_fixed(acc, pred->width);
@@ -53,7 +53,7 @@ int crl_output_error_element(const crl_array *pred, const crl_array *label,
                         "pred - label [b=%lld]: sum of squares overflows", (long long) b);
         return err->code;
     }
-    *slot = crl_dd_add(*slot, crl_dd_make(s));
+    crl_xsum_add(slot, s);
     return CRL_OK;
 }
 

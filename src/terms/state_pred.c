@@ -147,7 +147,7 @@ LAG_GRAD_KERNEL(lag_grad_f64, double)
 
 /* Rows t < T - tau of the tile add D_t^2 to the element's per-neuron sums,
  * in time order whatever the tiles. */
-static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl_error *err)
+static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, crl_error *err)
 {
     (void) slots;
     (void) err;
@@ -171,7 +171,7 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl
 }
 
 /* The element's sum over neurons, in a fixed order, into the slot. */
-static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slots, crl_error *err)
+static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *slots, crl_error *err)
 {
     const state_pred *s = t->state;
     double sum = crl_sum_fixed(s->sq_sum, element->n);
@@ -179,7 +179,7 @@ static int accumulate_element(crl_term *t, const crl_rows *element, crl_dd *slot
         return crl_fail(err, CRL_ERR_DOMAIN,
                         "states[b=%lld]: the sum of squared differences overflows",
                         (long long) element->b);
-    slots[0] = crl_dd_add(slots[0], crl_dd_make(sum));
+    crl_xsum_add(&slots[0], sum);
     return CRL_OK;
 }
 
