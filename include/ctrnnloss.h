@@ -302,8 +302,8 @@ typedef struct crl_error_info {
  *   CRL_ERR_MPI - an MPI call failed
  *
  * Notes:
- *   The duplicate has MPI_ERRORS_RETURN; the context holds the double-double
- *     reduction operator.
+ *   The duplicate has MPI_ERRORS_RETURN; the context holds the exact-sum
+ *     reduction operators.
  */
 CRL_API int crl_context_create(MPI_Comm comm, crl_context **ctx);
 

@@ -40,6 +40,26 @@ static void xsum_sum_op(void *in, void *inout, int *len, MPI_Datatype *type)
         crl_xsum_merge(&b[k], &a[k]);
 }
 
+static void wide_sum_op(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    (void) type;
+    const crl_xsum_wide *a = in;
+    crl_xsum_wide *b = inout;
+    for (int k = 0; k < *len; k++)
+        crl_xsum_wide_merge(&b[k], &a[k]);
+}
+
+/* An exact-sum datatype of n uint64s and its operator, or false. */
+static bool make_sum(int n, MPI_User_function *fn, MPI_Datatype *type, MPI_Op *op)
+{
+    if (MPI_Type_contiguous(n, MPI_UINT64_T, type) != MPI_SUCCESS)
+        return false;
+    if (MPI_Type_commit(type) == MPI_SUCCESS && MPI_Op_create(fn, 1, op) == MPI_SUCCESS)
+        return true;
+    MPI_Type_free(type);
+    return false;
+}
+
 int crl_context_create(MPI_Comm comm, crl_context **out)
 {
     if (out == NULL)
@@ -69,9 +89,14 @@ int crl_context_create(MPI_Comm comm, crl_context **out)
     MPI_Comm_set_errhandler(ctx->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(ctx->comm, &ctx->rank);
     MPI_Comm_size(ctx->comm, &ctx->size);
-    if (MPI_Type_contiguous(CRL_XSUM_WORDS, MPI_UINT64_T, &ctx->xsum_type) != MPI_SUCCESS
-        || MPI_Type_commit(&ctx->xsum_type) != MPI_SUCCESS
-        || MPI_Op_create(xsum_sum_op, 1, &ctx->xsum_sum) != MPI_SUCCESS) {
+    bool narrow = make_sum(CRL_XSUM_LIMBS, xsum_sum_op, &ctx->xsum_type, &ctx->xsum_sum);
+    bool wide = narrow
+                && make_sum(CRL_XSUM_WIDE_WORDS, wide_sum_op, &ctx->wide_type, &ctx->wide_sum);
+    if (!wide) {
+        if (narrow) {
+            MPI_Op_free(&ctx->xsum_sum);
+            MPI_Type_free(&ctx->xsum_type);
+        }
         MPI_Comm_free(&ctx->comm);
         free(ctx);
         return CRL_ERR_MPI;
@@ -87,6 +112,8 @@ int crl_context_destroy(crl_context **ctx)
     crl_context *c = *ctx;
     MPI_Op_free(&c->xsum_sum);
     MPI_Type_free(&c->xsum_type);
+    MPI_Op_free(&c->wide_sum);
+    MPI_Type_free(&c->wide_type);
     int rc = MPI_Comm_free(&c->comm) == MPI_SUCCESS ? CRL_OK : CRL_ERR_MPI;
     free(c);
     *ctx = NULL;
@@ -146,15 +173,24 @@ int crl_context_error_info(const crl_context *ctx, crl_error_info *info)
     return CRL_OK;
 }
 
-int crl_context_reduce(crl_context *ctx, crl_xsum *buffer, int64_t count)
+/* One in-place MPI_Allreduce of count elements of type with op. */
+static int reduce(crl_context *ctx, void *buffer, int64_t count, MPI_Datatype type, MPI_Op op)
 {
     if (count > INT_MAX)
         return crl_context_set(ctx, CRL_ERR_INVALID,
                                "the packed sums exceed one MPI_Allreduce (more than INT_MAX "
                                "accumulators)");
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buffer, (int) count, ctx->xsum_type, ctx->xsum_sum,
-                           ctx->comm);
-    if (rc != MPI_SUCCESS)
+    if (MPI_Allreduce(MPI_IN_PLACE, buffer, (int) count, type, op, ctx->comm) != MPI_SUCCESS)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");
     return CRL_OK;
+}
+
+int crl_context_reduce(crl_context *ctx, crl_xsum *buffer, int64_t count)
+{
+    return reduce(ctx, buffer, count, ctx->xsum_type, ctx->xsum_sum);
+}
+
+int crl_context_reduce_wide(crl_context *ctx, crl_xsum_wide *buffer, int64_t count)
+{
+    return reduce(ctx, buffer, count, ctx->wide_type, ctx->wide_sum);
 }

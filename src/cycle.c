@@ -100,6 +100,8 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
     loss->first = in ? *in : none;
     loss->first_grads = grads ? *grads : none;
     loss->phase = PHASE_ACCUMULATING;
+    loss->spill.count = 0;
+    loss->spill.failed = false;
     if (in == NULL) {
         crl_fail(err, CRL_ERR_INVALID, "inputs is NULL");
         return;
@@ -115,6 +117,7 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
         return;
     loss->relayout = !same_layout(loss, layout, len);
     int64_t count = HEADER_SLOTS + layout[len - 1];
+    loss->target_slots = count;
     if (loss->relayout) {
         if (!crl_reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_xsum))) {
             crl_fail(err, CRL_ERR_NOMEM, "out of memory for the packed sums");
@@ -141,8 +144,11 @@ int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_ten
         else
             crl_check_chunk(loss, inputs, grads ? grads : &none, loss->g.grad_announced, &loss->err);
     }
-    if (loss->err.code == CRL_OK)
+    if (loss->err.code == CRL_OK) {
+        crl_spill_begin(&loss->spill, loss->target, loss->target_slots);
         forward(loss, inputs, loss->target + HEADER_SLOTS, &loss->err);
+        crl_spill_end();
+    }
     if (loss->err.code != CRL_OK)
         loss->target = NULL;
     return loss->err.code;
@@ -169,6 +175,7 @@ static void write_header(crl_loss *loss, crl_xsum *buffer)
     memset(buffer, 0, sizeof(crl_xsum) * HEADER_SLOTS);
     crl_xsum_add(&buffer[HEADER_FAILED], loss->err.code != CRL_OK);
     crl_xsum_add(&buffer[HEADER_RELAYOUT], loss->relayout);
+    crl_xsum_add(&buffer[HEADER_SPILLED], loss->target ? (double) loss->spill.count : 0.0);
     crl_write_digest(buffer, loss->digest);
 }
 
@@ -197,7 +204,8 @@ static int64_t reduce_begin(crl_loss *loss)
     int64_t count = HEADER_SLOTS + loss->payload_slots;
     if (loss->target != loss->buffer)
         memset(loss->buffer + HEADER_SLOTS, 0, sizeof(crl_xsum) * (size_t) loss->payload_slots);
-    if (!reserve_sums(loss, loss->payload_slots) && loss->err.code == CRL_OK) {
+    if ((!reserve_sums(loss, loss->payload_slots) || loss->spill.failed)
+        && loss->err.code == CRL_OK) {
         crl_fail(&loss->err, CRL_ERR_NOMEM, "out of memory for the reduced sums");
         loss->target = NULL;
     }
@@ -241,6 +249,40 @@ static int reduce_check(crl_loss *loss, int64_t *again)
     return CRL_OK;
 }
 
+/* Collective when any rank spilled (the same on every rank: the reduced
+ * header says so): the spilled values of all ranks summed in wide
+ * accumulators, plus the reduced slots; every slot rounded into sums. */
+static int round_sums(crl_loss *loss)
+{
+    crl_context *ctx = loss->ctx;
+    int64_t n = loss->payload_slots;
+    const crl_xsum *reduced = loss->buffer + HEADER_SLOTS;
+    if (crl_dd_round(loss->head[HEADER_SPILLED]) == 0) {
+        for (int64_t k = 0; k < n; k++)
+            loss->sums[k] = crl_xsum_dd(&reduced[k]);
+        return CRL_OK;
+    }
+    int ok = crl_reserve(&loss->wide, &loss->wide_cap, n > 0 ? n : 1, sizeof(crl_xsum_wide)), all = 0;
+    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, ctx->comm) != MPI_SUCCESS)
+        return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");
+    if (!all)
+        return crl_context_set(ctx, CRL_ERR_NOMEM,
+                               "out of memory for the wide sums of values beyond 2^-204 .. 2^191");
+    memset(loss->wide, 0, sizeof(crl_xsum_wide) * (size_t) n);
+    for (int64_t k = 0; k < loss->spill.count; k++) {
+        const crl_spilled *s = &loss->spill.items[k];
+        crl_xsum_wide_add(&loss->wide[s->slot - HEADER_SLOTS], s->value);
+    }
+    int rc = crl_context_reduce_wide(ctx, loss->wide, n);
+    if (rc != CRL_OK)
+        return rc;
+    for (int64_t k = 0; k < n; k++) {
+        crl_xsum_wide_add_narrow(&loss->wide[k], &reduced[k]);
+        loss->sums[k] = crl_xsum_wide_dd(&loss->wide[k]);
+    }
+    return CRL_OK;
+}
+
 /* Finalize: the same on every rank, so its errors are collective. */
 static int reduce_end(crl_loss *loss)
 {
@@ -249,8 +291,8 @@ static int reduce_end(crl_loss *loss)
     g->inputs = &loss->first;
     g->pop[0].array = &loss->first.states;
     g->pop[1].array = &loss->first.states1;
-    for (int64_t k = 0; k < loss->payload_slots; k++)
-        loss->sums[k] = crl_xsum_dd(&loss->buffer[HEADER_SLOTS + k]);
+    if (round_sums(loss) != CRL_OK)
+        return ctx->status;
     if (finalize(loss, g, loss->uses, loss->sums, loss->outs, &loss->err) != CRL_OK)
         return crl_context_set_error(ctx, &loss->err);
     crl_store_results(loss, loss->outs);

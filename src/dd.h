@@ -1,13 +1,12 @@
 /*
- * dd.h - double-double arithmetic: the error-free accumulation behind
- * docs/losses.md "Exactness".
+ * dd.h - double-double arithmetic: the error-free transforms (TwoSum,
+ * TwoProduct) and the about 2^-104-accurate arithmetic of finalize.
  *
- * A crl_dd is an unevaluated sum hi + lo with |lo| <= ulp(hi)/2.  Partial sums
- * of a batch element are formed in double in a fixed order; batch elements and
- * ranks are then combined with crl_dd_add, whose error is about 2^-104 of the
- * result even under cancellation, so rounding the final sum to double (its hi
- * part) gives the same double for every order of additions short of a
- * 2^-50-probability tie.
+ * A crl_dd is an unevaluated sum hi + lo with |lo| <= ulp(hi)/2.  The packed
+ * sums themselves are exact (xsum.h); after the reduction each becomes a
+ * crl_dd (crl_xsum_dd), a function of the exact sum alone, so that what
+ * finalize computes from it in double-double is the same on every rank and
+ * for every decomposition.
  *
  * Requires strict IEEE double evaluation: no -ffast-math, no contraction of
  * a*b+c into fma (configure passes -ffp-contract=off).
@@ -43,13 +42,18 @@ static inline crl_dd crl_fast_two_sum(double a, double b)
     return (crl_dd){s, e};
 }
 
-/* TwoProduct: p + e == a * b exactly (barring over/underflow). */
+/* TwoProduct: p + e == a * b exactly (barring overflow of p and
+ * underflow of e). */
 static inline crl_dd crl_two_prod(double a, double b)
 {
     double p = a * b;
 #ifdef __FP_FAST_FMA
     return (crl_dd){p, fma(a, b, -p)};
 #else
+    /* Dekker's splitting multiplies by 2^27 + 1, which overflows above
+     * 2^996: there the (slower, library) fma is exact. */
+    if (fabs(a) > 0x1p995 || fabs(b) > 0x1p995)
+        return (crl_dd){p, fma(a, b, -p)};
     /* Dekker's splitting: a = ah + al with 26-bit halves. */
     const double split = 134217729.0; /* 2^27 + 1 */
     double ca = split * a, cb = split * b;

@@ -20,6 +20,7 @@
  *
  *   header  [0] ranks that failed  [1] ranks whose layout changed
  *           [2 + 2k], [3 + 2k]  byte k of the agreement digest c, and c^2
+ *           [18] values the slots spilled (outside a crl_xsum's range)
  *   payload batch counts of states, states1, pred;
  *           per population: sum_bt S_i (N), sum_bt S_i^2 (N);
  *           sum (pred - label)^2;  then each term's slots.
@@ -30,6 +31,9 @@
  * accumulator (crl_xsum), so the reduced sums do not depend on how the
  * batch is split or in which order ranks meet; after the reduction each
  * slot becomes a double-double (crl_xsum_dd), from which finalize works.
+ * Values of magnitude outside 2^-204 .. 2^191 (and subnormals) do not fit a
+ * crl_xsum: they are spilled to a list, and when any rank spilled, a second
+ * reduction adds the lists of all ranks in wide accumulators.
  * The digest carries everything
  * ranks must agree on (T, N, K, dtypes, parameters, the weights' bits): all
  * ranks hold the same byte c iff P * sum c^2 == (sum c)^2.
@@ -44,7 +48,8 @@ enum {
     HEADER_RELAYOUT = 1,
     HEADER_DIGEST = 2,
     DIGEST_BYTES = 8,
-    HEADER_SLOTS = HEADER_DIGEST + 2 * DIGEST_BYTES,
+    HEADER_SPILLED = HEADER_DIGEST + 2 * DIGEST_BYTES,
+    HEADER_SLOTS,
 };
 
 /* Payload regions, as offsets from the start of the payload. */
@@ -107,6 +112,11 @@ struct crl_loss {
     crl_dd head[HEADER_SLOTS];
     crl_dd *sums;
     int64_t sums_cap;
+    /* Values the target's slots could not take, and the wide sums of a
+     * reduction that needs them. */
+    crl_spill spill;
+    crl_xsum_wide *wide;
+    int64_t wide_cap;
 
     /* The current cycle. */
     int phase;
@@ -117,6 +127,7 @@ struct crl_loss {
     uint64_t digest;
     bool relayout;
     crl_xsum *target;          /* buffer or pending, NULL after an error    */
+    int64_t target_slots;
     int64_t seen[3], done[3];  /* elements accumulated / back-propagated:
                                   states, states1, pred                     */
     bool weights_written;

@@ -6,9 +6,10 @@
  *   1. accumulate: one pass over each local input; the composite computes the
  *      shared statistics of each population (per-neuron sums and sums of
  *      squares) and calls each term's forward hooks on the same rows, each term
- *      writing partial sums into its own slots of one packed double-double
- *      buffer;
- *   2. reduce: one MPI_Allreduce of that buffer (crl_context_reduce);
+ *      writing partial sums into its own slots of one packed buffer of exact
+ *      accumulators (xsum.h);
+ *   2. reduce: one MPI_Allreduce of that buffer (crl_context_reduce), a
+ *      second only for values beyond a slot's range (cycle.c);
  *   3. finalize: every rank turns the global sums into values and backward
  *      coefficients (crl_global);
  *   4. backward: one more pass over each local input writes its gradient.
@@ -68,8 +69,10 @@ int crl_fail_at(crl_error *err, int code, int role, int64_t b, int64_t t, int64_
 struct crl_context {
     MPI_Comm comm;
     int rank, size;
-    MPI_Datatype xsum_type; /* one crl_xsum: CRL_XSUM_WORDS uint64s          */
+    MPI_Datatype xsum_type; /* one crl_xsum: CRL_XSUM_LIMBS uint64s          */
     MPI_Op xsum_sum;        /* element-wise crl_xsum_merge                   */
+    MPI_Datatype wide_type; /* one crl_xsum_wide                             */
+    MPI_Op wide_sum;        /* element-wise crl_xsum_wide_merge              */
     int status;             /* last status and message                       */
     char message[CRL_MESSAGE_MAX];
     crl_error_info info;    /* the same, as facts                            */
@@ -88,6 +91,7 @@ int crl_agree(crl_context *ctx, const crl_error *local);
 
 /* Collective.  In-place exact sum of count accumulators over all ranks. */
 int crl_context_reduce(crl_context *ctx, crl_xsum *buffer, int64_t count);
+int crl_context_reduce_wide(crl_context *ctx, crl_xsum_wide *buffer, int64_t count);
 
 /*
  * Collective, called when the reduction reported that some rank failed:

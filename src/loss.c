@@ -73,6 +73,8 @@ int crl_loss_destroy(crl_loss **loss)
     free(l->pending);
     free(l->group);
     free(l->sums);
+    free(l->spill.items);
+    free(l->wide);
     free(l->agree);
     free(l->next_layout);
     free(l->outs);

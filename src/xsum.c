@@ -1,33 +1,144 @@
 /*
- * xsum.c - the exact accumulator (xsum.h): merging two sums, and rounding
- * one to double or to a double-double.
+ * xsum.c - the exact accumulators (xsum.h): spilling, merging, the wide
+ * accumulator's additions, and rounding to double or to a double-double.
+ * The functions on limbs take the limb count n and the power of two `unit`
+ * of bit 0, and serve both formats.
  */
 #include "xsum.h"
 
 #include <math.h>
-#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static _Thread_local crl_spill *current;
+
+void crl_spill_begin(crl_spill *s, const crl_xsum *base, int64_t slots)
+{
+    s->base = base;
+    s->slots = slots;
+    current = s;
+}
+
+void crl_spill_end(void)
+{
+    current = NULL;
+}
+
+void crl_xsum_spill(crl_xsum *x, double v)
+{
+    crl_spill *s = current;
+    if (s == NULL || x < s->base || x >= s->base + s->slots) {
+        fprintf(stderr, "ctrnn-loss: internal error: a value spilled outside a spill list\n");
+        abort();
+    }
+    if (s->count == s->cap) {
+        int64_t cap = s->cap ? 2 * s->cap : 64;
+        crl_spilled *grown = realloc(s->items, sizeof *grown * (size_t) cap);
+        if (grown == NULL) {
+            s->failed = true;
+            return;
+        }
+        s->items = grown;
+        s->cap = cap;
+    }
+    s->items[s->count++] = (crl_spilled){x - s->base, v};
+}
+
+/* w += y over n limbs (mod 2^(64 n)). */
+static void limbs_merge(uint64_t *w, const uint64_t *y, int n)
+{
+    uint64_t c = 0;
+    for (int k = 0; k < n; k++) {
+        uint64_t t = w[k] + c;
+        c = t < c;
+        t += y[k];
+        c += t < y[k];
+        w[k] = t;
+    }
+}
 
 void crl_xsum_merge(crl_xsum *x, const crl_xsum *y)
 {
-    uint64_t c = 0;
-    for (int k = 0; k < CRL_XSUM_LIMBS; k++) {
-        uint64_t t = x->limb[k] + c;
-        c = t < c;
-        t += y->limb[k];
-        c += t < y->limb[k];
-        x->limb[k] = t;
+    limbs_merge(x->limb, y->limb, CRL_XSUM_LIMBS);
+}
+
+void crl_xsum_wide_merge(crl_xsum_wide *x, const crl_xsum_wide *y)
+{
+    limbs_merge(x->limb, y->limb, CRL_XSUM_WIDE_LIMBS);
+    x->limb[CRL_XSUM_WIDE_LIMBS] += y->limb[CRL_XSUM_WIDE_LIMBS];
+}
+
+/* w += v exactly for a finite v whose bits lie in the n limbs (below the
+ * sign bit); false, and w unchanged, if they do not. */
+static bool limbs_add(uint64_t *w, int n, int unit, double v)
+{
+    if (v == 0)
+        return true;
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int e = (int) ((bits >> 52) & 0x7ff);
+    uint64_t m = bits & 0xfffffffffffffULL;
+    if (e == 0)
+        e = 1;   /* subnormal: m 2^-1074 */
+    else
+        m |= 1ULL << 52;
+    int at = e - 1075 - unit;   /* the lowest mantissa bit is 2^(e - 1075) */
+    if (at < 0 || at + 53 > 64 * n - 2)
+        return false;
+    int i = at >> 6, s = at & 63;
+    uint64_t part[2] = {m << s, s ? m >> (64 - s) : 0};
+    if (v > 0) {
+        uint64_t c = 0;
+        for (int k = i; k < n && (k < i + 2 || c); k++) {
+            uint64_t add = (k < i + 2 ? part[k - i] : 0) + c;
+            c = add < c;
+            w[k] += add;
+            c += w[k] < add;
+        }
+    } else {
+        uint64_t b = 0;
+        for (int k = i; k < n && (k < i + 2 || b); k++) {
+            uint64_t sub = (k < i + 2 ? part[k - i] : 0) + b;
+            b = sub < b;
+            b += w[k] < sub;
+            w[k] -= sub;
+        }
     }
-    x->limb[CRL_XSUM_LIMBS] += y->limb[CRL_XSUM_LIMBS];
+    return true;
+}
+
+void crl_xsum_wide_add(crl_xsum_wide *x, double v)
+{
+    if (!isfinite(v))
+        x->limb[CRL_XSUM_WIDE_LIMBS]++;
+    else
+        limbs_add(x->limb, CRL_XSUM_WIDE_LIMBS, CRL_XSUM_WIDE_UNIT, v);   /* always fits */
+}
+
+void crl_xsum_wide_add_narrow(crl_xsum_wide *x, const crl_xsum *y)
+{
+    /* y sign-extended to the wide width, shifted to the wide units. */
+    enum { SHIFT = CRL_XSUM_UNIT - CRL_XSUM_WIDE_UNIT, WORDS = SHIFT / 64, BITS = SHIFT % 64 };
+    uint64_t ext[CRL_XSUM_WIDE_LIMBS], shifted[CRL_XSUM_WIDE_LIMBS] = {0};
+    uint64_t sign = (y->limb[CRL_XSUM_LIMBS - 1] >> 63) ? ~0ULL : 0;
+    for (int k = 0; k < CRL_XSUM_WIDE_LIMBS; k++)
+        ext[k] = k < CRL_XSUM_LIMBS ? y->limb[k] : sign;
+    for (int k = WORDS; k < CRL_XSUM_WIDE_LIMBS; k++) {
+        shifted[k] = ext[k - WORDS] << BITS;
+        if (BITS && k - WORDS - 1 >= 0)
+            shifted[k] |= ext[k - WORDS - 1] >> (64 - BITS);
+    }
+    limbs_merge(x->limb, shifted, CRL_XSUM_WIDE_LIMBS);
 }
 
 /* 64 bits of the magnitude m from bit `at` up (at may be below 0). */
-static uint64_t bits_from(const uint64_t *m, int at)
+static uint64_t bits_from(const uint64_t *m, int n, int at)
 {
     if (at < 0)
         return m[0] << -at;
     int i = at >> 6, s = at & 63;
     uint64_t v = m[i] >> s;
-    if (s && i + 1 < CRL_XSUM_LIMBS)
+    if (s && i + 1 < n)
         v |= m[i + 1] << (64 - s);
     return v;
 }
@@ -44,46 +155,81 @@ static bool any_below(const uint64_t *m, int at)
     return s && (m[i] & ((1ULL << s) - 1));
 }
 
-double crl_xsum_round(const crl_xsum *x)
+static double limbs_round(const uint64_t *w, int n, int unit)
 {
-    if (x->limb[CRL_XSUM_LIMBS])
-        return NAN;
-    uint64_t m[CRL_XSUM_LIMBS];
-    bool negative = x->limb[CRL_XSUM_LIMBS - 1] >> 63;
+    uint64_t m[CRL_XSUM_WIDE_LIMBS];
+    bool negative = w[n - 1] >> 63;
     uint64_t c = negative;
-    for (int k = 0; k < CRL_XSUM_LIMBS; k++) {
-        uint64_t w = negative ? ~x->limb[k] : x->limb[k];
-        m[k] = w + c;
+    for (int k = 0; k < n; k++) {
+        uint64_t x = negative ? ~w[k] : w[k];
+        m[k] = x + c;
         c = m[k] < c;
     }
-    int top = CRL_XSUM_LIMBS - 1;
+    int top = n - 1;
     while (top >= 0 && m[top] == 0)
         top--;
     if (top < 0)
         return 0.0;
     int msb = 64 * top + 63 - __builtin_clzll(m[top]);
-    double v;
     if (msb < 53) {
-        v = ldexp((double) m[0], -1074);   /* exact: at most 53 bits */
-    } else {
-        /* The 64 bits from the leading one down, then to 53 bits, ties to
-         * even, the bits below the 64 as a sticky bit. */
-        uint64_t head = bits_from(m, msb - 63);
-        uint64_t keep = head >> 11, rest = head & 0x7ff;
-        bool sticky = any_below(m, msb - 63);
-        if (rest > 0x400 || (rest == 0x400 && (sticky || (keep & 1))))
-            keep++;
-        v = ldexp((double) keep, msb - 52 - 1074);   /* keep <= 2^53: exact or inf */
+        /* At most 53 bits: exact, the product by a power of two too (for
+         * the wide units a subnormal, representable). */
+        double v = (double) m[0] * (unit == CRL_XSUM_UNIT ? 0x1p-256 : 0x1p-1074);
+        return negative ? -v : v;
     }
-    return negative ? -v : v;
+    /* The 64 bits from the leading one down, then to 53 bits, ties to even,
+     * the bits below the 64 as a sticky bit. */
+    uint64_t head = bits_from(m, n, msb - 63);
+    uint64_t keep = head >> 11, rest = head & 0x7ff;
+    bool sticky = any_below(m, msb - 63);
+    if (rest > 0x400 || (rest == 0x400 && (sticky || (keep & 1))))
+        keep++;
+    /* keep 2^(msb - 52 + unit), keep in [2^52, 2^53]: a normal double
+     * (msb >= 53 puts it above 2^-1021 for either unit) or beyond the range. */
+    int64_t biased = (int64_t) msb + unit + 1023;
+    if (keep >> 53) {
+        keep >>= 1;
+        biased++;
+    }
+    if (biased >= 2047)
+        return negative ? -INFINITY : INFINITY;
+    uint64_t bits = (uint64_t) negative << 63 | (uint64_t) biased << 52 | (keep & 0xfffffffffffffULL);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+double crl_xsum_round(const crl_xsum *x)
+{
+    return limbs_round(x->limb, CRL_XSUM_LIMBS, CRL_XSUM_UNIT);
+}
+
+double crl_xsum_wide_round(const crl_xsum_wide *x)
+{
+    if (x->limb[CRL_XSUM_WIDE_LIMBS])
+        return NAN;
+    return limbs_round(x->limb, CRL_XSUM_WIDE_LIMBS, CRL_XSUM_WIDE_UNIT);
+}
+
+/* hi, and the rest w - hi rounded (hi's bits lie in the limbs: it is the
+ * sum rounded, at most one bit above it). */
+static crl_dd limbs_dd(const uint64_t *w, int n, int unit, double hi)
+{
+    if (hi == 0 || !isfinite(hi))   /* hi is 0 only for a sum of 0 */
+        return (crl_dd){hi, 0.0};
+    uint64_t rest[CRL_XSUM_WIDE_LIMBS];
+    memcpy(rest, w, sizeof *w * (size_t) n);
+    if (!limbs_add(rest, n, unit, -hi))
+        return (crl_dd){hi, 0.0};   /* not reached: see above */
+    return (crl_dd){hi, limbs_round(rest, n, unit)};
 }
 
 crl_dd crl_xsum_dd(const crl_xsum *x)
 {
-    double hi = crl_xsum_round(x);
-    if (!isfinite(hi))
-        return (crl_dd){hi, 0.0};
-    crl_xsum rest = *x;
-    crl_xsum_add(&rest, -hi);
-    return (crl_dd){hi, crl_xsum_round(&rest)};
+    return limbs_dd(x->limb, CRL_XSUM_LIMBS, CRL_XSUM_UNIT, crl_xsum_round(x));
+}
+
+crl_dd crl_xsum_wide_dd(const crl_xsum_wide *x)
+{
+    return limbs_dd(x->limb, CRL_XSUM_WIDE_LIMBS, CRL_XSUM_WIDE_UNIT, crl_xsum_wide_round(x));
 }

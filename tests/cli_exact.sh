@@ -26,11 +26,12 @@ done
 # cancelled exactly by a -2^70 of the same neuron in the next element, and
 # neuron 0 holding the tie above, one value per element.
 crafted() {
-    out=$1 b=$2 t=$3 w=$4 seed=$5
-    "$TOOL" sparse "$out" f8 "$b" "$t" "$w" $(awk -v B="$b" -v T="$t" -v W="$w" -v S="$seed" '
+    out=$1 b=$2 t=$3 w=$4 seed=$5 top=${6:-70} exps=${7:-"70 0 -53 -80 60 -1 -27 1 30 -60"}
+    "$TOOL" sparse "$out" f8 "$b" "$t" "$w" $(awk -v B="$b" -v T="$t" -v W="$w" -v S="$seed" \
+            -v TOP="$top" -v EXPS="$exps" '
         BEGIN {
-            split("70 0 -53 -80 60 -1 -27 1 30 -60", e, " ")
-            split("0x1p60 1 0x1p-53 0x1p-80 -0x1p60 0", tie, " ")
+            split(EXPS, e, " ")
+            split("0x1p" TOP " 1 0x1p-53 0x1p-80 -0x1p" TOP " 0", tie, " ")
             n = B * T * W
             for (k = 0; k < n; k++) {
                 x = e[(k * 7 + S) % 10 + 1]
@@ -39,7 +40,10 @@ crafted() {
                     printf "%d=%s ", k, tie[int(k / (T * W)) % 6 + 1]
                     continue
                 }
-                if (S % 2 && x == 70 && k + T * W < n) { printf "%d=-0x1p70 ", k + T * W; skip[k + T * W] = 1 }
+                if (S % 2 && x == TOP && k + T * W < n) {
+                    printf "%d=-0x1p%d ", k + T * W, TOP
+                    skip[k + T * W] = 1
+                }
                 if (skip[k]) continue
                 if (S % 2 && (k * 13 + S) % 5 == 0) v = "-" v
                 if (k % 9 == 4) v = "0x1.0000000000001p0"
@@ -47,44 +51,58 @@ crafted() {
             }
         }') || exit 99
 }
-crafted "$WORK/s.npy" 6 4 3 1
-crafted "$WORK/sp.npy" 6 4 3 0
-crafted "$WORK/s1.npy" 5 4 3 2
-crafted "$WORK/p.npy" 6 4 2 1
-crafted "$WORK/l.npy" 6 4 2 3
+# Two sets: magnitudes 2^-80 .. 2^70 (within a packed slot's range), and
+# 2^-1074 .. 2^500 (beyond it: the second, wide reduction of spilled
+# values).
+wide_exps="500 0 -53 -600 400 -1 -1074 1 300 -1000"
+for set in narrow wide; do
+    top=70 exps=
+    [ $set = wide ] && top=500 exps=$wide_exps
+    mkdir "$WORK/$set"
+    crafted "$WORK/$set/s.npy" 6 4 3 1 $top "$exps"
+    crafted "$WORK/$set/sp.npy" 6 4 3 0 $top "$exps"
+    crafted "$WORK/$set/s1.npy" 5 4 3 2 $top "$exps"
+    crafted "$WORK/$set/p.npy" 6 4 2 1 $top "$exps"
+    crafted "$WORK/$set/l.npy" 6 4 2 3 $top "$exps"
+done
 mkdir "$WORK/w" && "$TOOL" gen "$WORK/w" --N 3 --K 2 || exit 99
 
+# run_all SET NP [OPTIONS]: the composite and the entropy run into
+# $WORK/SET/gNP[OPTIONS].
 run_all() {
-    np=$1
-    shift
-    mkdir -p "$WORK/g$np$*"
-    mpi "$np" eval --states "$WORK/s.npy" --states1 "$WORK/s1.npy" --pred "$WORK/p.npy" \
-        --label "$WORK/l.npy" --w-hebb "$WORK/w/w_hebb.npy" --w-in "$WORK/w/w_in.npy" \
+    set=$1 np=$2
+    shift 2
+    in=$WORK/$set g="$WORK/$set/g$np$*"
+    mkdir -p "$g/entropy"
+    mpi "$np" eval --states "$in/s.npy" --states1 "$in/s1.npy" --pred "$in/p.npy" \
+        --label "$in/l.npy" --w-hebb "$WORK/w/w_hebb.npy" --w-in "$WORK/w/w_in.npy" \
         --w-hid "$WORK/w/w_hid.npy" --w-out "$WORK/w/w_out.npy" \
         --term 'r=rnn:lambda_fr=0.5,lambda_fr_sd=0.2,lambda_fr_cv=0.3' \
         --term 'a=fr' --term 'b=fr:metric=l1' --term 'c=fr_dist:metric=sd' \
         --term 'd=fr_dist:metric=cv' --term 'e=fr_dist:metric=mean_ad' \
         --term 'q=state_pred:tau=1' --term 'h=hebbian' \
         --term 'k=population_kl' --term 'm=mse' --term 'x=cross_entropy' \
-        --json --grad-dir "$WORK/g$np$*" "$@"
-    expect_ok "crafted composite at $np ranks $*"
-    normalize "$WORK/out" "$WORK/g$np$*/json"
+        --json --grad-dir "$g" "$@"
+    expect_ok "crafted ($set) composite at $np ranks $*"
+    normalize "$WORK/out" "$g/json"
     # EntropyLoss reads non-negative rates: its own file.
-    mkdir -p "$WORK/g$np$*/entropy"
-    mpi "$np" eval --states "$WORK/sp.npy" --term 'n=entropy' --term 'a=fr:metric=l1' \
-        --json --grad-dir "$WORK/g$np$*/entropy" "$@"
-    expect_ok "crafted entropy at $np ranks $*"
-    normalize "$WORK/out" "$WORK/g$np$*/entropy/json"
+    mpi "$np" eval --states "$in/sp.npy" --term 'n=entropy' --term 'a=fr:metric=l1' \
+        --json --grad-dir "$g/entropy" "$@"
+    expect_ok "crafted ($set) entropy at $np ranks $*"
+    normalize "$WORK/out" "$g/entropy/json"
 }
 
-run_all 1
-for np in $EXACT_RANKS; do
-    for chunk in "" "--chunk-batch 1" "--chunk-batch 4"; do
-        [ "$np$chunk" = 1 ] && continue
-        run_all "$np" $chunk
-        for f in json d_states.npy d_states1.npy d_pred.npy d_w_hebb.npy entropy/json \
-            entropy/d_states.npy; do
-            same "$WORK/g1/$f" "$WORK/g$np$chunk/$f" "crafted composite, $f, $np ranks $chunk vs 1"
+for set in narrow wide; do
+    run_all $set 1
+    for np in $EXACT_RANKS; do
+        for chunk in "" "--chunk-batch 1" "--chunk-batch 4"; do
+            [ "$np$chunk" = 1 ] && continue
+            run_all $set "$np" $chunk
+            for f in json d_states.npy d_states1.npy d_pred.npy d_w_hebb.npy entropy/json \
+                entropy/d_states.npy; do
+                same "$WORK/$set/g1/$f" "$WORK/$set/g$np$chunk/$f" \
+                    "crafted ($set) composite, $f, $np ranks $chunk vs 1"
+            done
         done
     done
 done

@@ -49,33 +49,42 @@ static void test_contexts_on_split_communicators(void **state)
 
 /* The reduction of per-rank values is the one-rank sum of all of them, to
  * the last bit of the accumulator, whatever the rank count: values of
- * every magnitude, with cancellation, dealt to the ranks in a different
- * pattern per slot. */
+ * every magnitude a slot takes (and, wide, of the whole double range),
+ * with cancellation, dealt to the ranks in a different pattern per slot. */
 static void test_reduce_matches_serial_sum(void **state)
 {
     (void) state;
     enum { COUNT = 1000, PER_RANK = 50 };
     crl_context *ctx = NULL;
     h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
-    crl_xsum *mine = calloc(COUNT, sizeof *mine);
-    crl_xsum *serial = calloc(COUNT, sizeof *serial);
+    crl_xsum *mine = calloc(COUNT, sizeof *mine), *serial = calloc(COUNT, sizeof *serial);
+    crl_xsum_wide *wmine = calloc(COUNT, sizeof *wmine), *wserial = calloc(COUNT, sizeof *wserial);
     int total_rows = 4 * PER_RANK;
     for (int j = 0; j < total_rows; j++) {
         uint64_t s = 100 + (uint64_t) j;
         for (int k = 0; k < COUNT; k++) {
-            double v = ldexp(h_uniform(&s, -1, 1), (int) h_uniform(&s, -1074, 1000));
-            crl_xsum_add(&serial[k], v);
-            crl_xsum_add(&serial[k], -v / 3);
-            if ((j + k) % h_size == h_rank) {
-                crl_xsum_add(&mine[k], v);
-                crl_xsum_add(&mine[k], -v / 3);
+            double u = h_uniform(&s, 0.5, 1) * (h_rand(&s) % 2 ? 1 : -1);
+            double v = ldexp(u, (int) h_uniform(&s, -200, 190));
+            double w = ldexp(u, (int) h_uniform(&s, -1074, 1000));
+            bool own = (j + k) % h_size == h_rank;
+            for (int c = 0; c < 2; c++, v = -v / 3, w = -w / 3) {
+                crl_xsum_add(&serial[k], v);
+                crl_xsum_wide_add(&wserial[k], w);
+                if (own) {
+                    crl_xsum_add(&mine[k], v);
+                    crl_xsum_wide_add(&wmine[k], w);
+                }
             }
         }
     }
     h_assert_all(crl_context_reduce(ctx, mine, COUNT) == CRL_OK);
+    h_assert_all(crl_context_reduce_wide(ctx, wmine, COUNT) == CRL_OK);
     h_assert_all(memcmp(mine, serial, COUNT * sizeof *mine) == 0);
+    h_assert_all(memcmp(wmine, wserial, COUNT * sizeof *wmine) == 0);
     free(mine);
     free(serial);
+    free(wmine);
+    free(wserial);
     crl_context_destroy(&ctx);
 }
 
@@ -107,7 +116,9 @@ static void test_reduce_refuses_more_than_an_int_count(void **state)
     crl_context *ctx = NULL;
     h_assert_all(crl_context_create(MPI_COMM_WORLD, &ctx) == CRL_OK);
     crl_xsum one = {{0}};
+    crl_xsum_wide wide = {{0}};
     h_assert_all(crl_context_reduce(ctx, &one, (int64_t) INT_MAX + 1) == CRL_ERR_INVALID);
+    h_assert_all(crl_context_reduce_wide(ctx, &wide, (int64_t) INT_MAX + 1) == CRL_ERR_INVALID);
     h_assert_all(strstr(crl_context_error(ctx), "more than INT_MAX") != NULL);
     crl_context_destroy(&ctx);
 }

@@ -35,6 +35,21 @@ static void test_two_sum_and_prod_are_exact(void **state)
     }
 }
 
+/* Operands up to the top of the double range (Dekker's splitting alone
+ * overflows above 2^996 and gave NaN). */
+static void test_two_prod_is_exact_for_large_operands(void **state)
+{
+    (void) state;
+    uint64_t s = 2;
+    for (int k = 0; k < 100000; k++) {
+        int ea = 400 + (int) (h_rand(&s) % 623), eb = 1000 - ea - (int) (h_rand(&s) % 40);
+        double a = ldexp(h_uniform(&s, -1, 1), ea), b = ldexp(h_uniform(&s, -1, 1), eb);
+        crl_dd p = crl_two_prod(a, b);
+        assert_true(isfinite(p.hi) && isfinite(p.lo));
+        assert_true((quad) p.hi + (quad) p.lo == (quad) a * (quad) b);
+    }
+}
+
 static quad dd_quad(crl_dd x)
 {
     return (quad) x.hi + (quad) x.lo;
@@ -116,6 +131,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_sum_and_prod_are_exact),
+        cmocka_unit_test(test_two_prod_is_exact_for_large_operands),
         cmocka_unit_test(test_add_mul_div_are_double_double_accurate),
         cmocka_unit_test(test_cancellation_keeps_the_low_part),
         cmocka_unit_test(test_sum_is_independent_of_order),

@@ -1,8 +1,8 @@
 /*
- * test_xsum.c - the exact accumulator (src/xsum.h): every finite double
- * held exactly, sums independent of order and grouping to the last bit,
- * rounding to nearest with ties to even, overflow, non-finite values, and
- * the double-double of a sum.
+ * test_xsum.c - the exact accumulators (src/xsum.h): every finite double
+ * held exactly (wide), or taken or spilled (a slot), sums independent of
+ * order and grouping to the last bit, rounding to nearest with ties to
+ * even, overflow, non-finite values, and the double-double of a sum.
  */
 #include "harness.h"
 
@@ -33,24 +33,85 @@ static crl_xsum of(const double *v, int n)
     return x;
 }
 
+static crl_xsum_wide wof(const double *v, int n)
+{
+    crl_xsum_wide x = {{0}};
+    for (int k = 0; k < n; k++)
+        crl_xsum_wide_add(&x, v[k]);
+    return x;
+}
+
+/* Whether a slot takes v (all of v's bits in [2^-256, 2^448 units)). */
+static bool in_slot(double v)
+{
+    return v == 0 || (fabs(v) >= 0x1p-204 && fabs(v) < 0x1p192);
+}
+
 static void test_one_value_rounds_to_itself(void **state)
 {
     (void) state;
     const double edges[] = {0x1p-1074, -0x1p-1074, DBL_MIN, DBL_MAX, -DBL_MAX, 1.0, -0.5,
-                            0x1.fffffffffffffp-1022, 0x1p-1022 - 0x1p-1074};
+                            0x1.fffffffffffffp-1022, 0x1p-1022 - 0x1p-1074, 0x1p-204,
+                            -0x1.fffffffffffffp191};
+    crl_spill spill = {0};
+    crl_xsum slots[2] = {{{0}}};
+    crl_spill_begin(&spill, slots, 2);
     for (size_t k = 0; k < sizeof edges / sizeof edges[0]; k++) {
-        crl_xsum x = of(&edges[k], 1);
-        assert_true(crl_xsum_round(&x) == edges[k]);
+        crl_xsum_wide x = wof(&edges[k], 1);
+        assert_true(crl_xsum_wide_round(&x) == edges[k]);
+        if (in_slot(edges[k])) {
+            crl_xsum y = of(&edges[k], 1);
+            assert_true(crl_xsum_round(&y) == edges[k]);
+        }
     }
     uint64_t s = 7;
     for (int k = 0; k < 200000; k++) {
         double v = any_double(&s);
-        crl_xsum x = of(&v, 1);
-        double r = crl_xsum_round(&x);
-        assert_true(r == v);
-        crl_xsum_add(&x, -v);   /* and back to zero: every limb */
-        crl_xsum zero = {{0}};
+        crl_xsum_wide x = wof(&v, 1);
+        assert_true(crl_xsum_wide_round(&x) == v);
+        crl_xsum_wide_add(&x, -v);   /* and back to zero: every limb */
+        crl_xsum_wide zero = {{0}};
         assert_memory_equal(&x, &zero, sizeof x);
+        /* A slot takes v or spills it, whole. */
+        memset(slots, 0, sizeof slots);
+        spill.count = 0;
+        crl_xsum_add(&slots[1], v);
+        crl_xsum y = slots[1];
+        if (in_slot(v)) {
+            assert_int_equal(spill.count, 0);
+            assert_true(crl_xsum_round(&y) == v);
+        } else {
+            assert_int_equal(spill.count, 1);
+            assert_true(spill.items[0].slot == 1 && spill.items[0].value == v);
+            assert_true(crl_xsum_round(&y) == 0);
+        }
+    }
+    const double beyond[] = {0x1p-205, 0x1p192, -0x1p-1074, INFINITY, NAN, 0x1.8p-204};
+    spill.count = 0;
+    for (size_t k = 0; k < sizeof beyond / sizeof beyond[0]; k++)
+        crl_xsum_add(&slots[0], beyond[k]);
+    assert_int_equal(spill.count, 5);   /* 1.5 * 2^-204 fits */
+    crl_spill_end();
+    free(spill.items);
+}
+
+/* A slot's sum moved to the wide units, and the wide sum of the same
+ * values: the same accumulator. */
+static void test_slot_joins_wide(void **state)
+{
+    (void) state;
+    uint64_t s = 5;
+    for (int trial = 0; trial < 2000; trial++) {
+        double v[16];
+        for (int k = 0; k < 16; k++)
+            v[k] = ldexp(h_uniform(&s, 0.5, 1) * (k % 3 ? 1 : -1), (int) (h_rand(&s) % 380) - 190);
+        crl_xsum y = of(v, 16);
+        crl_xsum_wide w = {{0}}, direct = wof(v, 16);
+        crl_xsum_wide_add_narrow(&w, &y);
+        assert_memory_equal(&w, &direct, sizeof w);
+        assert_true(crl_xsum_round(&y) == crl_xsum_wide_round(&w));
+        crl_dd a = crl_xsum_dd(&y), b = crl_xsum_wide_dd(&w);
+        assert_true(a.hi == b.hi && a.lo == b.lo);
     }
 }
 
@@ -76,7 +137,9 @@ static void test_rounding_is_to_nearest_even(void **state)
             exact += m;
         }
         crl_xsum x = of(v, n);
+        crl_xsum_wide w = wof(v, n);
         assert_true(crl_xsum_round(&x) == ldexp((double) exact, -20));
+        assert_true(crl_xsum_wide_round(&w) == ldexp((double) exact, -20));
     }
 }
 
@@ -109,17 +172,31 @@ static void test_order_and_grouping_do_not_matter(void **state)
             if (k % 3 == 2)
                 v[k] = -v[k - 2];   /* exact cancellation */
         }
-        crl_xsum forward = of(v, N), backward = {{0}}, merged = {{0}};
+        crl_xsum_wide forward = wof(v, N), backward = {{0}}, merged = {{0}};
         for (int k = N - 1; k >= 0; k--)
-            crl_xsum_add(&backward, v[k]);
-        crl_xsum group[GROUPS];
+            crl_xsum_wide_add(&backward, v[k]);
+        crl_xsum_wide group[GROUPS];
         memset(group, 0, sizeof group);
         for (int k = 0; k < N; k++)
-            crl_xsum_add(&group[h_rand(&s) % GROUPS], v[k]);
+            crl_xsum_wide_add(&group[h_rand(&s) % GROUPS], v[k]);
         for (int g = GROUPS - 1; g >= 0; g--)
-            crl_xsum_merge(&merged, &group[(g * 3) % GROUPS]);
+            crl_xsum_wide_merge(&merged, &group[(g * 3) % GROUPS]);
         assert_memory_equal(&forward, &backward, sizeof forward);
         assert_memory_equal(&forward, &merged, sizeof forward);
+        /* The same for a slot, over its range. */
+        for (int k = 0; k < N; k++)
+            v[k] = ldexp(h_uniform(&s, 0.5, 1), (int) (h_rand(&s) % 390) - 200)
+                   * (k % 3 == 2 ? -1 : 1);
+        crl_xsum f = of(v, N), b = {{0}}, m = {{0}}, part[GROUPS];
+        for (int k = N - 1; k >= 0; k--)
+            crl_xsum_add(&b, v[k]);
+        memset(part, 0, sizeof part);
+        for (int k = 0; k < N; k++)
+            crl_xsum_add(&part[h_rand(&s) % GROUPS], v[k]);
+        for (int g = GROUPS - 1; g >= 0; g--)
+            crl_xsum_merge(&m, &part[(g * 3) % GROUPS]);
+        assert_memory_equal(&f, &b, sizeof f);
+        assert_memory_equal(&f, &m, sizeof f);
     }
     free(v);
 }
@@ -128,25 +205,33 @@ static void test_overflow_and_non_finite(void **state)
 {
     (void) state;
     const double twice[] = {DBL_MAX, DBL_MAX};
-    crl_xsum x = of(twice, 2);
-    assert_true(crl_xsum_round(&x) == INFINITY);
-    crl_xsum_add(&x, -DBL_MAX);   /* the sum is exact beyond the double range */
-    assert_true(crl_xsum_round(&x) == DBL_MAX);
-    crl_xsum_add(&x, -DBL_MAX);
-    crl_xsum_add(&x, -DBL_MAX);
-    assert_true(crl_xsum_round(&x) == -DBL_MAX);
-    crl_xsum_add(&x, INFINITY);
-    assert_true(isnan(crl_xsum_round(&x)));
-    crl_dd d = crl_xsum_dd(&x);
+    crl_xsum_wide x = wof(twice, 2);
+    assert_true(crl_xsum_wide_round(&x) == INFINITY);
+    crl_xsum_wide_add(&x, -DBL_MAX);   /* the sum is exact beyond the double range */
+    assert_true(crl_xsum_wide_round(&x) == DBL_MAX);
+    crl_xsum_wide_add(&x, -DBL_MAX);
+    crl_xsum_wide_add(&x, -DBL_MAX);
+    assert_true(crl_xsum_wide_round(&x) == -DBL_MAX);
+    crl_xsum_wide_add(&x, INFINITY);
+    assert_true(isnan(crl_xsum_wide_round(&x)));
+    crl_dd d = crl_xsum_wide_dd(&x);
     assert_true(isnan(d.hi) && d.lo == 0);
-    /* Many of the largest doubles: no wrap-around. */
-    crl_xsum many = {{0}};
-    for (int k = 0; k < 1 << 20; k++)
-        crl_xsum_add(&many, -DBL_MAX);
-    assert_true(crl_xsum_round(&many) == -INFINITY);
-    for (int k = 0; k < 1 << 20; k++)
-        crl_xsum_add(&many, DBL_MAX);
-    assert_true(crl_xsum_round(&many) == 0);
+    /* Many of the largest doubles: no wrap-around, wide or in a slot. */
+    crl_xsum_wide many = {{0}};
+    crl_xsum slot = {{0}};
+    const double big = 0x1.fffffffffffffp191;
+    for (int k = 0; k < 1 << 20; k++) {
+        crl_xsum_wide_add(&many, -DBL_MAX);
+        crl_xsum_add(&slot, -big);
+    }
+    assert_true(crl_xsum_wide_round(&many) == -INFINITY);
+    assert_true(crl_xsum_round(&slot) == -0x1p20 * big);
+    for (int k = 0; k < 1 << 20; k++) {
+        crl_xsum_wide_add(&many, DBL_MAX);
+        crl_xsum_add(&slot, big);
+    }
+    assert_true(crl_xsum_wide_round(&many) == 0);
+    assert_true(crl_xsum_round(&slot) == 0);
 }
 
 /* Subnormal sums are exact integers of 2^-1074, and a subnormal rest
@@ -155,11 +240,11 @@ static void test_subnormals(void **state)
 {
     (void) state;
     const double v[] = {0x1p-1074, 0x1p-1074, 0x3p-1074, -0x1p-1073};
-    crl_xsum x = of(v, 4);
-    assert_true(crl_xsum_round(&x) == 0x3p-1074);
+    crl_xsum_wide x = wof(v, 4);
+    assert_true(crl_xsum_wide_round(&x) == 0x3p-1074);
     const double w[] = {1.0, 0x1p-1074};
-    crl_xsum y = of(w, 2);
-    crl_dd d = crl_xsum_dd(&y);
+    crl_xsum_wide y = wof(w, 2);
+    crl_dd d = crl_xsum_wide_dd(&y);
     assert_true(d.hi == 1.0 && d.lo == 0x1p-1074);
 }
 
@@ -167,6 +252,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_value_rounds_to_itself),
+        cmocka_unit_test(test_slot_joins_wide),
         cmocka_unit_test(test_rounding_is_to_nearest_even),
         cmocka_unit_test(test_the_crafted_tie),
         cmocka_unit_test(test_order_and_grouping_do_not_matter),
