@@ -14,6 +14,10 @@
  *   hebbian          (64, 200, 512)
  *   all_state_large  (32, 1000, 2048)
  * --scale S multiplies B (for quick runs on small machines, e.g. 0.25).
+ *
+ * Also per workload: the reduction alone (crl_loss_reduce between an
+ * accumulate and a backward, median, slowest rank) and the bytes it hands
+ * to MPI_Allreduce, counted through MPI's profiling interface.
  */
 #include "config.h"
 
@@ -67,6 +71,23 @@ static const workload workloads[] = {
 };
 
 static int rank, size;
+
+/* MPI_Allreduce through PMPI: the bytes of the library's reductions while
+ * counting is on (the library calls it from its shared object; this
+ * definition in the executable comes first). */
+static bool counting;
+static double reduced_bytes;
+
+int MPI_Allreduce(const void *send, void *recv, int count, MPI_Datatype type, MPI_Op op,
+                  MPI_Comm comm)
+{
+    if (counting) {
+        int bytes;
+        MPI_Type_size(type, &bytes);
+        reduced_bytes += (double) count * bytes;
+    }
+    return PMPI_Allreduce(send, recv, count, type, op, comm);
+}
 
 static double uniform(uint64_t *s)
 {
@@ -169,6 +190,36 @@ static void evaluate(void *arg)
         fprintf(stderr, "evaluation failed\n");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
+}
+
+/* The reduction of one evaluation: its median time (slowest rank) and
+ * the bytes reduced, with the accumulate and backward around it untimed. */
+static double reduce_median(run *r, int reps, double *bytes)
+{
+    double *t = malloc(sizeof(double) * (size_t) reps);
+    for (int k = 0; k < reps; k++) {
+        if (crl_loss_accumulate(r->loss, &r->in, &r->grad) != CRL_OK) {
+            fprintf(stderr, "evaluation failed\n");
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+        reduced_bytes = 0;
+        counting = true;
+        double t0 = MPI_Wtime();
+        int rc = crl_loss_reduce(r->loss);
+        double dt = MPI_Wtime() - t0;
+        counting = false;
+        *bytes = reduced_bytes;
+        if (rc != CRL_OK || crl_loss_backward(r->loss, &r->in, &r->grad) != CRL_OK) {
+            fprintf(stderr, "evaluation failed\n");
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        MPI_Allreduce(&dt, &t[k], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    }
+    qsort(t, (size_t) reps, sizeof *t, cmp_double);
+    double median = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    free(t);
+    return median;
 }
 
 /* The BLAS calls of a hebbian evaluation alone: syrk forward, gemm back. */
@@ -295,6 +346,7 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
     }
 
     double seconds = time_median(reps, evaluate, &r);
+    double red_bytes = 0, red_seconds = reduce_median(&r, reps, &red_bytes);
     /* The bandwidth bound: forward must read the inputs (at the read-only
      * probe's rate), backward must read them again and write the gradients
      * (at the read+write probe's rate, which counts both). */
@@ -316,14 +368,16 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
         const char *limit = w->hebb ? "blas" : "bandwidth";
         double limit_s = w->hebb ? blas_seconds : bound;
         if (csv)
-            printf("%s,%d,%lld,%lld,%lld,%.6g,%.4g,%s,%.6g,%.4f,%ld,%.1f\n", w->name, size,
-                   (long long) B, (long long) T, (long long) N, seconds, states_gbs, limit,
-                   limit_s, limit_s / seconds, rss, data_mib);
+            printf("%s,%d,%lld,%lld,%lld,%.6g,%.4g,%s,%.6g,%.4f,%ld,%.1f,%.6g,%.0f\n", w->name,
+                   size, (long long) B, (long long) T, (long long) N, seconds, states_gbs, limit,
+                   limit_s, limit_s / seconds, rss, data_mib, red_seconds, red_bytes);
         else
             printf("%-16s B=%-4lld T=%-5lld N=%-5lld %9.3f ms  states %6.2f GB/s  %s limit %8.3f ms"
-                   "  = %5.1f%%  memory %6.1f MiB/rank (inputs+grads %6.1f)\n",
+                   "  = %5.1f%%  memory %6.1f MiB/rank (inputs+grads %6.1f)"
+                   "  reduce %7.3f ms of %.0f KiB\n",
                    w->name, (long long) B, (long long) T, (long long) N, seconds * 1e3, states_gbs,
-                   limit, limit_s * 1e3, 100 * limit_s / seconds, rss / 1024.0, data_mib);
+                   limit, limit_s * 1e3, 100 * limit_s / seconds, rss / 1024.0, data_mib,
+                   red_seconds * 1e3, red_bytes / 1024.0);
         fflush(stdout);
     }
     crl_loss_destroy(&r.loss);
@@ -371,7 +425,7 @@ int main(int argc, char **argv)
     if (rank == 0) {
         if (csv)
             printf("workload,ranks,B,T,N,seconds,states_GBps,limit,limit_seconds,fraction,"
-                   "peak_extra_rss_KiB,inputs_grads_MiB_per_rank\n");
+                   "peak_extra_rss_KiB,inputs_grads_MiB_per_rank,reduce_seconds,reduce_bytes\n");
         else
             printf("ctrnn-bench: %d rank(s), float32, forward+backward, median of %d; probe: "
                    "read+write %.2f GB/s, read %.2f GB/s (all ranks)\n",
