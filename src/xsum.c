@@ -123,9 +123,10 @@ void crl_xsum_wide_add_narrow(crl_xsum_wide *x, const crl_xsum *y)
     uint64_t sign = (y->limb[CRL_XSUM_LIMBS - 1] >> 63) ? ~0ULL : 0;
     for (int k = 0; k < CRL_XSUM_WIDE_LIMBS; k++)
         ext[k] = k < CRL_XSUM_LIMBS ? y->limb[k] : sign;
+    _Static_assert(BITS > 0 && BITS < 64, "a whole-limb shift needs no second word");
     for (int k = WORDS; k < CRL_XSUM_WIDE_LIMBS; k++) {
         shifted[k] = ext[k - WORDS] << BITS;
-        if (BITS && k - WORDS - 1 >= 0)
+        if (k > WORDS)
             shifted[k] |= ext[k - WORDS - 1] >> (64 - BITS);
     }
     limbs_merge(x->limb, shifted, CRL_XSUM_WIDE_LIMBS);
