@@ -17,14 +17,40 @@
  * needs two sums over the row before any element can be written; the
  * forward keeps them per row (1/Z and sum_i p_i q_i, by the element's running
  * index and t), so that the backward is one pass over each row with one
- * logarithm per element.  The penalty's part is added in that pass too
- * rather than through the engine's affine alpha/beta: the row is read there
- * anyway, and the engine then need not form an affine tile first.
+ * logarithm per element.  That logarithm stays: what the backward needs of
+ * an element beyond the row's two sums is log(p_j + eps) itself, and
+ * keeping it would be a B T N temporary (docs/PERFORMANCE.md forbids one);
+ * writing the gradient in the forward instead is not possible either, since
+ * no output may change before the reduction has agreed that the call
+ * succeeds.  When the gradient was not announced the backward forms a row's
+ * sums itself, and then keeps the row's w_j = log(p_j + eps) + p_j/(p_j + eps)
+ * (N values, O(row)) for its second pass instead of taking the logarithms
+ * again.  The penalty's part is added in that pass too rather than through
+ * the engine's affine alpha/beta: the row is read there anyway, and the
+ * engine then need not form an affine tile first.
  *
  * The hooks read the raw rows (float32 or float64, widened element by
  * element).  Each row is summed in a fixed order (vecmath.h) and its
- * logarithms taken by crl_log inside one vectorized loop per row, so a row
- * gives the same bits wherever it lies.
+ * logarithms taken inside one vectorized loop per row, so a row gives the
+ * same bits wherever it lies.
+ *
+ * Float32 rows are computed in float32 where that is enough (docs/losses.md
+ * "Exactness"): p, p + eps, its logarithm (crl_logf, no division, twice the
+ * lanes of crl_log) and w in float32, each h = p log(p + eps) and p w
+ * widened to double exactly (a product of two floats) and summed in double
+ * in the fixed order.  The condition, per row and from the row alone (so
+ * that its bits still do not depend on where the row lies): every
+ * p + eps <= 1/2, tested on the row's largest rate (p + eps is monotone in
+ * it), with float(eps) normal and float(1/Z) >= 2^-100.  Then |log| >=
+ * log 2 for every element, and the float32 roundings of p (2u, u = 2^-24),
+ * of the argument (3u in all: a relative error d of p + eps moves its
+ * logarithm by d, absolutely) and crl_logf's 0.94 ulp (1.88u relative) add
+ * up to |dh| <= u p (3.88 |log| + 3) <= 8.2u |h|, all h of one sign: H of a
+ * row, and so the loss, within 8.2u = 4.9e-7 relative (plus the double
+ * sums' 2^-50), 20 times inside the float32 tolerance of 1e-5.  A row in
+ * which one rate holds nearly half the row's sum or more (|log| small, where
+ * the argument's rounding would be large against it) takes the double path;
+ * so do all rows of float64 inputs.
  *
  * Reads: states (all rates must be >= 0).
  */
@@ -33,6 +59,7 @@
 
 #include <float.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { REG, EPS };
 
@@ -47,6 +74,8 @@ typedef struct entropy {
     double *h_sum;                 /* N: sum over t of p log(p + eps), per
                                       neuron, of the current element        */
     double *a;                     /* N: a row's terms of sum p a            */
+    double *w;                     /* N: backward without announced
+                                      gradient: a row's w_j                  */
     int64_t n;
     bool keep_rows;                /* the gradient is wanted: keep row_sums  */
     double *row_sums;              /* per row (element * T + t): 1/Z, sum p a */
@@ -81,9 +110,10 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     if (s->n != n) {
         free(s->h_sum);
         s->n = 0;
-        if ((s->h_sum = malloc(sizeof(double) * 2 * (size_t) (n > 0 ? n : 1))) == NULL)
+        if ((s->h_sum = malloc(sizeof(double) * 3 * (size_t) (n > 0 ? n : 1))) == NULL)
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
         s->a = s->h_sum + n;
+        s->w = s->a + n;
         s->n = n;
     }
     /* Announced gradients keep each row's 1/Z and sum for the backward;
@@ -141,6 +171,109 @@ FORWARD_ROW_KERNEL(forward_row_f64, double)
 BACKWARD_ROW_KERNEL(backward_row_f32, float)
 BACKWARD_ROW_KERNEL(backward_row_f64, double)
 
+/*
+ * The backward's sums of a row without the forward's: a_i as the forward
+ * kernel forms it (the same bits, so that the row's sum is the one an
+ * announced gradient keeps) and w_i = log(p_i + eps) + p_i/(p_i + eps) as
+ * the backward kernel forms it, with one logarithm.
+ */
+#define TERMS_ROW_KERNEL(name, type)                                                            \
+    CRL_HOT_FMA static void name(const type *restrict x, int64_t n, double inv_z, double eps,  \
+                                 double *restrict a, double *restrict w)                       \
+    {                                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                      \
+            double v = (double) x[i], p = v * inv_z, shifted = p + eps;                        \
+            double log_shifted = crl_log(shifted), ratio = p / shifted;                        \
+            a[i] = fma(p, ratio, p * log_shifted);                                             \
+            w[i] = log_shifted + ratio;                                                        \
+        }                                                                                      \
+    }
+TERMS_ROW_KERNEL(terms_row_f32, float)
+TERMS_ROW_KERNEL(terms_row_f64, double)
+
+/* The backward kernel's update from a row's w:
+ * grad_j += slope x_j - k (w_j - pa), the operations of backward_row_*. */
+#define BACKWARD_KEPT_KERNEL(name, type)                                                        \
+    CRL_HOT_FMA static void name(const type *restrict x, const double *restrict w, int64_t n,  \
+                             double pa, double k, double slope, double *restrict grad)         \
+    {                                                                                          \
+        for (int64_t i = 0; i < n; i++)                                                        \
+            grad[i] = fma(slope, (double) x[i], fma(-k, w[i] - pa, grad[i]));                  \
+    }
+BACKWARD_KEPT_KERNEL(backward_kept_f32, float)
+BACKWARD_KEPT_KERNEL(backward_kept_f64, double)
+
+/*
+ * The float32 path (the header's condition holds for the row): p = x 1/Z,
+ * shifted = p + eps and w = log(shifted) + p/shifted in float32; h = p
+ * log(shifted) and a = p w widened to double exactly.
+ */
+CRL_HOT_FMA static bool forward_row_float(const float *restrict x, int64_t n, float inv_z,
+                                          float eps, double *restrict h_sum, double *restrict a)
+{
+    int negative = 0;
+    if (a == NULL)
+        for (int64_t i = 0; i < n; i++) {
+            float p = x[i] * inv_z;
+            h_sum[i] += (double) p * (double) crl_logf(p + eps);
+            negative |= x[i] < 0;
+        }
+    else
+        for (int64_t i = 0; i < n; i++) {
+            float p = x[i] * inv_z, shifted = p + eps, log_shifted = crl_logf(shifted);
+            h_sum[i] += (double) p * (double) log_shifted;
+            a[i] = (double) p * (double) (log_shifted + p / shifted);
+            negative |= x[i] < 0;
+        }
+    return negative;
+}
+
+/* forward_row_float's a and w of a row, w widened to double. */
+CRL_HOT_FMA static void terms_row_float(const float *restrict x, int64_t n, float inv_z,
+                                        float eps, double *restrict a, double *restrict w)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float p = x[i] * inv_z, shifted = p + eps;
+        float wf = crl_logf(shifted) + p / shifted;
+        a[i] = (double) p * (double) wf;
+        w[i] = (double) wf;
+    }
+}
+
+/* backward_kept_f32 with w recomputed (one logarithm), the same bits. */
+CRL_HOT_FMA static void backward_row_float(const float *restrict x, int64_t n, float inv_z,
+                                           float eps, double pa, double k, double slope,
+                                           double *restrict grad)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float p = x[i] * inv_z, shifted = p + eps;
+        double w = (double) (crl_logf(shifted) + p / shifted);
+        grad[i] = fma(slope, (double) x[i], fma(-k, w - pa, grad[i]));
+    }
+}
+
+/*
+ * Whether float32 row x takes the float32 path (the header's condition):
+ * its largest rate, found as the largest bit pattern read as a signed
+ * integer (which orders non-negative floats and puts negative ones below
+ * them; a negative rate fails the evaluation whichever path finds it), has
+ * p + eps <= 1/2 in the path's own float operations.
+ */
+CRL_HOT static bool float_row(const float *restrict x, int64_t n, float inv_z, float eps)
+{
+    if (!(eps >= FLT_MIN) || !(inv_z >= 0x1p-100f))
+        return false;
+    int32_t top = INT32_MIN;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t b;
+        memcpy(&b, &x[i], sizeof b);
+        top = b > top ? b : top;
+    }
+    float largest;
+    memcpy(&largest, &top, sizeof largest);
+    return n == 0 || largest * inv_z + eps <= 0.5f;
+}
+
 /* 1 / Z of row x (Z = sum x + eps, the sum in crl_sum_fixed's order). */
 static double inverse_normalizer(const crl_array *a, const void *x, double eps)
 {
@@ -184,9 +317,13 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl
         const void *x = crl_array_row(a, rows->b, row);
         double inv_z = inverse_normalizer(a, x, eps);
         double *keep = s->keep_rows ? s->a : NULL;
-        bool negative = a->dtype == CRL_FLOAT32
-                            ? forward_row_f32(x, n, inv_z, eps, s->h_sum, keep)
-                            : forward_row_f64(x, n, inv_z, eps, s->h_sum, keep);
+        bool negative;
+        if (a->dtype == CRL_FLOAT32 && float_row(x, n, (float) inv_z, (float) eps)) {
+            negative = forward_row_float(x, n, (float) inv_z, (float) eps, s->h_sum, keep);
+        } else
+            negative = a->dtype == CRL_FLOAT32
+                           ? forward_row_f32(x, n, inv_z, eps, s->h_sum, keep)
+                           : forward_row_f64(x, n, inv_z, eps, s->h_sum, keep);
         if (negative)
             return report_negative(rows, row, err);
         if (keep != NULL) {
@@ -231,24 +368,34 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
     double eps = t->param[EPS];
     const double *kept = s->keep_rows ? s->row_sums + 2 * (rows->element * a->time + rows->t0)
                                       : NULL;
-    double again[2];
     for (int64_t r = 0; r < rows->count; r++, kept += kept ? 2 : 0) {
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
+        double *out = grad + r * n;
+        bool f32 = a->dtype == CRL_FLOAT32;
         if (!s->keep_rows) {
-            /* The forward's kernel on the same row: the same bits. */
-            again[0] = inverse_normalizer(a, x, eps);
-            if (a->dtype == CRL_FLOAT32)
-                forward_row_f32(x, n, again[0], eps, s->h_sum, s->a);
+            /* The forward's a on the same row (the same bits) and the
+             * backward kernel's w, one logarithm per element. */
+            double inv_z = inverse_normalizer(a, x, eps);
+            if (f32 && float_row(x, n, (float) inv_z, (float) eps))
+                terms_row_float(x, n, (float) inv_z, (float) eps, s->a, s->w);
+            else if (f32)
+                terms_row_f32(x, n, inv_z, eps, s->a, s->w);
             else
-                forward_row_f64(x, n, again[0], eps, s->h_sum, s->a);
-            again[1] = crl_sum_fixed(s->a, n);
-            kept = again;
+                terms_row_f64(x, n, inv_z, eps, s->a, s->w);
+            double pa = crl_sum_fixed(s->a, n), k = s->coef * inv_z;
+            if (f32)
+                backward_kept_f32(x, s->w, n, pa, k, s->slope, out);
+            else
+                backward_kept_f64(x, s->w, n, pa, k, s->slope, out);
+            continue;
         }
-        double k = s->coef * kept[0];
-        if (a->dtype == CRL_FLOAT32)
-            backward_row_f32(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);
+        double inv_z = kept[0], k = s->coef * inv_z;
+        if (f32 && float_row(x, n, (float) inv_z, (float) eps))
+            backward_row_float(x, n, (float) inv_z, (float) eps, kept[1], k, s->slope, out);
+        else if (f32)
+            backward_row_f32(x, n, inv_z, eps, kept[1], k, s->slope, out);
         else
-            backward_row_f64(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);
+            backward_row_f64(x, n, inv_z, eps, kept[1], k, s->slope, out);
     }
 }
 
