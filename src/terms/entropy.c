@@ -36,18 +36,23 @@
  *
  * Float32 rows are computed in float32 where that is enough (docs/losses.md
  * "Exactness"): p, p + eps, its logarithm (crl_logf, no division, twice the
- * lanes of crl_log) and w in float32, each h = p log(p + eps) and p w
- * widened to double exactly (a product of two floats) and summed in double
- * in the fixed order.  The condition, per row and from the row alone (so
+ * lanes of crl_log), w and p w in float32, each h = p log(p + eps) widened
+ * to double exactly (a product of two floats), the sums in double in the
+ * fixed order.  The condition, per row and from the row alone (so
  * that its bits still do not depend on where the row lies): every
- * p + eps <= 1/2, tested on the row's largest rate (p + eps is monotone in
- * it), with float(eps) normal and float(1/Z) >= 2^-100.  Then |log| >=
+ * p + eps <= 1/2 as the path computes it, with float(eps) normal and
+ * float(1/Z) >= 2^-100 (float_row).  Then |log| >=
  * log 2 for every element, and the float32 roundings of p (2u, u = 2^-24),
  * of the argument (3u in all: a relative error d of p + eps moves its
  * logarithm by d, absolutely) and crl_logf's 0.94 ulp (1.88u relative) add
  * up to |dh| <= u p (3.88 |log| + 3) <= 8.2u |h|, all h of one sign: H of a
  * row, and so the loss, within 8.2u = 4.9e-7 relative (plus the double
- * sums' 2^-50), 20 times inside the float32 tolerance of 1e-5.  A row in
+ * sums' 2^-50), 20 times inside the float32 tolerance of 1e-5.  The
+ * gradient's entropy part of element j is within k u (21 + 3 |log_j| + 4 H)
+ * absolutely, k = weight / (B T Z) (w to u (10 + 3 |log|), sum p w to
+ * u (11 + 4 H)): far inside 1e-5 of the largest element of the gradient,
+ * unless every row's entropy gradient is all but zero (rows of equal rates,
+ * where even the double path's rounding is large against it).  A row in
  * which one rate holds nearly half the row's sum or more (|log| small, where
  * the argument's rounding would be large against it) takes the double path;
  * so do all rows of float64 inputs.
@@ -63,6 +68,9 @@
 
 enum { REG, EPS };
 
+/* Doubles kept per row for an announced gradient: 1/Z, sum p a, the path. */
+enum { KEPT = 3 };
+
 static const crl_param_info params[] = {
     {"reg", CRL_PARAM_REAL, 10, 0, DBL_MAX, NULL, "weight of the mean squared rate norm"},
     {"eps", CRL_PARAM_REAL, 1e-8, DBL_MIN, DBL_MAX, NULL,
@@ -76,9 +84,11 @@ typedef struct entropy {
     double *a;                     /* N: a row's terms of sum p a            */
     double *w;                     /* N: backward without announced
                                       gradient: a row's w_j                  */
+    float *a_float;                /* N: a, float32 path                     */
     int64_t n;
     bool keep_rows;                /* the gradient is wanted: keep row_sums  */
-    double *row_sums;              /* per row (element * T + t): 1/Z, sum p a */
+    double *row_sums;              /* per row (element * T + t): 1/Z, sum p a,
+                                      1 if it took the float32 path else 0 */
     int64_t row_sums_cap;
     double coef;                   /* backward: weight / (B T)               */
     double slope;                  /* backward: weight 2 reg / (B T)         */
@@ -110,10 +120,12 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     if (s->n != n) {
         free(s->h_sum);
         s->n = 0;
-        if ((s->h_sum = malloc(sizeof(double) * 3 * (size_t) (n > 0 ? n : 1))) == NULL)
+        size_t count = (size_t) (n > 0 ? n : 1);
+        if ((s->h_sum = malloc((sizeof(double) * 3 + sizeof(float)) * count)) == NULL)
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
         s->a = s->h_sum + n;
         s->w = s->a + n;
+        s->a_float = (float *) (s->w + n);
         s->n = n;
     }
     /* Announced gradients keep each row's 1/Z and sum for the backward;
@@ -206,10 +218,11 @@ BACKWARD_KEPT_KERNEL(backward_kept_f64, double)
 /*
  * The float32 path (the header's condition holds for the row): p = x 1/Z,
  * shifted = p + eps and w = log(shifted) + p/shifted in float32; h = p
- * log(shifted) and a = p w widened to double exactly.
+ * log(shifted) widened to double exactly; a = p w in float32 (its rounding,
+ * u relative, is below the bound's terms), the row's sum of it in double.
  */
 CRL_HOT_FMA static bool forward_row_float(const float *restrict x, int64_t n, float inv_z,
-                                          float eps, double *restrict h_sum, double *restrict a)
+                                          float eps, double *restrict h_sum, float *restrict a)
 {
     int negative = 0;
     if (a == NULL)
@@ -222,7 +235,7 @@ CRL_HOT_FMA static bool forward_row_float(const float *restrict x, int64_t n, fl
         for (int64_t i = 0; i < n; i++) {
             float p = x[i] * inv_z, shifted = p + eps, log_shifted = crl_logf(shifted);
             h_sum[i] += (double) p * (double) log_shifted;
-            a[i] = (double) p * (double) (log_shifted + p / shifted);
+            a[i] = p * (log_shifted + p / shifted);
             negative |= x[i] < 0;
         }
     return negative;
@@ -230,12 +243,12 @@ CRL_HOT_FMA static bool forward_row_float(const float *restrict x, int64_t n, fl
 
 /* forward_row_float's a and w of a row, w widened to double. */
 CRL_HOT_FMA static void terms_row_float(const float *restrict x, int64_t n, float inv_z,
-                                        float eps, double *restrict a, double *restrict w)
+                                        float eps, float *restrict a, double *restrict w)
 {
     for (int64_t i = 0; i < n; i++) {
         float p = x[i] * inv_z, shifted = p + eps;
         float wf = crl_logf(shifted) + p / shifted;
-        a[i] = (double) p * (double) wf;
+        a[i] = p * wf;
         w[i] = (double) wf;
     }
 }
@@ -254,32 +267,32 @@ CRL_HOT_FMA static void backward_row_float(const float *restrict x, int64_t n, f
 
 /*
  * Whether float32 row x takes the float32 path (the header's condition):
- * its largest rate, found as the largest bit pattern read as a signed
- * integer (which orders non-negative floats and puts negative ones below
- * them; a negative rate fails the evaluation whichever path finds it), has
- * p + eps <= 1/2 in the path's own float operations.
+ * float(eps) and float(1/Z) in range, and p + eps <= 1/2 for every rate in
+ * the path's own float operations.  A flag reduction, which vectorizes (a
+ * maximum of the rates would not, without -ffinite-math-only); the row is
+ * in L1 from its sum.
  */
 CRL_HOT static bool float_row(const float *restrict x, int64_t n, float inv_z, float eps)
 {
-    if (!(eps >= FLT_MIN) || !(inv_z >= 0x1p-100f))
+    if (!(eps >= FLT_MIN && inv_z >= 0x1p-100f))
         return false;
-    int32_t top = INT32_MIN;
-    for (int64_t i = 0; i < n; i++) {
-        int32_t b;
-        memcpy(&b, &x[i], sizeof b);
-        top = b > top ? b : top;
-    }
-    float largest;
-    memcpy(&largest, &top, sizeof largest);
-    return n == 0 || largest * inv_z + eps <= 0.5f;
+    int near_one = 0;
+    for (int64_t i = 0; i < n; i++)
+        near_one |= x[i] * inv_z + eps > 0.5f;
+    return !near_one;
 }
 
-/* 1 / Z of row x (Z = sum x + eps, the sum in crl_sum_fixed's order). */
-static double inverse_normalizer(const crl_array *a, const void *x, double eps)
+/* 1 / Z of row x (Z = sum x + eps, the sum in crl_sum_fixed's order), and
+ * whether it takes the float32 path. */
+static double inverse_normalizer(const crl_array *a, const void *x, double eps, bool *in_float)
 {
-    double sum = a->dtype == CRL_FLOAT32 ? crl_sum_fixed_f32(x, a->width)
-                                         : crl_sum_fixed(x, a->width);
-    return 1.0 / (sum + eps);
+    if (a->dtype == CRL_FLOAT32) {
+        double inv_z = 1.0 / (crl_sum_fixed_f32(x, a->width) + eps);
+        *in_float = float_row(x, a->width, (float) inv_z, (float) eps);
+        return inv_z;
+    }
+    *in_float = false;
+    return 1.0 / (crl_sum_fixed(x, a->width) + eps);
 }
 
 static int report_negative(const crl_rows *rows, int64_t t, crl_error *err)
@@ -307,7 +320,7 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl
         for (int64_t i = 0; i < n; i++)
             s->h_sum[i] = 0;
         if (s->keep_rows
-            && !crl_reserve(&s->row_sums, &s->row_sums_cap, 2 * (rows->element + 1) * time,
+            && !crl_reserve(&s->row_sums, &s->row_sums_cap, KEPT * (rows->element + 1) * time,
                             sizeof(double)))
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the row sums of element %lld",
                             (long long) rows->element);
@@ -315,21 +328,23 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_dd *slots, crl
     for (int64_t r = 0; r < rows->count; r++) {
         int64_t row = rows->t0 + r;
         const void *x = crl_array_row(a, rows->b, row);
-        double inv_z = inverse_normalizer(a, x, eps);
-        double *keep = s->keep_rows ? s->a : NULL;
+        bool in_float;
+        double inv_z = inverse_normalizer(a, x, eps, &in_float);
         bool negative;
-        if (a->dtype == CRL_FLOAT32 && float_row(x, n, (float) inv_z, (float) eps)) {
-            negative = forward_row_float(x, n, (float) inv_z, (float) eps, s->h_sum, keep);
-        } else
-            negative = a->dtype == CRL_FLOAT32
-                           ? forward_row_f32(x, n, inv_z, eps, s->h_sum, keep)
-                           : forward_row_f64(x, n, inv_z, eps, s->h_sum, keep);
+        if (in_float)
+            negative = forward_row_float(x, n, (float) inv_z, (float) eps, s->h_sum,
+                                         s->keep_rows ? s->a_float : NULL);
+        else if (a->dtype == CRL_FLOAT32)
+            negative = forward_row_f32(x, n, inv_z, eps, s->h_sum, s->keep_rows ? s->a : NULL);
+        else
+            negative = forward_row_f64(x, n, inv_z, eps, s->h_sum, s->keep_rows ? s->a : NULL);
         if (negative)
             return report_negative(rows, row, err);
-        if (keep != NULL) {
-            double *kept = s->row_sums + 2 * (rows->element * time + row);
+        if (s->keep_rows) {
+            double *kept = s->row_sums + KEPT * (rows->element * time + row);
             kept[0] = inv_z;
-            kept[1] = crl_sum_fixed(keep, n);
+            kept[1] = in_float ? crl_sum_fixed_f32(s->a_float, n) : crl_sum_fixed(s->a, n);
+            kept[2] = in_float;
         }
     }
     return CRL_OK;
@@ -366,23 +381,29 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
     const crl_array *a = rows->array;
     int64_t n = rows->n;
     double eps = t->param[EPS];
-    const double *kept = s->keep_rows ? s->row_sums + 2 * (rows->element * a->time + rows->t0)
-                                      : NULL;
-    for (int64_t r = 0; r < rows->count; r++, kept += kept ? 2 : 0) {
+    const double *kept = s->keep_rows
+                             ? s->row_sums + KEPT * (rows->element * a->time + rows->t0)
+                             : NULL;
+    for (int64_t r = 0; r < rows->count; r++, kept += kept ? KEPT : 0) {
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
         double *out = grad + r * n;
         bool f32 = a->dtype == CRL_FLOAT32;
         if (!s->keep_rows) {
             /* The forward's a on the same row (the same bits) and the
              * backward kernel's w, one logarithm per element. */
-            double inv_z = inverse_normalizer(a, x, eps);
-            if (f32 && float_row(x, n, (float) inv_z, (float) eps))
-                terms_row_float(x, n, (float) inv_z, (float) eps, s->a, s->w);
-            else if (f32)
-                terms_row_f32(x, n, inv_z, eps, s->a, s->w);
-            else
-                terms_row_f64(x, n, inv_z, eps, s->a, s->w);
-            double pa = crl_sum_fixed(s->a, n), k = s->coef * inv_z;
+            bool in_float;
+            double inv_z = inverse_normalizer(a, x, eps, &in_float), pa;
+            if (in_float) {
+                terms_row_float(x, n, (float) inv_z, (float) eps, s->a_float, s->w);
+                pa = crl_sum_fixed_f32(s->a_float, n);
+            } else {
+                if (f32)
+                    terms_row_f32(x, n, inv_z, eps, s->a, s->w);
+                else
+                    terms_row_f64(x, n, inv_z, eps, s->a, s->w);
+                pa = crl_sum_fixed(s->a, n);
+            }
+            double k = s->coef * inv_z;
             if (f32)
                 backward_kept_f32(x, s->w, n, pa, k, s->slope, out);
             else
@@ -390,7 +411,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
             continue;
         }
         double inv_z = kept[0], k = s->coef * inv_z;
-        if (f32 && float_row(x, n, (float) inv_z, (float) eps))
+        if (kept[2] != 0)
             backward_row_float(x, n, (float) inv_z, (float) eps, kept[1], k, s->slope, out);
         else if (f32)
             backward_row_f32(x, n, inv_z, eps, kept[1], k, s->slope, out);
