@@ -224,6 +224,34 @@ static void test_float32_path_and_its_bound(void **state)
     }
 }
 
+/* An eps that float32 cannot hold as a normal number (below FLT_MIN), or
+ * above 1/2 (every p + eps beyond it), sends every row to the double path:
+ * float32 inputs give the bits of the same values as float64 inputs. */
+static void test_eps_outside_the_float32_path(void **state)
+{
+    (void) state;
+    const char *params[] = {"reg=0,eps=1e-300", "reg=0,eps=0.75", "reg=0,eps=1e300"};
+    for (int k = 0; k < 3; k++) {
+        h_problem p = {.dtype = CRL_FLOAT32, .B = 2, .T = 5, .N = 300};
+        h_problem_fill(&p, 70 + (uint64_t) k, 0, 1);
+        for (int64_t e = 0; e < p.B * p.T * p.N; e++)
+            p.states[e] = (double) (float) p.states[e];
+        h_problem p64 = p;
+        p64.dtype = CRL_FLOAT64;
+        h_term terms[] = {{"ent", "entropy", 1.0, params[k]}};
+        h_result r, r64;
+        h_eval_self(&p, terms, 1, 0, &r);
+        h_eval_self(&p64, terms, 1, 0, &r64);
+        assert_int_equal(r.status, CRL_OK);
+        assert_int_equal(r64.status, CRL_OK);
+        if (memcmp(&r.total, &r64.total, sizeof r.total) != 0)
+            fail_msg("%s: float32 %.17g, float64 %.17g", params[k], r.total, r64.total);
+        h_result_free(&r);
+        h_result_free(&r64);
+        h_problem_free(&p);
+    }
+}
+
 /* A gradient asked for only at backward (the backward forms the row sums
  * and keeps the row's w instead of taking the logarithms twice) gives the
  * bits of one announced at accumulate, for float32 rows of either path and
@@ -503,6 +531,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_matches_the_spec_formulas),
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_float32_path_and_its_bound),
+        cmocka_unit_test(test_eps_outside_the_float32_path),
         cmocka_unit_test(test_late_gradient_matches_announced),
         cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),
         cmocka_unit_test(test_composite_is_the_sum_of_its_terms),

@@ -40,8 +40,8 @@
  * to double exactly (a product of two floats), the sums in double in the
  * fixed order.  The condition, per row and from the row alone (so
  * that its bits still do not depend on where the row lies): every
- * p + eps <= 1/2 as the path computes it, with float(eps) normal and
- * float(1/Z) >= 2^-100 (float_row).  Then |log| >=
+ * p + eps <= 1/2 as the path computes it, with eps in [FLT_MIN, 1/2] and
+ * 1/Z in [2^-100, FLT_MAX] (float_row).  Then |log| >=
  * log 2 for every element, and the float32 roundings of p (2u, u = 2^-24),
  * of the argument (3u in all: a relative error d of p + eps moves its
  * logarithm by d, absolutely) and crl_logf's 0.94 ulp (1.88u relative) add
@@ -267,18 +267,19 @@ CRL_HOT_FMA static void backward_row_float(const float *restrict x, int64_t n, f
 
 /*
  * Whether float32 row x takes the float32 path (the header's condition):
- * float(eps) and float(1/Z) in range, and p + eps <= 1/2 for every rate in
- * the path's own float operations.  A flag reduction, which vectorizes (a
- * maximum of the rates would not, without -ffinite-math-only); the row is
- * in L1 from its sum.
+ * eps and 1/Z in float32's range (checked in double, before converting),
+ * and p + eps <= 1/2 for every rate in the path's own float operations.  A
+ * flag reduction, which vectorizes (a maximum of the rates would not,
+ * without -ffinite-math-only); the row is in L1 from its sum.
  */
-CRL_HOT static bool float_row(const float *restrict x, int64_t n, float inv_z, float eps)
+CRL_HOT static bool float_row(const float *restrict x, int64_t n, double inv_z, double eps)
 {
-    if (!(eps >= FLT_MIN && inv_z >= 0x1p-100f))
+    if (!(eps >= FLT_MIN && eps <= 0.5 && inv_z >= 0x1p-100 && inv_z <= FLT_MAX))
         return false;
+    float inv_z_f = (float) inv_z, eps_f = (float) eps;
     int near_one = 0;
     for (int64_t i = 0; i < n; i++)
-        near_one |= x[i] * inv_z + eps > 0.5f;
+        near_one |= x[i] * inv_z_f + eps_f > 0.5f;
     return !near_one;
 }
 
@@ -288,7 +289,7 @@ static double inverse_normalizer(const crl_array *a, const void *x, double eps, 
 {
     if (a->dtype == CRL_FLOAT32) {
         double inv_z = 1.0 / (crl_sum_fixed_f32(x, a->width) + eps);
-        *in_float = float_row(x, a->width, (float) inv_z, (float) eps);
+        *in_float = float_row(x, a->width, inv_z, eps);
         return inv_z;
     }
     *in_float = false;
