@@ -106,7 +106,7 @@ static inline double crl_log(double x)
  * crl_log waits on a double division per element.
  *
  * Write x = 2^k m with m in [sqrt(1/2), sqrt(2)) from the bits of x (adding
- * the carry constant 2^23 (1 - 1/sqrt 2), rounded, carries into the exponent
+ * the carry constant 2^23 (2 - sqrt 2), rounded, carries into the exponent
  * field exactly when the mantissa of x is at least sqrt(2)); f = m - 1 is
  * exact (Sterbenz), in [-0.2929, 0.4142].  Then
  *
@@ -115,7 +115,7 @@ static inline double crl_log(double x)
  * P of degree 7 fitted to (log1p(f) - f + f^2/2) / f^3 minimizing the error
  * relative to log1p(f) (Lawson's iteration on 6000 Chebyshev points in
  * double against 40-digit mpmath values): 2^-27.2 with the coefficients
- * rounded to float, a fifth of the 2^-24.9 of float rounding itself.  The
+ * rounded to float, a ninth of float32's unit roundoff 2^-24.  The
  * correction to the exact f is at most f/2 in size, so its rounding errors
  * reach the result scaled down.  Finally log(x) = k ln2 + log(m) with
  * ln2 = LN2_HI + LN2_LO, LN2_HI holding 9 significant bits so that k LN2_HI
@@ -128,8 +128,8 @@ static inline double crl_log(double x)
  * (within 0.5 ulp).  tests/test_vecmath.c holds it to < 1 ulp on a sweep
  * of every 61st float and on the worst input.
  *
- * 7 fmas, 3 multiplies or fmas around them, 2 adds, one int-to-float
- * conversion and 4 integer operations per element.
+ * 11 fmas, a multiply, a subtraction, one int-to-float conversion and 5
+ * integer operations per element.
  */
 static inline float crl_logf(float x)
 {
