@@ -64,7 +64,6 @@
 
 #include <float.h>
 #include <stdlib.h>
-#include <string.h>
 
 enum { REG, EPS };
 
@@ -207,7 +206,7 @@ TERMS_ROW_KERNEL(terms_row_f64, double)
  * grad_j += slope x_j - k (w_j - pa), the operations of backward_row_*. */
 #define BACKWARD_KEPT_KERNEL(name, type)                                                        \
     CRL_HOT_FMA static void name(const type *restrict x, const double *restrict w, int64_t n,  \
-                             double pa, double k, double slope, double *restrict grad)         \
+                                 double pa, double k, double slope, double *restrict grad)     \
     {                                                                                          \
         for (int64_t i = 0; i < n; i++)                                                        \
             grad[i] = fma(slope, (double) x[i], fma(-k, w[i] - pa, grad[i]));                  \
