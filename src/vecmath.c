@@ -11,6 +11,12 @@ CRL_HOT_FMA void crl_log_array(const double *restrict x, double *restrict y, int
         y[i] = crl_log(x[i]);
 }
 
+CRL_HOT_FMA void crl_logf_array(const float *restrict x, float *restrict y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = crl_logf(x[i]);
+}
+
 /*
  * The fixed orders: element k goes to lane k mod lanes, each lane adds its
  * elements in index order, and the lanes are combined pairwise (neighbours,

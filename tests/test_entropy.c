@@ -4,7 +4,9 @@
  * (float64 and float32), finite differences, bitwise identity across splits
  * and layouts; with two state_pred terms in the same loss, the composite
  * against its terms alone and chunked evaluation; the row sums the forward
- * keeps for the backward across evaluations of one loss; and the errors: a
+ * keeps for the backward across evaluations of one loss; the float32 path
+ * (which rows take it, its error bound) and a gradient asked for only at
+ * backward against an announced one; and the errors: a
  * negative rate on one rank, and zero rates, which eps keeps finite.
  */
 #include "harness.h"
@@ -116,9 +118,11 @@ static double reference(const h_problem *p, double weight, double reg, double ep
 }
 
 /* Value and gradient against the formulas: within 1e-12 for float64 inputs
- * and 1e-6 for float32 inputs (the problem holds float values, so only the
- * gradient's rounding to float32 differs), relative to the largest gradient
- * element.  N = 300: tiles of 27 rows, T = 40 spans two. */
+ * and 1e-6 for float32 inputs (the problem holds float values; the rows are
+ * computed in float32 and the gradient rounded to it), relative to the
+ * largest gradient element; the value within 1e-13 for float64 and the
+ * float32 path's bound of 8.2 2^-24 (entropy.c) for float32.  N = 300: tiles
+ * of 27 rows, T = 40 spans two. */
 static void test_matches_the_spec_formulas(void **state)
 {
     (void) state;
@@ -137,7 +141,7 @@ static void test_matches_the_spec_formulas(void **state)
         h_eval_self(&p, terms, 1, H_GRAD_STATES, &r);
         assert_int_equal(r.status, CRL_OK);
         double tol = dtype == CRL_FLOAT64 ? 1e-12 : 1e-6, scale = 0;
-        assert_close(r.total, value, 1e-13);
+        assert_close(r.total, value, dtype == CRL_FLOAT64 ? 1e-13 : 8.2 * 0x1p-24);
         for (int64_t e = 0; e < size; e++)
             scale = fmax(scale, fabs(want[e]));
         for (int64_t e = 0; e < size; e++) {
@@ -151,6 +155,142 @@ static void test_matches_the_spec_formulas(void **state)
         free(want);
         h_problem_free(&p);
     }
+}
+
+/*
+ * The float32 path and its bound (entropy.c): reg = 0, so that the value is
+ * the mean entropy alone.
+ *  - Spread rows (every p + eps <= 1/2; N = 300, zeros among them): within
+ *    8.2 2^-24 of the double formula, and not the double path's bits (the
+ *    same values as float64 inputs give those), so the float32 path ran.
+ *  - Peaked rows (one rate holding more than half the row; H small, where
+ *    a float32 argument's rounding would be large against it): the double
+ *    path, bit for bit the float64 inputs' result, within 1e-13 of the
+ *    formula.  (The float32 path on these rows, tried, is 7.8e-7 off,
+ *    outside its bound, and rows of smaller H would be further off.)
+ *  - Both kinds in one batch: within the bound.
+ * Gradients within 1e-6 of the largest element in each case.
+ */
+static void test_float32_path_and_its_bound(void **state)
+{
+    (void) state;
+    for (int kind = 0; kind < 3; kind++) {
+        h_problem p = {.dtype = CRL_FLOAT32, .B = 2, .T = 20, .N = kind == 1 ? 37 : 300};
+        h_problem_fill(&p, 50 + (uint64_t) kind, 0, 1);
+        int64_t size = p.B * p.T * p.N;
+        for (int64_t e = 0; e < size; e += 5)
+            p.states[e] = 0;
+        for (int64_t bt = 0; bt < p.B * p.T; bt++) {
+            double *row = p.states + bt * p.N;
+            if (kind == 1 || (kind == 2 && bt % 3 == 0)) {
+                for (int64_t i = 0; i < p.N; i++)
+                    row[i] *= 1e-4;
+                row[bt % p.N] = 1; /* p about 0.998 */
+            }
+            for (int64_t i = 0; i < p.N; i++)
+                row[i] = (double) (float) row[i];
+        }
+        h_problem p64 = p;
+        p64.dtype = CRL_FLOAT64;
+        h_term terms[] = {{"ent", "entropy", 1.0, "reg=0"}};
+        double *want = malloc(sizeof(double) * (size_t) size);
+        assert_non_null(want);
+        double value = reference(&p, 1.0, 0, 1e-8, want), scale = 0;
+        h_result r, r64;
+        h_eval_self(&p, terms, 1, H_GRAD_STATES, &r);
+        h_eval_self(&p64, terms, 1, 0, &r64);
+        assert_int_equal(r.status, CRL_OK);
+        assert_int_equal(r64.status, CRL_OK);
+        if (kind == 1) {
+            assert_true(memcmp(&r.total, &r64.total, sizeof r.total) == 0);
+            assert_close(r.total, value, 1e-13);
+            assert_true(value < 0.05);
+        } else {
+            assert_close(r.total, value, 8.2 * 0x1p-24);
+            assert_true(r.total != r64.total);
+        }
+        for (int64_t e = 0; e < size; e++)
+            scale = fmax(scale, fabs(want[e]));
+        for (int64_t e = 0; e < size; e++) {
+            double g = ((const float *) r.grad[0])[e];
+            if (!(fabs(g - want[e]) <= 1e-6 * scale))
+                fail_msg("kind %d, gradient %lld: %.17g vs %.17g", kind, (long long) e, g,
+                         want[e]);
+        }
+        h_result_free(&r);
+        h_result_free(&r64);
+        free(want);
+        h_problem_free(&p);
+    }
+}
+
+/* An eps that float32 cannot hold as a normal number (below FLT_MIN), or
+ * above 1/2 (every p + eps beyond it), sends every row to the double path:
+ * float32 inputs give the bits of the same values as float64 inputs. */
+static void test_eps_outside_the_float32_path(void **state)
+{
+    (void) state;
+    const char *params[] = {"reg=0,eps=1e-300", "reg=0,eps=0.75", "reg=0,eps=1e300"};
+    for (int k = 0; k < 3; k++) {
+        h_problem p = {.dtype = CRL_FLOAT32, .B = 2, .T = 5, .N = 300};
+        h_problem_fill(&p, 70 + (uint64_t) k, 0, 1);
+        for (int64_t e = 0; e < p.B * p.T * p.N; e++)
+            p.states[e] = (double) (float) p.states[e];
+        h_problem p64 = p;
+        p64.dtype = CRL_FLOAT64;
+        h_term terms[] = {{"ent", "entropy", 1.0, params[k]}};
+        h_result r, r64;
+        h_eval_self(&p, terms, 1, 0, &r);
+        h_eval_self(&p64, terms, 1, 0, &r64);
+        assert_int_equal(r.status, CRL_OK);
+        assert_int_equal(r64.status, CRL_OK);
+        if (memcmp(&r.total, &r64.total, sizeof r.total) != 0)
+            fail_msg("%s: float32 %.17g, float64 %.17g", params[k], r.total, r64.total);
+        h_result_free(&r);
+        h_result_free(&r64);
+        h_problem_free(&p);
+    }
+}
+
+/* A gradient asked for only at backward (the backward forms the row sums
+ * and keeps the row's w instead of taking the logarithms twice) gives the
+ * bits of one announced at accumulate, for float32 rows of either path and
+ * float64 rows. */
+static void test_late_gradient_matches_announced(void **state)
+{
+    (void) state;
+    for (int variant = 0; variant < 3; variant++) {
+        h_problem p = {.dtype = variant == 2 ? CRL_FLOAT64 : CRL_FLOAT32, .time_major = variant == 1,
+                       .B = 3, .T = 11, .N = 45};
+        h_problem_fill(&p, 60 + (uint64_t) variant, 0, 1);
+        for (int64_t bt = 0; bt < p.B * p.T; bt += 2)
+            p.states[bt * p.N + bt % p.N] = 40; /* peaked: the double path */
+        h_term terms[] = {{"ent", "entropy", 0.7, "reg=0.4,eps=1e-6"}};
+        h_result early, late;
+        h_eval_self(&p, terms, 1, H_GRAD_STATES, &early);
+        h_late_grads = true;
+        h_eval_self(&p, terms, 1, H_GRAD_STATES, &late);
+        h_late_grads = false;
+        assert_int_equal(early.status, CRL_OK);
+        assert_int_equal(late.status, CRL_OK);
+        assert_true(memcmp(&early.total, &late.total, sizeof early.total) == 0);
+        assert_true(early.grad_bytes[0] == late.grad_bytes[0]);
+        assert_true(memcmp(early.grad[0], late.grad[0], early.grad_bytes[0]) == 0);
+        h_result_free(&early);
+        h_result_free(&late);
+        h_problem_free(&p);
+    }
+}
+
+/* Spread rows (the float32 path) and peaked ones (the double path) in one
+ * batch. */
+static h_problem mixed_rows_problem(crl_dtype dtype, bool time_major, uint64_t seed)
+{
+    h_problem p = {.dtype = dtype, .time_major = time_major, .B = 7, .T = 9, .N = 37};
+    h_problem_fill(&p, seed, 0, 1);
+    for (int64_t bt = 0; bt < p.B * p.T; bt += 3)
+        p.states[bt * p.N + bt % p.N] = 50;
+    return p;
 }
 
 /* N = 37: vector bodies and scalar tails in every row. */
@@ -175,6 +315,7 @@ static void test_bitwise_identical_across_splits_and_layouts(void **state)
     h_term terms[] = {{"ent", "entropy", 0.7, "reg=0.1"}};
     h_check_exact(narrow_problem, 20, terms, 1, H_GRAD_STATES);
     h_check_exact(tiled_problem, 21, terms, 1, H_GRAD_STATES);
+    h_check_exact(mixed_rows_problem, 24, terms, 1, H_GRAD_STATES);
 }
 
 /* Two lags and an entropy term in one loss, as in a training script. */
@@ -389,6 +530,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hand_computed_with_default_eps),
         cmocka_unit_test(test_matches_the_spec_formulas),
         cmocka_unit_test(test_gradients_match_finite_differences),
+        cmocka_unit_test(test_float32_path_and_its_bound),
+        cmocka_unit_test(test_eps_outside_the_float32_path),
+        cmocka_unit_test(test_late_gradient_matches_announced),
         cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),
         cmocka_unit_test(test_composite_is_the_sum_of_its_terms),
         cmocka_unit_test(test_chunked_evaluation_is_identical),

@@ -2,8 +2,11 @@
  * test_vecmath.c - the vectorized kernels (src/vecmath.c): crl_log_array
  * within 2 ulp of glibc's log over the whole positive normal range and at
  * its edges, the same bits for an element whether a vector body or a scalar
- * tail computes it, or crl_log inlined here (built without SIMD clones), and
- * the fixed order of crl_sum_fixed and crl_sum_fixed_f32.
+ * tail computes it, or crl_log inlined here (built without SIMD clones);
+ * crl_logf_array within its bound of 1 float ulp (vecmath.h) on a sweep of
+ * the positive normal floats and at the worst input of the exhaustive
+ * measurement, with the same bit-for-bit agreements; and the fixed order of
+ * crl_sum_fixed and crl_sum_fixed_f32.
  */
 #include "harness.h"
 
@@ -164,6 +167,135 @@ static void test_log_inline_matches_the_array(void **state)
     free(y);
 }
 
+static float float_from_bits(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static uint32_t float_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* Error of y as an approximation of r (glibc's double log, within 2^-29 of
+ * a float ulp of the exact value), in float ulps of r: 2^(e - 23) for
+ * |r| in [2^e, 2^(e+1)).  The measure of vecmath.h's analysis. */
+static double float_ulps(float y, double r)
+{
+    int e;
+    frexp(fabs(r), &e);
+    return r == 0 ? (y == 0 ? 0 : INFINITY) : fabs((double) y - r) / ldexp(1.0, e - 24);
+}
+
+/* Largest float-ulp error of crl_logf_array over x[0 .. n-1]; reports the
+ * worst input when it is 1 ulp or more. */
+static double worst_float_ulps(const float *x, int64_t n)
+{
+    float *y = malloc(sizeof *y * (size_t) n);
+    assert_non_null(y);
+    crl_logf_array(x, y, n);
+    double worst = 0;
+    float at = 1;
+    for (int64_t k = 0; k < n; k++) {
+        double d = float_ulps(y[k], log((double) x[k]));
+        if (!(d <= worst)) {
+            worst = d;
+            at = x[k];
+        }
+    }
+    if (!(worst < 1))
+        fprintf(stderr, "logf(%a) = %a: %.3f ulp\n", (double) at,
+                (double) crl_logf(at), worst);
+    free(y);
+    return worst;
+}
+
+/* Every 61st positive normal float (35 million, every binade, mantissas
+ * spread by the odd stride), then the edges and the neighbours of the worst
+ * input of the exhaustive run: all within 1 ulp. */
+static void test_logf_within_one_ulp(void **state)
+{
+    (void) state;
+    enum { CHUNK = 1 << 16, STRIDE = 61 };
+    float *x = malloc(sizeof *x * CHUNK);
+    assert_non_null(x);
+    double worst = 0;
+    uint32_t u = 0x00800000U;
+    while (u < 0x7f800000U) {
+        int n = 0;
+        for (; n < CHUNK && u < 0x7f800000U; n++, u += STRIDE)
+            x[n] = float_from_bits(u);
+        double w = worst_float_ulps(x, n);
+        worst = w > worst ? w : worst;
+    }
+    assert_true(worst < 1);
+    /* It is a real bound, not slack: the sweep comes near it. */
+    assert_true(worst > 0.8);
+    int n = 0;
+    const float edges[] = {FLT_MIN, FLT_MAX, 1.0f, 0x1.8f7178p+0f, 2.0f, 0.5f, 1e-8f,
+                           (float) M_SQRT2, (float) M_SQRT1_2, (float) M_E};
+    for (size_t k = 0; k < sizeof edges / sizeof edges[0]; k++)
+        for (int d = -64; d <= 64; d++) {
+            uint32_t b = float_bits(edges[k]) + (uint32_t) d;
+            if (b >= 0x00800000U && b < 0x7f800000U)
+                x[n++] = float_from_bits(b);
+        }
+    for (int e = -126; e <= 127; e++)
+        x[n++] = ldexpf(1, e);
+    assert_true(worst_float_ulps(x, n) < 1);
+    float one;
+    crl_logf_array((const float[]){1.0f}, &one, 1);
+    assert_true(float_bits(one) == 0); /* +0 */
+    free(x);
+}
+
+/* As for crl_log: a value gives the same bits at every offset of arrays of
+ * every short length (vector bodies of 16, 8 and 4 lanes, scalar tails), and
+ * crl_logf inlined here, built for the baseline target, those of the clone. */
+static void test_logf_vector_tail_and_inline_agree(void **state)
+{
+    (void) state;
+    enum { LEN = 70, COUNT = 1 << 16 };
+    float x[LEN + 1], y[LEN + 1];
+    uint64_t s = 19;
+    for (int v = 0; v < 200; v++) {
+        float value = v % 4 ? (float) ldexp(h_uniform(&s, 1, 2), (int) (h_rand(&s) % 252) - 126)
+                            : (float) h_uniform(&s, 1e-8, 2.0);
+        float alone;
+        crl_logf_array(&value, &alone, 1);
+        for (int k = 0; k <= LEN; k++)
+            x[k] = (float) h_uniform(&s, 1e-8, 4.0);
+        for (int len = 1; len <= LEN; len += len < 20 ? 1 : 13)
+            for (int start = 0; start < 2; start++)
+                for (int at = 0; at < len; at++) {
+                    float saved = x[start + at];
+                    x[start + at] = value;
+                    crl_logf_array(x + start, y + start, len);
+                    x[start + at] = saved;
+                    if (float_bits(y[start + at]) != float_bits(alone))
+                        fail_msg("logf(%a) at %d of %d (start %d): %a vs %a", (double) value,
+                                 at, len, start, (double) y[start + at], (double) alone);
+                }
+    }
+    float *a = malloc(sizeof *a * COUNT), *b = malloc(sizeof *b * COUNT);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (int k = 0; k < COUNT; k++)
+        a[k] = k % 2 ? float_from_bits(0x00800000U + (uint32_t) (h_rand(&s) % 0x7effffffU))
+                     : (float) h_uniform(&s, 1e-9, 2.0);
+    crl_logf_array(a, b, COUNT);
+    for (int k = 0; k < COUNT; k++)
+        if (float_bits(crl_logf(a[k])) != float_bits(b[k]))
+            fail_msg("logf(%a): inline %a, array %a", (double) a[k], (double) crl_logf(a[k]),
+                     (double) b[k]);
+    free(a);
+    free(b);
+}
+
 /* The orders of crl_sum_fixed (8 lanes) and crl_sum_fixed_f32 (16), spelled
  * out: lane k mod lanes, combined pairwise. */
 static double sum_reference(const double *x, int64_t n, int lanes)
@@ -209,6 +341,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_log_edge_values),
         cmocka_unit_test(test_log_vector_and_tail_agree),
         cmocka_unit_test(test_log_inline_matches_the_array),
+        cmocka_unit_test(test_logf_within_one_ulp),
+        cmocka_unit_test(test_logf_vector_tail_and_inline_agree),
         cmocka_unit_test(test_fixed_order_sums),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "vecmath");

@@ -17,14 +17,45 @@
  * needs two sums over the row before any element can be written; the
  * forward keeps them per row (1/Z and sum_i p_i q_i, by the element's running
  * index and t), so that the backward is one pass over each row with one
- * logarithm per element.  The penalty's part is added in that pass too
- * rather than through the engine's affine alpha/beta: the row is read there
- * anyway, and the engine then need not form an affine tile first.
+ * logarithm per element.  That logarithm stays: what the backward needs of
+ * an element beyond the row's two sums is log(p_j + eps) itself, and
+ * keeping it would be a B T N temporary (docs/PERFORMANCE.md forbids one);
+ * writing the gradient in the forward instead is not possible either, since
+ * no output may change before the reduction has agreed that the call
+ * succeeds.  When the gradient was not announced the backward forms a row's
+ * sums itself, and then keeps the row's w_j = log(p_j + eps) + p_j/(p_j + eps)
+ * (N values, O(row)) for its second pass instead of taking the logarithms
+ * again.  The penalty's part is added in that pass too rather than through
+ * the engine's affine alpha/beta: the row is read there anyway, and the
+ * engine then need not form an affine tile first.
  *
  * The hooks read the raw rows (float32 or float64, widened element by
  * element).  Each row is summed in a fixed order (vecmath.h) and its
- * logarithms taken by crl_log inside one vectorized loop per row, so a row
- * gives the same bits wherever it lies.
+ * logarithms taken inside one vectorized loop per row, so a row gives the
+ * same bits wherever it lies.
+ *
+ * Float32 rows are computed in float32 where that is enough (docs/losses.md
+ * "Exactness"): p, p + eps, its logarithm (crl_logf, no division, twice the
+ * lanes of crl_log), w and p w in float32, each h = p log(p + eps) widened
+ * to double exactly (a product of two floats), the sums in double in the
+ * fixed order.  The condition, per row and from the row alone (so
+ * that its bits still do not depend on where the row lies): every
+ * p + eps <= 1/2 as the path computes it, with eps in [FLT_MIN, 1/2] and
+ * 1/Z in [2^-100, FLT_MAX] (float_row).  Then |log| >=
+ * log 2 for every element, and the float32 roundings of p (2u, u = 2^-24),
+ * of the argument (3u in all: a relative error d of p + eps moves its
+ * logarithm by d, absolutely) and crl_logf's 0.94 ulp (1.88u relative) add
+ * up to |dh| <= u p (3.88 |log| + 3) <= 8.2u |h|, all h of one sign: H of a
+ * row, and so the loss, within 8.2u = 4.9e-7 relative (plus the double
+ * sums' 2^-50), 20 times inside the float32 tolerance of 1e-5.  The
+ * gradient's entropy part of element j is within k u (21 + 3 |log_j| + 4 H)
+ * absolutely, k = weight / (B T Z) (w to u (10 + 3 |log|), sum p w to
+ * u (11 + 4 H)): far inside 1e-5 of the largest element of the gradient,
+ * unless every row's entropy gradient is all but zero (rows of equal rates,
+ * where even the double path's rounding is large against it).  A row in
+ * which one rate holds nearly half the row's sum or more (|log| small, where
+ * the argument's rounding would be large against it) takes the double path;
+ * so do all rows of float64 inputs.
  *
  * Reads: states (all rates must be >= 0).
  */
@@ -35,6 +66,9 @@
 #include <stdlib.h>
 
 enum { REG, EPS };
+
+/* Doubles kept per row for an announced gradient: 1/Z, sum p a, the path. */
+enum { KEPT = 3 };
 
 static const crl_param_info params[] = {
     {"reg", CRL_PARAM_REAL, 10, 0, DBL_MAX, NULL, "weight of the mean squared rate norm"},
@@ -47,9 +81,13 @@ typedef struct entropy {
     double *h_sum;                 /* N: sum over t of p log(p + eps), per
                                       neuron, of the current element        */
     double *a;                     /* N: a row's terms of sum p a            */
+    double *w;                     /* N: backward without announced
+                                      gradient: a row's w_j                  */
+    float *a_float;                /* N: a, float32 path                     */
     int64_t n;
     bool keep_rows;                /* the gradient is wanted: keep row_sums  */
-    double *row_sums;              /* per row (element * T + t): 1/Z, sum p a */
+    double *row_sums;              /* per row (element * T + t): 1/Z, sum p a,
+                                      1 if it took the float32 path else 0 */
     int64_t row_sums_cap;
     double coef;                   /* backward: weight / (B T)               */
     double slope;                  /* backward: weight 2 reg / (B T)         */
@@ -81,9 +119,12 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     if (s->n != n) {
         free(s->h_sum);
         s->n = 0;
-        if ((s->h_sum = malloc(sizeof(double) * 2 * (size_t) (n > 0 ? n : 1))) == NULL)
+        size_t count = (size_t) (n > 0 ? n : 1);
+        if ((s->h_sum = malloc((sizeof(double) * 3 + sizeof(float)) * count)) == NULL)
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory");
         s->a = s->h_sum + n;
+        s->w = s->a + n;
+        s->a_float = (float *) (s->w + n);
         s->n = n;
     }
     /* Announced gradients keep each row's 1/Z and sum for the backward;
@@ -141,12 +182,117 @@ FORWARD_ROW_KERNEL(forward_row_f64, double)
 BACKWARD_ROW_KERNEL(backward_row_f32, float)
 BACKWARD_ROW_KERNEL(backward_row_f64, double)
 
-/* 1 / Z of row x (Z = sum x + eps, the sum in crl_sum_fixed's order). */
-static double inverse_normalizer(const crl_array *a, const void *x, double eps)
+/*
+ * The backward's sums of a row without the forward's: a_i as the forward
+ * kernel forms it (the same bits, so that the row's sum is the one an
+ * announced gradient keeps) and w_i = log(p_i + eps) + p_i/(p_i + eps) as
+ * the backward kernel forms it, with one logarithm.
+ */
+#define TERMS_ROW_KERNEL(name, type)                                                            \
+    CRL_HOT_FMA static void name(const type *restrict x, int64_t n, double inv_z, double eps,  \
+                                 double *restrict a, double *restrict w)                       \
+    {                                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                      \
+            double v = (double) x[i], p = v * inv_z, shifted = p + eps;                        \
+            double log_shifted = crl_log(shifted), ratio = p / shifted;                        \
+            a[i] = fma(p, ratio, p * log_shifted);                                             \
+            w[i] = log_shifted + ratio;                                                        \
+        }                                                                                      \
+    }
+TERMS_ROW_KERNEL(terms_row_f32, float)
+TERMS_ROW_KERNEL(terms_row_f64, double)
+
+/* The backward kernel's update from a row's w:
+ * grad_j += slope x_j - k (w_j - pa), the operations of backward_row_*. */
+#define BACKWARD_KEPT_KERNEL(name, type)                                                        \
+    CRL_HOT_FMA static void name(const type *restrict x, const double *restrict w, int64_t n,  \
+                                 double pa, double k, double slope, double *restrict grad)     \
+    {                                                                                          \
+        for (int64_t i = 0; i < n; i++)                                                        \
+            grad[i] = fma(slope, (double) x[i], fma(-k, w[i] - pa, grad[i]));                  \
+    }
+BACKWARD_KEPT_KERNEL(backward_kept_f32, float)
+BACKWARD_KEPT_KERNEL(backward_kept_f64, double)
+
+/*
+ * The float32 path (the header's condition holds for the row): p = x 1/Z,
+ * shifted = p + eps and w = log(shifted) + p/shifted in float32; h = p
+ * log(shifted) widened to double exactly; a = p w in float32 (its rounding,
+ * u relative, is below the bound's terms), the row's sum of it in double.
+ */
+CRL_HOT_FMA static bool forward_row_float(const float *restrict x, int64_t n, float inv_z,
+                                          float eps, double *restrict h_sum, float *restrict a)
 {
-    double sum = a->dtype == CRL_FLOAT32 ? crl_sum_fixed_f32(x, a->width)
-                                         : crl_sum_fixed(x, a->width);
-    return 1.0 / (sum + eps);
+    int negative = 0;
+    if (a == NULL)
+        for (int64_t i = 0; i < n; i++) {
+            float p = x[i] * inv_z;
+            h_sum[i] += (double) p * (double) crl_logf(p + eps);
+            negative |= x[i] < 0;
+        }
+    else
+        for (int64_t i = 0; i < n; i++) {
+            float p = x[i] * inv_z, shifted = p + eps, log_shifted = crl_logf(shifted);
+            h_sum[i] += (double) p * (double) log_shifted;
+            a[i] = p * (log_shifted + p / shifted);
+            negative |= x[i] < 0;
+        }
+    return negative;
+}
+
+/* forward_row_float's a and w of a row, w widened to double. */
+CRL_HOT_FMA static void terms_row_float(const float *restrict x, int64_t n, float inv_z,
+                                        float eps, float *restrict a, double *restrict w)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float p = x[i] * inv_z, shifted = p + eps;
+        float wf = crl_logf(shifted) + p / shifted;
+        a[i] = p * wf;
+        w[i] = (double) wf;
+    }
+}
+
+/* backward_kept_f32 with w recomputed (one logarithm), the same bits. */
+CRL_HOT_FMA static void backward_row_float(const float *restrict x, int64_t n, float inv_z,
+                                           float eps, double pa, double k, double slope,
+                                           double *restrict grad)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float p = x[i] * inv_z, shifted = p + eps;
+        double w = (double) (crl_logf(shifted) + p / shifted);
+        grad[i] = fma(slope, (double) x[i], fma(-k, w - pa, grad[i]));
+    }
+}
+
+/*
+ * Whether float32 row x takes the float32 path (the header's condition):
+ * eps and 1/Z in float32's range (checked in double, before converting),
+ * and p + eps <= 1/2 for every rate in the path's own float operations.  A
+ * flag reduction, which vectorizes (a maximum of the rates would not,
+ * without -ffinite-math-only); the row is in L1 from its sum.
+ */
+CRL_HOT static bool float_row(const float *restrict x, int64_t n, double inv_z, double eps)
+{
+    if (!(eps >= FLT_MIN && eps <= 0.5 && inv_z >= 0x1p-100 && inv_z <= FLT_MAX))
+        return false;
+    float inv_z_f = (float) inv_z, eps_f = (float) eps;
+    int near_one = 0;
+    for (int64_t i = 0; i < n; i++)
+        near_one |= x[i] * inv_z_f + eps_f > 0.5f;
+    return !near_one;
+}
+
+/* 1 / Z of row x (Z = sum x + eps, the sum in crl_sum_fixed's order), and
+ * whether it takes the float32 path. */
+static double inverse_normalizer(const crl_array *a, const void *x, double eps, bool *in_float)
+{
+    if (a->dtype == CRL_FLOAT32) {
+        double inv_z = 1.0 / (crl_sum_fixed_f32(x, a->width) + eps);
+        *in_float = float_row(x, a->width, inv_z, eps);
+        return inv_z;
+    }
+    *in_float = false;
+    return 1.0 / (crl_sum_fixed(x, a->width) + eps);
 }
 
 static int report_negative(const crl_rows *rows, int64_t t, crl_error *err)
@@ -174,7 +320,7 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
         for (int64_t i = 0; i < n; i++)
             s->h_sum[i] = 0;
         if (s->keep_rows
-            && !crl_reserve(&s->row_sums, &s->row_sums_cap, 2 * (rows->element + 1) * time,
+            && !crl_reserve(&s->row_sums, &s->row_sums_cap, KEPT * (rows->element + 1) * time,
                             sizeof(double)))
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the row sums of element %lld",
                             (long long) rows->element);
@@ -182,17 +328,23 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
     for (int64_t r = 0; r < rows->count; r++) {
         int64_t row = rows->t0 + r;
         const void *x = crl_array_row(a, rows->b, row);
-        double inv_z = inverse_normalizer(a, x, eps);
-        double *keep = s->keep_rows ? s->a : NULL;
-        bool negative = a->dtype == CRL_FLOAT32
-                            ? forward_row_f32(x, n, inv_z, eps, s->h_sum, keep)
-                            : forward_row_f64(x, n, inv_z, eps, s->h_sum, keep);
+        bool in_float;
+        double inv_z = inverse_normalizer(a, x, eps, &in_float);
+        bool negative;
+        if (in_float)
+            negative = forward_row_float(x, n, (float) inv_z, (float) eps, s->h_sum,
+                                         s->keep_rows ? s->a_float : NULL);
+        else if (a->dtype == CRL_FLOAT32)
+            negative = forward_row_f32(x, n, inv_z, eps, s->h_sum, s->keep_rows ? s->a : NULL);
+        else
+            negative = forward_row_f64(x, n, inv_z, eps, s->h_sum, s->keep_rows ? s->a : NULL);
         if (negative)
             return report_negative(rows, row, err);
-        if (keep != NULL) {
-            double *kept = s->row_sums + 2 * (rows->element * time + row);
+        if (s->keep_rows) {
+            double *kept = s->row_sums + KEPT * (rows->element * time + row);
             kept[0] = inv_z;
-            kept[1] = crl_sum_fixed(keep, n);
+            kept[1] = in_float ? crl_sum_fixed_f32(s->a_float, n) : crl_sum_fixed(s->a, n);
+            kept[2] = in_float;
         }
     }
     return CRL_OK;
@@ -229,26 +381,42 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
     const crl_array *a = rows->array;
     int64_t n = rows->n;
     double eps = t->param[EPS];
-    const double *kept = s->keep_rows ? s->row_sums + 2 * (rows->element * a->time + rows->t0)
-                                      : NULL;
-    double again[2];
-    for (int64_t r = 0; r < rows->count; r++, kept += kept ? 2 : 0) {
+    const double *kept = s->keep_rows
+                             ? s->row_sums + KEPT * (rows->element * a->time + rows->t0)
+                             : NULL;
+    for (int64_t r = 0; r < rows->count; r++, kept += kept ? KEPT : 0) {
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
+        double *out = grad + r * n;
+        bool f32 = a->dtype == CRL_FLOAT32;
         if (!s->keep_rows) {
-            /* The forward's kernel on the same row: the same bits. */
-            again[0] = inverse_normalizer(a, x, eps);
-            if (a->dtype == CRL_FLOAT32)
-                forward_row_f32(x, n, again[0], eps, s->h_sum, s->a);
+            /* The forward's a on the same row (the same bits) and the
+             * backward kernel's w, one logarithm per element. */
+            bool in_float;
+            double inv_z = inverse_normalizer(a, x, eps, &in_float), pa;
+            if (in_float) {
+                terms_row_float(x, n, (float) inv_z, (float) eps, s->a_float, s->w);
+                pa = crl_sum_fixed_f32(s->a_float, n);
+            } else {
+                if (f32)
+                    terms_row_f32(x, n, inv_z, eps, s->a, s->w);
+                else
+                    terms_row_f64(x, n, inv_z, eps, s->a, s->w);
+                pa = crl_sum_fixed(s->a, n);
+            }
+            double k = s->coef * inv_z;
+            if (f32)
+                backward_kept_f32(x, s->w, n, pa, k, s->slope, out);
             else
-                forward_row_f64(x, n, again[0], eps, s->h_sum, s->a);
-            again[1] = crl_sum_fixed(s->a, n);
-            kept = again;
+                backward_kept_f64(x, s->w, n, pa, k, s->slope, out);
+            continue;
         }
-        double k = s->coef * kept[0];
-        if (a->dtype == CRL_FLOAT32)
-            backward_row_f32(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);
+        double inv_z = kept[0], k = s->coef * inv_z;
+        if (kept[2] != 0)
+            backward_row_float(x, n, (float) inv_z, (float) eps, kept[1], k, s->slope, out);
+        else if (f32)
+            backward_row_f32(x, n, inv_z, eps, kept[1], k, s->slope, out);
         else
-            backward_row_f64(x, n, kept[0], eps, kept[1], k, s->slope, grad + r * n);
+            backward_row_f64(x, n, inv_z, eps, kept[1], k, s->slope, out);
     }
 }
 
