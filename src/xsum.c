@@ -44,9 +44,17 @@ void crl_xsum_spill(crl_xsum *x, double v)
     s->items[s->count++] = (crl_spilled){x - s->base, v};
 }
 
-/* w += y over n limbs (mod 2^(64 n)). */
-static void limbs_merge(uint64_t *w, const uint64_t *y, int n)
+/* w += y over n limbs (mod 2^(64 n)): an add-with-carry chain. */
+static inline void limbs_merge(uint64_t *restrict w, const uint64_t *restrict y, int n)
 {
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 c = 0;
+    for (int k = 0; k < n; k++) {
+        c += (unsigned __int128) w[k] + y[k];
+        w[k] = (uint64_t) c;
+        c >>= 64;
+    }
+#else
     uint64_t c = 0;
     for (int k = 0; k < n; k++) {
         uint64_t t = w[k] + c;
@@ -55,6 +63,7 @@ static void limbs_merge(uint64_t *w, const uint64_t *y, int n)
         c += t < y[k];
         w[k] = t;
     }
+#endif
 }
 
 void crl_xsum_merge(crl_xsum *x, const crl_xsum *y)
@@ -70,7 +79,7 @@ void crl_xsum_wide_merge(crl_xsum_wide *x, const crl_xsum_wide *y)
 
 /* w += v exactly for a finite v whose bits lie in the n limbs (below the
  * sign bit); false, and w unchanged, if they do not. */
-static bool limbs_add(uint64_t *w, int n, int unit, double v)
+static inline bool limbs_add(uint64_t *w, int n, int unit, double v)
 {
     if (v == 0)
         return true;
@@ -133,7 +142,7 @@ void crl_xsum_wide_add_narrow(crl_xsum_wide *x, const crl_xsum *y)
 }
 
 /* 64 bits of the magnitude m from bit `at` up (at may be below 0). */
-static uint64_t bits_from(const uint64_t *m, int n, int at)
+static inline uint64_t bits_from(const uint64_t *m, int n, int at)
 {
     if (at < 0)
         return m[0] << -at;
@@ -145,7 +154,7 @@ static uint64_t bits_from(const uint64_t *m, int n, int at)
 }
 
 /* Whether any bit of m below bit `at` is set. */
-static bool any_below(const uint64_t *m, int at)
+static inline bool any_below(const uint64_t *m, int at)
 {
     if (at <= 0)
         return false;
@@ -156,22 +165,16 @@ static bool any_below(const uint64_t *m, int at)
     return s && (m[i] & ((1ULL << s) - 1));
 }
 
-static double limbs_round(const uint64_t *w, int n, int unit)
+/* The magnitude m (n limbs, the highest nonzero one `top`) rounded to the
+ * nearest double, ties to even, with the sign of negative; *low is the
+ * lowest bit position kept (-1: all kept, exactly) and *up whether it
+ * rounded up. */
+static inline double magnitude_round(const uint64_t *m, int n, int top, int unit, bool negative,
+                                     int *low, bool *up)
 {
-    uint64_t m[CRL_XSUM_WIDE_LIMBS];
-    bool negative = w[n - 1] >> 63;
-    uint64_t c = negative;
-    for (int k = 0; k < n; k++) {
-        uint64_t x = negative ? ~w[k] : w[k];
-        m[k] = x + c;
-        c = m[k] < c;
-    }
-    int top = n - 1;
-    while (top >= 0 && m[top] == 0)
-        top--;
-    if (top < 0)
-        return 0.0;
     int msb = 64 * top + 63 - __builtin_clzll(m[top]);
+    *low = -1;
+    *up = false;
     if (msb < 53) {
         /* At most 53 bits: exact, the product by a power of two too (for
          * the wide units a subnormal, representable). */
@@ -183,8 +186,9 @@ static double limbs_round(const uint64_t *w, int n, int unit)
     uint64_t head = bits_from(m, n, msb - 63);
     uint64_t keep = head >> 11, rest = head & 0x7ff;
     bool sticky = any_below(m, msb - 63);
-    if (rest > 0x400 || (rest == 0x400 && (sticky || (keep & 1))))
-        keep++;
+    *low = msb - 52;
+    *up = rest > 0x400 || (rest == 0x400 && (sticky || (keep & 1)));
+    keep += *up;
     /* keep 2^(msb - 52 + unit), keep in [2^52, 2^53]: a normal double
      * (msb >= 53 puts it above 2^-1021 for either unit) or beyond the range. */
     int64_t biased = (int64_t) msb + unit + 1023;
@@ -200,6 +204,31 @@ static double limbs_round(const uint64_t *w, int n, int unit)
     return v;
 }
 
+/* The magnitude of the two's-complement w into m; whether w < 0, and the
+ * highest nonzero limb of m in *top (-1: w is 0). */
+static inline bool magnitude(const uint64_t *w, int n, uint64_t *m, int *top)
+{
+    bool negative = w[n - 1] >> 63;
+    uint64_t c = negative;
+    for (int k = 0; k < n; k++) {
+        uint64_t x = negative ? ~w[k] : w[k];
+        m[k] = x + c;
+        c = m[k] < c;
+    }
+    *top = n - 1;
+    while (*top >= 0 && m[*top] == 0)
+        (*top)--;
+    return negative;
+}
+
+static inline double limbs_round(const uint64_t *w, int n, int unit)
+{
+    uint64_t m[CRL_XSUM_WIDE_LIMBS];
+    int top, low;
+    bool up, negative = magnitude(w, n, m, &top);
+    return top < 0 ? 0.0 : magnitude_round(m, n, top, unit, negative, &low, &up);
+}
+
 double crl_xsum_round(const crl_xsum *x)
 {
     return limbs_round(x->limb, CRL_XSUM_LIMBS, CRL_XSUM_UNIT);
@@ -212,25 +241,53 @@ double crl_xsum_wide_round(const crl_xsum_wide *x)
     return limbs_round(x->limb, CRL_XSUM_WIDE_LIMBS, CRL_XSUM_WIDE_UNIT);
 }
 
-/* hi, and the rest w - hi rounded (hi's bits lie in the limbs: it is the
- * sum rounded, at most one bit above it). */
-static crl_dd limbs_dd(const uint64_t *w, int n, int unit, double hi)
+/* hi, the sum rounded, and lo, the rest rounded, in one pass: with |w| =
+ * K 2^low + r (r < 2^low), the rest is r with w's sign, or, when hi
+ * rounded up to (K + 1) 2^low, 2^low - r with the other sign. */
+static inline crl_dd limbs_dd(const uint64_t *w, int n, int unit)
 {
-    if (hi == 0 || !isfinite(hi))   /* hi is 0 only for a sum of 0 */
+    uint64_t m[CRL_XSUM_WIDE_LIMBS];
+    int top, low;
+    bool up, negative = magnitude(w, n, m, &top);
+    if (top < 0)
+        return (crl_dd){0.0, 0.0};
+    double hi = magnitude_round(m, n, top, unit, negative, &low, &up);
+    if (low <= 0 || !isfinite(hi))
         return (crl_dd){hi, 0.0};
-    uint64_t rest[CRL_XSUM_WIDE_LIMBS];
-    memcpy(rest, w, sizeof *w * (size_t) n);
-    if (!limbs_add(rest, n, unit, -hi))
-        return (crl_dd){hi, 0.0};   /* not reached: see above */
-    return (crl_dd){hi, limbs_round(rest, n, unit)};
+    int i = low >> 6, s = low & 63;
+    if (s)
+        m[i] &= (1ULL << s) - 1;
+    else
+        i--;   /* the bits below low end with limb i - 1 */
+    for (int k = i + 1; k <= top; k++)
+        m[k] = 0;
+    if (up) {  /* 2^low - r: the two's complement of r in low bits (r > 0) */
+        uint64_t c = 1;
+        for (int k = 0; k <= i; k++) {
+            m[k] = ~m[k] + c;
+            c = c && m[k] == 0;
+        }
+        if (s)
+            m[i] &= (1ULL << s) - 1;
+    }
+    int rtop = i;
+    while (rtop >= 0 && m[rtop] == 0)
+        rtop--;
+    if (rtop < 0)
+        return (crl_dd){hi, 0.0};
+    int rlow;
+    bool rup;
+    return (crl_dd){hi, magnitude_round(m, n, rtop, unit, negative != up, &rlow, &rup)};
 }
 
 crl_dd crl_xsum_dd(const crl_xsum *x)
 {
-    return limbs_dd(x->limb, CRL_XSUM_LIMBS, CRL_XSUM_UNIT, crl_xsum_round(x));
+    return limbs_dd(x->limb, CRL_XSUM_LIMBS, CRL_XSUM_UNIT);
 }
 
 crl_dd crl_xsum_wide_dd(const crl_xsum_wide *x)
 {
-    return limbs_dd(x->limb, CRL_XSUM_WIDE_LIMBS, CRL_XSUM_WIDE_UNIT, crl_xsum_wide_round(x));
+    if (x->limb[CRL_XSUM_WIDE_LIMBS])
+        return (crl_dd){NAN, 0.0};
+    return limbs_dd(x->limb, CRL_XSUM_WIDE_LIMBS, CRL_XSUM_WIDE_UNIT);
 }

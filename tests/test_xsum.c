@@ -95,6 +95,30 @@ static void test_one_value_rounds_to_itself(void **state)
     free(spill.items);
 }
 
+/* The double-double of a sum against its definition: hi the sum rounded,
+ * lo the exact rest (the sum minus hi, formed in a wide accumulator)
+ * rounded; rests that round up or down, signs, cancellation. */
+static void test_dd_is_hi_and_rounded_rest(void **state)
+{
+    (void) state;
+    uint64_t s = 13;
+    for (int trial = 0; trial < 100000; trial++) {
+        int n = 1 + (int) (h_rand(&s) % 6);
+        double v[6];
+        for (int k = 0; k < n; k++)
+            v[k] = ldexp(h_uniform(&s, 0.5, 1) * (h_rand(&s) % 2 ? 1 : -1),
+                         (int) (h_rand(&s) % 200) - 100);
+        crl_xsum x = of(v, n);
+        crl_xsum_wide w = {{0}};
+        crl_xsum_wide_add_narrow(&w, &x);
+        crl_dd d = crl_xsum_dd(&x), e = crl_xsum_wide_dd(&w);
+        double hi = crl_xsum_round(&x);
+        crl_xsum_wide_add(&w, -hi);
+        assert_true(d.hi == hi && d.lo == crl_xsum_wide_round(&w));
+        assert_true(e.hi == d.hi && e.lo == d.lo);
+    }
+}
+
 /* A slot's sum moved to the wide units, and the wide sum of the same
  * values: the same accumulator. */
 static void test_slot_joins_wide(void **state)
@@ -253,6 +277,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_value_rounds_to_itself),
         cmocka_unit_test(test_slot_joins_wide),
+        cmocka_unit_test(test_dd_is_hi_and_rounded_rest),
         cmocka_unit_test(test_rounding_is_to_nearest_even),
         cmocka_unit_test(test_the_crafted_tie),
         cmocka_unit_test(test_order_and_grouping_do_not_matter),
