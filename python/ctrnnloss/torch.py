@@ -192,16 +192,15 @@ class _GroupCall:
         self.module, self.total, self.values = calls[0].module, total, values
 
     def backward_from(self, needs, grad_outputs):
-        total = float(grad_outputs[0])
+        """Each call's gradients from the incoming gradients of its own
+        parts (a call's parts are whole terms, so _Call.scale's rule gives
+        each term its factor), summed per distinct tensor."""
         incoming = {name: float(g) for name, g in zip(self.parts, grad_outputs[1:])}
         out = [None] * len(self.tensors)
         for call, slots in zip(self.calls, self.slots):
-            factors = {name: total + incoming.get(name, 0.0) for name in call.parts}
-            if len(set(factors.values())) <= 1:
-                scale, term_scales = (next(iter(factors.values())) if factors else total), None
-            else:
-                scale, term_scales = 1.0, factors
-            grads = call.backward([needs[k] for k in slots], scale, term_scales)
+            grads = call.backward_from(
+                [needs[k] for k in slots],
+                (grad_outputs[0],) + tuple(incoming.get(n, 0.0) for n in call.parts))
             for k, g in zip(slots, grads):
                 if g is not None:
                     out[k] = g if out[k] is None else out[k] + g
