@@ -77,7 +77,9 @@ _HUGE = 2 << 20   # buffers from this size on are asked to use huge pages
 
 class _BufferPool:
     """Gradient buffers reused across calls.  Each buffer's memory is a NumPy
-    array the pool keeps; the tensors handed out wrap it (torch.from_numpy),
+    array of the gradient's shape the pool keeps (per dtype and shape, so
+    that handing one out is a dictionary look-up and torch.from_numpy, no
+    view); the tensors handed out wrap it (torch.from_numpy),
     and their storage holds a reference to it, so the array's reference count
     says whether any tensor (a retained .grad, a view, anything autograd
     keeps) still uses the memory: only a buffer no tensor holds is handed out
@@ -86,30 +88,32 @@ class _BufferPool:
 
     def __init__(self, keep=4):
         self.keep = keep
-        self.free = {}
+        self.free = {}   # (dtype, shape): arrays of that shape
 
-    def take(self, shape, dtype):
-        count = math.prod(shape)
-        arrays = self.free.setdefault((dtype, count), [])
+    def take(self, shape, dtype, _refs=sys.getrefcount, _wrap=torch.from_numpy):
+        """A tensor of shape and dtype over a buffer nothing else holds."""
+        arrays = self.free.get((dtype, shape))
+        if arrays is None:
+            arrays = self.free[(dtype, tuple(shape))] = []
         for array in arrays:
             # References: the list, this loop's variable, getrefcount's argument.
-            if sys.getrefcount(array) == 3:
-                break
-        else:
-            array = self._fresh(count, _NUMPY[dtype])
-            if len(arrays) < self.keep:
-                arrays.append(array)
-        return torch.from_numpy(array).view(shape)
+            if _refs(array) == 3:
+                return _wrap(array)
+        array = self._fresh(tuple(shape), _NUMPY[dtype])
+        if len(arrays) < self.keep:
+            arrays.append(array)
+        return _wrap(array)
 
     @staticmethod
-    def _fresh(count, dtype):
+    def _fresh(shape, dtype):
+        count = math.prod(shape)
         size = count * np.dtype(dtype).itemsize
         if size < _HUGE:
-            return np.empty(count, dtype=dtype)
+            return np.empty(shape, dtype=dtype)
         memory = mmap.mmap(-1, size)
         if hasattr(memory, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
             memory.madvise(mmap.MADV_HUGEPAGE)
-        return np.frombuffer(memory, dtype=dtype, count=count)
+        return np.frombuffer(memory, dtype=dtype, count=count).reshape(shape)
 
 
 _pool = _BufferPool()
