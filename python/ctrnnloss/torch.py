@@ -352,11 +352,27 @@ class _Module(torch.nn.Module):
 
 def _bound(module, args, kwargs):
     """The roles of a call's arguments, or the binding error (raised by the
-    evaluation on every rank, so that no rank is left waiting)."""
-    try:
-        return _core.bind_arguments(type(module).__name__, module.arguments, args, kwargs), None
-    except TypeError as exc:
-        return {}, exc
+    evaluation on every rank, so that no rank is left waiting).  Where each
+    role's value comes from is worked out once per call form (the number of
+    positional arguments, the keywords in order)."""
+    form = (len(args),) + tuple(kwargs) if kwargs else len(args)
+    forms = module._forms
+    sources = forms.get(form)
+    if sources is None:
+        try:
+            sources = _core.bind_arguments(type(module).__name__, module.arguments,
+                                           tuple(range(len(args))), {k: k for k in kwargs})
+        except TypeError as exc:
+            return {}, exc
+        if len(forms) >= 32:
+            forms.clear()
+        sources = forms[form] = tuple(sources.items())
+    bound = {}
+    for role, source in sources:
+        value = args[source] if source.__class__ is int else kwargs[source]
+        if value is not None:
+            bound[role] = value
+    return bound, None
 
 
 class _Criterion(_Module):
@@ -379,6 +395,7 @@ class _Criterion(_Module):
             self.params = _core.bind_params(type(self).__name__, self.positional, args, params)
             return [(self.term_type, self.term_type, 1.0, self.params)]
         super().__init__(terms, comm, batch_first, ddp)
+        self._forms = {}   # call form: ((role, argument index or keyword), ...)
 
     def forward(self, *args, **kwargs):
         bound, error = _bound(self, args, kwargs)
