@@ -411,6 +411,48 @@ def check_torch_path():
     note("torch path: buffer reuse, retained gradients, pending calls, double backward")
 
 
+def check_plan_path():
+    """The short path of a call (per signature a plan: the crl_tensors built
+    once, only the data pointers set, the values' layout read once) gives
+    the NumPy front end's bits for each signature a criterion meets in turn
+    (contiguous, a strided view, float32, the first again); keyword and
+    positional calls agree, a None argument is left out; an input the
+    library cannot read still fails on every rank once plans exist."""
+    whole = case_inputs("fr_l1", np.float64)["states"]
+    lo, hi = shard(B, RANK, SIZE, "even")
+    base = whole[lo:hi].copy()
+    wide = np.zeros((base.shape[0], 2 * base.shape[1], base.shape[2]))
+    wide[:, ::2] = base
+    crit, ncrit = ct.FiringRateDistLoss(metric="cv"), cnp.FiringRateDistLoss(metric="cv")
+    for what, arr in (("contiguous", base), ("a strided view", wide[:, ::2]),
+                      ("float32", base.astype(np.float32)), ("contiguous again", base)):
+        x = torch.from_numpy(arr).requires_grad_()
+        crit(x).backward()
+        mine = ncrit(arr, grad=True)
+        check(float(crit.total) == mine.total and crit.values == mine.values,
+              "plan path, %s: values differ from the NumPy front end's" % what)
+        check(x.grad.numpy().tobytes() == mine.grads["states"].tobytes(),
+              "plan path, %s: gradient differs from the NumPy front end's" % what)
+    a, b = torch.from_numpy(base).requires_grad_(), torch.from_numpy(base).requires_grad_()
+    ta, tb = crit(a), crit(states=b)
+    (ta + tb).backward()
+    check(torch.equal(ta, tb) and torch.equal(a.grad, b.grad),
+          "a keyword call differs from the positional one")
+    data = case_inputs("mse", np.float64)
+    pred, label = (torch.from_numpy(data[r][lo:hi].copy()) for r in ("pred", "label"))
+    mse = ct.MSELoss()
+    check(torch.equal(mse(pred, label, None), mse(pred, label)),
+          "MSELoss(pred, label, None) differs from MSELoss(pred, label)")
+    try:
+        crit(torch.from_numpy(base).transpose(1, 2))
+        got = "no error"
+    except ct.InvalidArgumentError as exc:
+        got = str(exc)
+    check("contiguous along its last dimension" in got,
+          "a transposed input after plans exist: %s" % got)
+    note("plan path: signatures in turn bitwise against NumPy, call forms, refusal")
+
+
 class Nn4nModel(torch.nn.Module):
     """The attributes an nn4n CTRNN holds its three weight matrices in."""
 
@@ -971,6 +1013,7 @@ def main():
         compare_cli(directory, saved)
         check_example_learns()
     check_torch_path()
+    check_plan_path()
     check_call_forms()
     check_catalogue()
     check_errors()

@@ -308,6 +308,9 @@ class _Handle:
                 return
         lib.crl_loss_set_grad_mode(self.ptr, _lib.GRAD_OVERWRITE)
         self.busy = False
+        # The crl_loss's gradient scale (crl_loss_set_grad_scale; it stays
+        # until changed; None: unknown): set only when it changes.
+        self.scale = 1.0
 
     def __del__(self, destroy=lib.crl_loss_destroy):
         # Not collective; the context (never freed) outlives the loss.
@@ -334,13 +337,20 @@ class Evaluation:
                                "(retain_graph=True) is not supported; call the criterion again")
         self.backward_done = True
         tgrad = grads if isinstance(grads, _lib.Tensors) else self.loss.inputs(grads)[0]
-        ptr = self.handle.ptr
-        lib.crl_loss_set_grad_scale(ptr, scale)
-        for name, s in (term_scales or {}).items():
-            lib.crl_loss_set_term_grad_scale(ptr, name.encode(), s)
+        handle = self.handle
+        ptr = handle.ptr
+        # Equal non-zero doubles have equal bits (a zero may be -0.0).
+        if scale != handle.scale or scale == 0.0:
+            handle.scale = None
+            if lib.crl_loss_set_grad_scale(ptr, scale) == _lib.OK:
+                handle.scale = scale
+        if term_scales:
+            for name, s in term_scales.items():
+                lib.crl_loss_set_term_grad_scale(ptr, name.encode(), s)
         status = lib.crl_loss_backward(ptr, ctypes.byref(self.tin), ctypes.byref(tgrad))
-        for name in term_scales or ():
-            lib.crl_loss_set_term_grad_scale(ptr, name.encode(), 1.0)
+        if term_scales:
+            for name in term_scales:
+                lib.crl_loss_set_term_grad_scale(ptr, name.encode(), 1.0)
         if status != _lib.OK:
             raise _error(status, self.loss.context.message())
 

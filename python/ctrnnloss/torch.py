@@ -33,6 +33,7 @@ element is stored), written into buffers that are reused from step to step
 once nothing holds them any more.  Double backward (create_graph=True) is
 not supported.
 """
+import ctypes
 import math
 import mmap
 import sys
@@ -49,6 +50,14 @@ __all__ = list(_core.CRITERIA) + ["CompositeLoss", "Error", "InvalidArgumentErro
                                   "OutOfMemoryError", "FileError"]
 
 _DTYPES = {torch.float32: _lib.FLOAT32, torch.float64: _lib.FLOAT64}
+# What a call uses on the fast path, looked up once.
+lib_accumulate, lib_reduce = _lib.lib.crl_loss_accumulate, _lib.lib.crl_loss_reduce
+lib_total, lib_value = _lib.lib.crl_loss_total, _lib.lib.crl_loss_value
+# Where a tensor lives, for a call's signature (older torch: its device).
+_WHERE = "is_cpu" if hasattr(torch.Tensor, "is_cpu") else "device"
+_STRIDED = torch.strided
+_tensors_copy, _grad_enabled = _lib.Tensors.from_buffer_copy, torch.is_grad_enabled
+_scalar_tensor = torch.scalar_tensor
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 # The role whose dtype the returned loss takes, first found.
 _RESULT_ROLES = ("states", "pred", "states1", "label", "w_hebb", "w_in", "w_hid", "w_out",
@@ -77,7 +86,9 @@ _HUGE = 2 << 20   # buffers from this size on are asked to use huge pages
 
 class _BufferPool:
     """Gradient buffers reused across calls.  Each buffer's memory is a NumPy
-    array the pool keeps; the tensors handed out wrap it (torch.from_numpy),
+    array of the gradient's shape the pool keeps (per dtype and shape, so
+    that handing one out is a dictionary look-up and torch.from_numpy, no
+    view); the tensors handed out wrap it (torch.from_numpy),
     and their storage holds a reference to it, so the array's reference count
     says whether any tensor (a retained .grad, a view, anything autograd
     keeps) still uses the memory: only a buffer no tensor holds is handed out
@@ -86,30 +97,37 @@ class _BufferPool:
 
     def __init__(self, keep=4):
         self.keep = keep
-        self.free = {}
+        self.free = {}   # (dtype, shape): arrays of that shape
 
-    def take(self, shape, dtype):
-        count = math.prod(shape)
-        arrays = self.free.setdefault((dtype, count), [])
+    def arrays(self, shape, dtype):
+        """The list of the arrays of a shape and dtype (the pool's own)."""
+        arrays = self.free.get((dtype, shape))
+        if arrays is None:
+            arrays = self.free[(dtype, tuple(shape))] = []
+        return arrays
+
+    def take(self, shape, dtype, _refs=sys.getrefcount, _wrap=torch.from_numpy):
+        """A tensor of shape and dtype over a buffer nothing else holds."""
+        arrays = self.arrays(shape, dtype)
         for array in arrays:
             # References: the list, this loop's variable, getrefcount's argument.
-            if sys.getrefcount(array) == 3:
-                break
-        else:
-            array = self._fresh(count, _NUMPY[dtype])
-            if len(arrays) < self.keep:
-                arrays.append(array)
-        return torch.from_numpy(array).view(shape)
+            if _refs(array) == 3:
+                return _wrap(array)
+        array = self._fresh(tuple(shape), _NUMPY[dtype])
+        if len(arrays) < self.keep:
+            arrays.append(array)
+        return _wrap(array)
 
     @staticmethod
-    def _fresh(count, dtype):
+    def _fresh(shape, dtype):
+        count = math.prod(shape)
         size = count * np.dtype(dtype).itemsize
         if size < _HUGE:
-            return np.empty(count, dtype=dtype)
+            return np.empty(shape, dtype=dtype)
         memory = mmap.mmap(-1, size)
         if hasattr(memory, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
             memory.madvise(mmap.MADV_HUGEPAGE)
-        return np.frombuffer(memory, dtype=dtype, count=count)
+        return np.frombuffer(memory, dtype=dtype, count=count).reshape(shape)
 
 
 _pool = _BufferPool()
@@ -126,9 +144,12 @@ class _Call:
         self.module, self.roles, self.tensors = module, roles, tensors
         self.evaluation, self.parts = evaluation, parts
         self.total, self.values = evaluation.total, evaluation.values
+        self.dtype = module.result_dtype
 
     def backward_from(self, needs, grad_outputs):
         """The input gradients from the outputs' incoming gradients."""
+        if len(grad_outputs) == 1:   # the total alone
+            return self.backward(needs, float(grad_outputs[0]))
         return self.backward(needs, *self.scale(grad_outputs))
 
     def scale(self, grad_outputs):
@@ -152,6 +173,14 @@ class _Call:
 
     def backward(self, needs, scale, term_scales=None):
         """The gradients of the inputs that need one (None for the others)."""
+        out, tgrad = self._buffers(needs)
+        batched = self.module.ddp_factor
+        self.evaluation.backward(tgrad, scale * batched, term_scales)
+        return _unbatch(out, self.roles, batched)
+
+    def _buffers(self, needs):
+        """(gradients, their crl_tensors) of the general path: pool buffers
+        (or those announced at accumulate) of the inputs that need one."""
         module, batch_first = self.module, self.module.batch_first
         announced = self.evaluation.announced
         out = []
@@ -171,15 +200,123 @@ class _Call:
             {role: _describe(role, g, batch_first) for role, g in present})[0])
         for role, g in present:
             getattr(tgrad, role).data = g.data_ptr() or None
-        out = [g if need else None for g, need in zip(out, needs)]
-        batched = module.ddp_factor
-        self.evaluation.backward(tgrad, scale * batched, term_scales)
-        if batched != 1:
-            # Under DDP the weight gradients (global already) are not
-            # multiplied: DDP's average of equal values is the value.
-            out = [g / batched if g is not None and role not in _lib.BATCHED_ROLES else g
-                   for role, g in zip(self.roles, out)]
+        return [g if need else None for g, need in zip(out, needs)], tgrad
+
+
+def _unbatch(out, roles, batched):
+    """Under DDP (batched: the number of ranks) the weight gradients, global
+    already, are not multiplied: DDP's average of equal values is the value."""
+    if batched == 1:
         return out
+    return [g / batched if g is not None and role not in _lib.BATCHED_ROLES else g
+            for role, g in zip(roles, out)]
+
+
+class _PlanCall(_core.Evaluation):
+    """A call on the short path (its signature has a _Plan): the reduced
+    evaluation and what _Call keeps of a call, in one object."""
+
+    problems, backward_done = {}, False   # class defaults of Evaluation's fields
+
+    def __init__(self, module, plan, handle, tin, tensors, total, values, parts):
+        # Evaluation's fields (its __init__ is not called: one object less).
+        self.handle, self.tin, self.module, self.plan = handle, tin, module, plan
+        self.tensors, self.total, self.values, self.parts = tensors, total, values, parts
+        self.dtype = plan.dtype
+
+    loss = property(lambda self: self.plan.loss)
+    roles = property(lambda self: self.plan.roles)
+    scale = _Call.scale
+
+    def backward_from(self, needs, grad_outputs):
+        """The input gradients from the outputs' incoming gradients."""
+        if len(grad_outputs) == 1:   # the total alone
+            scale, term_scales = float(grad_outputs[0]), None
+        else:
+            scale, term_scales = self.scale(grad_outputs)
+        out, tgrad = self.plan.buffers(needs)
+        batched = self.module.ddp_factor
+        self.backward(tgrad, scale * batched, term_scales)
+        return out if batched == 1 else _unbatch(out, self.plan.roles, batched)
+
+
+class _Plan:
+    """What a call signature (roles in call order, dtypes, devices, shapes,
+    strides) fixes, built once: the crl_tensors of the inputs, one per
+    crl_loss handle, with their fields at hand (only the data pointers set
+    per call, no copy), the result dtype,
+    the layout of the library's values, and per set of gradients asked for
+    the crl_tensors of the gradient buffers."""
+
+    def __init__(self, loss, roles, tensors, tin, dtype):
+        self.loss, self.roles, self.tin, self.dtype = loss, roles, tin, dtype
+        self.inputs = {}   # handle: (its crl_tensors, their fields by role, a byref)
+        self.gradable = tuple(role not in _core.NO_GRADIENT for role in roles)
+        self.shapes = tuple((tuple(x.shape), x.dtype) for x in tensors)
+        self.batch_first = None
+        self.scalars = None   # [(index, name)] of the values, when all are numbers
+        self.grads = {}       # needs: (crl_tensors, [(input index, its field)])
+
+    def inputs_for(self, handle):
+        """The crl_tensors of the inputs for a handle, a copy of the plan's."""
+        tin = _tensors_copy(self.tin)
+        mine = self.inputs[handle] = (tin, tuple(getattr(tin, r) for r in self.roles),
+                                      ctypes.byref(tin))
+        return mine
+
+    def values(self, ptr):
+        """{name: value} of a reduced evaluation, as Loss._values gives it.
+        Which values a loss reports (their names, order and lengths) follows
+        from its terms, their parameters and the inputs' widths, all fixed by
+        the signature: read once, then only the numbers are."""
+        scalars = self.scalars
+        if scalars is None:
+            values = self.loss._values(ptr)
+            if all(isinstance(v, float) for v in values.values()):
+                self.scalars = tuple(enumerate(values))
+            return values
+        values = {}   # a loop, not a comprehension: no function object per call
+        for k, name in scalars:
+            values[name] = lib_value(ptr, k, None)[0]
+        return values
+
+    def buffers(self, needs, _refs=sys.getrefcount, _wrap=torch.from_numpy):
+        """(gradients, crl_tensors): pool buffers for the inputs that need a
+        gradient (None for the others), the crl_tensors pointing at them."""
+        if needs.__class__ is not tuple:
+            needs = tuple(needs)
+        entry = self.grads.get(needs)
+        if entry is None:
+            entry = self.grads[needs] = self._grad_tensors(needs)
+        tgrad, fields = entry
+        out = [None] * len(needs)
+        for k, field, arrays, shape, dtype in fields:
+            for array in arrays:
+                # As _BufferPool.take: free when only the pool, this loop and
+                # getrefcount hold it.
+                if _refs(array) == 3:
+                    g = _wrap(array)
+                    break
+            else:
+                g = _pool.take(shape, dtype)
+            out[k] = g
+            field.data = g.data_ptr()
+        return out, tgrad
+
+    def _grad_tensors(self, needs):
+        """The crl_tensors of the gradient buffers of the inputs needs says
+        (contiguous, of the inputs' shapes) and, per buffer, (input index,
+        its field, the pool's arrays of that shape, shape, dtype)."""
+        tgrad, fields = _lib.Tensors(), []
+        for k, (role, need, able) in enumerate(zip(self.roles, needs, self.gradable)):
+            if need and able:
+                shape, dtype = self.shapes[k]
+                strides = tuple(math.prod(shape[j + 1:]) for j in range(len(shape)))
+                setattr(tgrad, role, _core.describe(role, _DTYPES[dtype], None, shape, strides,
+                                                    self.batch_first))
+                fields.append((k, getattr(tgrad, role), _pool.arrays(shape, dtype), shape,
+                               dtype))
+        return tgrad, fields
 
 
 class _GroupCall:
@@ -190,18 +327,18 @@ class _GroupCall:
     def __init__(self, calls, tensors, slots, parts, total, values):
         self.calls, self.tensors, self.slots, self.parts = calls, tensors, slots, parts
         self.module, self.total, self.values = calls[0].module, total, values
+        self.dtype = self.module.result_dtype
 
     def backward_from(self, needs, grad_outputs):
-        total = float(grad_outputs[0])
+        """Each call's gradients from the incoming gradients of its own
+        parts (a call's parts are whole terms, so _Call.scale's rule gives
+        each term its factor), summed per distinct tensor."""
         incoming = {name: float(g) for name, g in zip(self.parts, grad_outputs[1:])}
         out = [None] * len(self.tensors)
         for call, slots in zip(self.calls, self.slots):
-            factors = {name: total + incoming.get(name, 0.0) for name in call.parts}
-            if len(set(factors.values())) <= 1:
-                scale, term_scales = (next(iter(factors.values())) if factors else total), None
-            else:
-                scale, term_scales = 1.0, factors
-            grads = call.backward([needs[k] for k in slots], scale, term_scales)
+            grads = call.backward_from(
+                [needs[k] for k in slots],
+                (grad_outputs[0],) + tuple(incoming.get(n, 0.0) for n in call.parts))
             for k, g in zip(slots, grads):
                 if g is not None:
                     out[k] = g if out[k] is None else out[k] + g
@@ -216,14 +353,16 @@ class _LossFunction(torch.autograd.Function):
     def forward(ctx, call, *tensors):
         ctx.call = call
         ctx.save_for_backward(*tensors)   # refuses inputs changed in place since
-        dtype = call.module.result_dtype
-        out = (torch.scalar_tensor(call.total, dtype=dtype),)
-        return out + tuple(torch.scalar_tensor(call.values[name], dtype=dtype)
+        dtype = call.dtype
+        out = (_scalar_tensor(call.total, dtype=dtype),)
+        if not call.parts:
+            return out
+        return out + tuple(_scalar_tensor(call.values[name], dtype=dtype)
                            for name in call.parts)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        if torch.is_grad_enabled():
+        if _grad_enabled():
             raise RuntimeError("ctrnnloss: double backward (create_graph=True) is not "
                                "supported: the library computes first derivatives only")
         ctx.saved_tensors   # noqa: B018 - the version check of the inputs
@@ -247,6 +386,7 @@ class _Module(torch.nn.Module):
         self.loss = _core.Loss(terms, comm)
         self.ddp_factor = float(self.loss.context.comm.Get_size()) if ddp else 1.0
         self.values, self.total, self.result_dtype = {}, None, torch.float64
+        self._plans = {}   # call signature: _Plan, or None for the general path
 
     def _signature(self, roles, tensors):
         return (self.batch_first,) + tuple(
@@ -273,8 +413,86 @@ class _Module(torch.nn.Module):
 
     def _evaluate(self, inputs, parts=(), call_error=None):
         """Collective.  (total, parts...) as 0-d tensors, differentiable where
-        inputs require gradients; parts are value names."""
+        inputs require gradients; parts are value names.  A call whose
+        signature has a _Plan takes the short path; the others (an input the
+        library cannot read, a gradient that must be known at accumulate, a
+        loss without gradient) the general one."""
+        if call_error is None:
+            plan = self._plan_of(inputs)
+            if plan is not None:
+                return self._evaluate_plan(plan, tuple(inputs.values()), parts)
         return self._evaluate_groups([(self.loss, inputs)], parts, call_error)
+
+    def _plan_of(self, inputs, _tensor=torch.Tensor):
+        """The _Plan of the signature of inputs {role: value} (roles in call
+        order, dtypes, devices, shapes, strides of strided tensors), made the
+        first time; None for the general path."""
+        key = [self.batch_first]
+        for role, x in inputs.items():
+            if not isinstance(x, _tensor) or x.layout is not _STRIDED:   # no stride()
+                return None
+            key += (role, x.dtype, getattr(x, _WHERE), x.shape, x.stride())
+        key = tuple(key)
+        plans = self._plans
+        plan = plans.get(key, False)
+        if plan is False:
+            if len(plans) >= 32:
+                plans.clear()
+            plan = plans[key] = self._make_plan(inputs)
+        return plan
+
+    def _make_plan(self, inputs):
+        loss = self.loss
+        if loss.forward_only or "w_hebb" in inputs:
+            return None
+        roles = tuple(inputs)
+        tensors = tuple(inputs.values())
+        tin, problems = loss.inputs({r: _describe(r, x, self.batch_first)
+                                     for r, x in inputs.items()})
+        if problems:
+            return None
+        dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs), torch.float64)
+        plan = _Plan(loss, roles, tensors, tin, dtype)
+        plan.batch_first = self.batch_first
+        return plan
+
+    def _evaluate_plan(self, plan, tensors, parts):
+        """Collective.  _evaluate of a call whose signature has a plan: one
+        loss, inputs the library reads as they are (tensors: in the order of
+        plan.roles)."""
+        loss = self.loss
+        for handle in loss.handles:
+            if not handle.busy:
+                break
+        else:
+            handle = loss._free_handle()
+        # The crl_tensors of this handle's evaluations of the plan: no other
+        # call writes them while the handle is busy.
+        tin, fields, ref = plan.inputs.get(handle) or plan.inputs_for(handle)
+        for field, x in zip(fields, tensors):
+            field.data = x.data_ptr()
+        keep = False
+        if _grad_enabled():
+            for x, able in zip(tensors, plan.gradable):
+                if able and x.requires_grad:
+                    keep = True
+                    break
+        ptr = handle.ptr
+        lib_accumulate(ptr, ref, None)
+        status = lib_reduce(ptr)
+        if status:   # not CRL_OK
+            loss._fail(status, {})
+        total = lib_total(ptr)
+        values = plan.values(ptr)
+        attributes = self.__dict__   # plain attributes, without Module.__setattr__
+        attributes["result_dtype"] = dtype = plan.dtype
+        attributes["values"], attributes["total"] = values, total
+        if not keep:
+            return (_scalar_tensor(total, dtype=dtype),) + tuple(
+                torch.tensor(values[name], dtype=dtype) for name in parts)
+        handle.busy = True
+        call = _PlanCall(self, plan, handle, tin, tensors, total, values, tuple(parts))
+        return _LossFunction.apply(call, *tensors)
 
     def _evaluate_groups(self, groups, parts=(), call_error=None):
         """Collective.  _evaluate of [(loss, inputs)], one loss per set of
@@ -349,11 +567,27 @@ class _Module(torch.nn.Module):
 
 def _bound(module, args, kwargs):
     """The roles of a call's arguments, or the binding error (raised by the
-    evaluation on every rank, so that no rank is left waiting)."""
-    try:
-        return _core.bind_arguments(type(module).__name__, module.arguments, args, kwargs), None
-    except TypeError as exc:
-        return {}, exc
+    evaluation on every rank, so that no rank is left waiting).  Where each
+    role's value comes from is worked out once per call form (the number of
+    positional arguments, the keywords in order)."""
+    form = (len(args),) + tuple(kwargs) if kwargs else len(args)
+    forms = module._forms
+    sources = forms.get(form)
+    if sources is None:
+        try:
+            sources = _core.bind_arguments(type(module).__name__, module.arguments,
+                                           tuple(range(len(args))), {k: k for k in kwargs})
+        except TypeError as exc:
+            return {}, exc
+        if len(forms) >= 32:
+            forms.clear()
+        sources = forms[form] = tuple(sources.items())
+    bound = {}
+    for role, source in sources:
+        value = args[source] if source.__class__ is int else kwargs[source]
+        if value is not None:
+            bound[role] = value
+    return bound, None
 
 
 class _Criterion(_Module):
@@ -376,8 +610,29 @@ class _Criterion(_Module):
             self.params = _core.bind_params(type(self).__name__, self.positional, args, params)
             return [(self.term_type, self.term_type, 1.0, self.params)]
         super().__init__(terms, comm, batch_first, ddp)
+        self._forms = {}   # call form: ((role, argument index or keyword), ...)
+        self._positional = {}   # signature of positional tensors: _Plan or None
 
     def forward(self, *args, **kwargs):
+        if not kwargs:
+            # Tensors passed by position (the usual call): the plan found
+            # from the arguments themselves, without binding them to roles.
+            key = [self.batch_first]
+            for x in args:
+                if not isinstance(x, torch.Tensor) or x.layout is not _STRIDED:
+                    break
+                key += (x.dtype, getattr(x, _WHERE), x.shape, x.stride())
+            else:
+                key = tuple(key)
+                positional = self._positional
+                plan = positional.get(key, False)
+                if plan is False:
+                    if len(positional) >= 32:
+                        positional.clear()
+                    bound, error = _bound(self, args, kwargs)
+                    plan = positional[key] = None if error else self._plan_of(bound)
+                if plan is not None:   # its roles are the arguments' order
+                    return self._evaluate_plan(plan, args, ())[0]
         bound, error = _bound(self, args, kwargs)
         return self._evaluate(bound, call_error=error)[0]
 
