@@ -415,9 +415,11 @@ void crl_spread_grad_sd(const double *mean, int64_t n, crl_spread s, double scal
 void crl_spread_grad_cv(const double *mean, int64_t n, crl_spread s, double scale, double *g);
 
 /* The output-error pass (terms/mse.c) over pred rows (x, y and the mask m
- * of rows): acc[j] += (m (x - y))^2 over the rows; after an element's last
- * rows, its sum into *slot in a fixed order (a non-finite sum names the
- * element of pred, label or mask); backward out = coef m^2 (x - y). */
+ * of rows): acc[(t mod L) K + j] += (m (x - y))^2 over the rows (L =
+ * crl_output_lanes(K) lanes per column: acc holds L K doubles); after an
+ * element's last rows, its sum into *slot in a fixed order (a non-finite
+ * sum names the element of pred, label or mask); backward out = coef m^2
+ * (x - y). */
 void crl_output_error_rows(const crl_rows *rows, double *acc);
 int crl_output_error_element(const crl_array *pred, const crl_array *label,
                              const crl_array *mask, int64_t b, const double *acc, crl_xsum *slot,

@@ -4,6 +4,8 @@
  * over pred rows (cross_entropy), accumulate and backward side by side.
  */
 #include "engine.h"
+#include "vecmath.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,35 @@ static crl_rows output_rows(crl_loss *loss, const crl_tensors *in, int64_t b, in
     return v;
 }
 
+/* Whether the output error alone reads float32 pred and label without a
+ * mask: its sums then read the raw rows (crl_sq_diff_rows_f32 widens each
+ * value as the double rows would hold it: the same bits), and its gradient
+ * is written from them straight (output_error_store). */
+static bool raw_output_error(const crl_loss *loss, const crl_tensors *in)
+{
+    return in->pred.dtype == CRL_FLOAT32 && in->label.dtype == CRL_FLOAT32
+           && !(loss->uses & CRL_USES(CRL_ROLE_MASK));
+}
+
+/* out (+)= how.scale * sign * coef (x - y) over count rows of k values: the
+ * operations of crl_output_error_backward_rows (a negated copy for label)
+ * and crl_rows_store, fused, so the same bits. */
+CRL_HOT static void output_error_store(const float *restrict x, int64_t ldx,
+                                       const float *restrict y, int64_t ldy, float *restrict out,
+                                       int64_t ldo, int64_t count, int64_t k, double coef,
+                                       bool negate, crl_store how)
+{
+    double scale = how.scale;
+    for (int64_t r = 0; r < count; r++)
+        for (int64_t j = 0; j < k; j++) {
+            double g = coef * ((double) x[r * ldx + j] - (double) y[r * ldy + j]);
+            if (negate)
+                g = -g;
+            float *o = &out[r * ldo + j];
+            *o = how.overwrite ? (float) (0.0 + scale * g) : (float) ((double) *o + scale * g);
+        }
+}
+
 /* One pass over pred and label rows of this chunk: the output error (sum
  * (pred - label)^2 per batch element in a fixed order, then into its
  * exact slot) when a term declared it, and the terms' row hooks. */
@@ -56,11 +87,17 @@ int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload
     if (!error_pass && !hooks)
         return CRL_OK;
     crl_xsum *slot = payload + loss->next_layout[REGION_SQERR];
+    bool raw = error_pass && !hooks && raw_output_error(loss, in);
     for (int64_t b = 0; b < x->batch; b++) {
         int64_t element = loss->seen[2] + b;
         if (error_pass)
-            memset(w->s1, 0, sizeof(double) * (size_t) k);
-        for (int64_t t0 = 0; t0 < time; t0 += rows) {
+            memset(w->s1, 0, sizeof(double) * (size_t) (k * crl_output_lanes(k)));
+        for (int64_t t0 = 0; t0 < time && raw; t0 += rows) {
+            int64_t count = time - t0 < rows ? time - t0 : rows;
+            crl_sq_diff_rows_f32(crl_array_row(x, b, t0), x->time_stride, crl_array_row(y, b, t0),
+                                 y->time_stride, t0, count, k, w->s1);
+        }
+        for (int64_t t0 = 0; t0 < time && !raw; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows;
             crl_rows view = output_rows(loss, in, b, element, t0, count);
             if (error_pass)
@@ -112,6 +149,21 @@ void crl_outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors
     scratch *w = &loss->work;
     int64_t k = x->width, time = x->time, rows = crl_tile_rows(loss, k, time);
     double *d = w->grad_tile, *dl = w->grad_tile2;
+    const crl_array *y = &g->inputs->label;
+    if (!hooks && raw_output_error(loss, g->inputs)
+        && (!want_pred || grads->pred.dtype == CRL_FLOAT32)
+        && (!want_label || grads->label.dtype == CRL_FLOAT32)) {
+        for (int64_t b = 0; b < x->batch; b++)
+            for (int r = 0; r < 2; r++) {
+                const crl_array *out = r == 0 ? &grads->pred : &grads->label;
+                if (r == 0 ? want_pred : want_label)
+                    output_error_store(crl_array_row(x, b, 0), x->time_stride,
+                                       crl_array_row(y, b, 0), y->time_stride,
+                                       (float *) crl_array_row(out, b, 0), out->time_stride,
+                                       time, k, coef, r == 1, how);
+            }
+        return;
+    }
     for (int64_t b = 0; b < x->batch; b++)
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows;

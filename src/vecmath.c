@@ -42,28 +42,53 @@ CRL_HOT_FMA void crl_logf_array(const float *restrict x, float *restrict y, int6
 SUM_FIXED_KERNEL(crl_sum_fixed, double, 8)
 SUM_FIXED_KERNEL(crl_sum_fixed_f32, float, 16)
 
-/* The loop of crl_sq_diff_rows; inlined with a constant n for the narrow
+/*
+ * The loops of crl_sq_diff_rows; inlined with a constant n for the narrow
  * widths, where a loop over i of one or two values would cost more than
- * its arithmetic.  The same operations in the same order for every n. */
-static inline void sq_diff_loop(const double *restrict x, int64_t ldx,
-                                const double *restrict y, int64_t ldy, int64_t count,
-                                int64_t n, double *restrict acc)
-{
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t i = 0; i < n; i++) {
-            double d = x[r * ldx + i] - y[r * ldy + i];
-            acc[i] += d * d;
-        }
-}
-
-CRL_HOT void crl_sq_diff_rows(const double *restrict x, int64_t ldx, const double *restrict y,
-                              int64_t ldy, int64_t count, int64_t n, double *restrict acc)
-{
-    switch (n) {
-    case 1: sq_diff_loop(x, ldx, y, ldy, count, 1, acc); break;
-    case 2: sq_diff_loop(x, ldx, y, ldy, count, 2, acc); break;
-    case 3: sq_diff_loop(x, ldx, y, ldy, count, 3, acc); break;
-    case 4: sq_diff_loop(x, ldx, y, ldy, count, 4, acc); break;
-    default: sq_diff_loop(x, ldx, y, ldy, count, n, acc); break;
+ * its arithmetic.  Rows whose lanes line up with contiguous storage (rows
+ * of n values back to back, the first in lane 0) are one run of L n
+ * accumulators that vectorizes; either way each lane adds its rows in
+ * time order, the same operations for every n and layout.
+ */
+#define SQ_DIFF_LOOP(name, type)                                                                \
+    static inline void name(const type *restrict x, int64_t ldx, const type *restrict y,       \
+                            int64_t ldy, int64_t t0, int64_t count, int64_t n,                 \
+                            double *restrict acc)                                              \
+    {                                                                                          \
+        int64_t lanes = crl_output_lanes(n), l = t0 % lanes, r = 0;                             \
+        if (l == 0 && ldx == n && ldy == n) {                                                  \
+            int64_t w = lanes * n, total = count * n, e = 0;                                   \
+            for (; e + w <= total; e += w)                                                     \
+                for (int64_t j = 0; j < w; j++) {                                              \
+                    double d = (double) x[e + j] - (double) y[e + j];                          \
+                    acc[j] += d * d;                                                           \
+                }                                                                              \
+            r = e / n;                                                                         \
+        }                                                                                      \
+        for (l = (t0 + r) % lanes; r < count; r++) {                                           \
+            double *a = acc + l * n;                                                           \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                double d = (double) x[r * ldx + i] - (double) y[r * ldy + i];                  \
+                a[i] += d * d;                                                                 \
+            }                                                                                  \
+            if (++l == lanes)                                                                  \
+                l = 0;                                                                         \
+        }                                                                                      \
     }
-}
+SQ_DIFF_LOOP(sq_diff_loop, double)
+SQ_DIFF_LOOP(sq_diff_loop_f32, float)
+
+#define SQ_DIFF_ROWS(name, loop, type)                                                          \
+    CRL_HOT void name(const type *restrict x, int64_t ldx, const type *restrict y, int64_t ldy, \
+                      int64_t t0, int64_t count, int64_t n, double *restrict acc)              \
+    {                                                                                          \
+        switch (n) {                                                                           \
+        case 1: loop(x, ldx, y, ldy, t0, count, 1, acc); break;                                \
+        case 2: loop(x, ldx, y, ldy, t0, count, 2, acc); break;                                \
+        case 3: loop(x, ldx, y, ldy, t0, count, 3, acc); break;                                \
+        case 4: loop(x, ldx, y, ldy, t0, count, 4, acc); break;                                \
+        default: loop(x, ldx, y, ldy, t0, count, n, acc); break;                               \
+        }                                                                                      \
+    }
+SQ_DIFF_ROWS(crl_sq_diff_rows, sq_diff_loop, double)
+SQ_DIFF_ROWS(crl_sq_diff_rows_f32, sq_diff_loop_f32, float)

@@ -78,8 +78,9 @@ bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n)
 {
     double **tiles[] = {&w->tile, &w->tile2, &w->grad_tile, &w->grad_tile2, &w->tile3};
     double **vectors[] = {&w->shift, &w->s1, &w->s2};
+    /* n per-neuron values, or the output error's lanes (at most 16 or n). */
     return reserve_all(tiles, 5, &w->tile_cap, rows * n)
-           && reserve_all(vectors, 3, &w->n_cap, n);
+           && reserve_all(vectors, 3, &w->n_cap, n < 16 ? 16 : n);
 }
 
 int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *err)

@@ -110,6 +110,51 @@ static void test_bitwise_identical_across_splits_and_layouts(void **state)
     h_check_exact(random_problem, 20, terms, 1, H_GRAD_PRED | H_GRAD_LABEL);
 }
 
+/* The output error's two routes give the same bits: float32 pred and
+ * label without a mask are read raw (outputs.c), with a mask of ones as
+ * double rows; K = 2 over 600 steps spreads each column over its lanes;
+ * both layouts, gradients accumulated into non-zero buffers, overwritten,
+ * and scaled. */
+static void test_raw_rows_give_the_bits_of_double_rows(void **state)
+{
+    (void) state;
+    h_term terms[] = {{"mse", "mse", 1.5, NULL}};
+    for (int tm = 0; tm < 2; tm++)
+        for (int mode = 0; mode < 3; mode++) {
+            h_problem masked = {.dtype = CRL_FLOAT32, .time_major = tm, .B = 3, .T = 600, .K = 2,
+                                .K_mask = 2};
+            h_problem_fill(&masked, 70 + (uint64_t) tm, 0, 1);
+            /* Magnitudes 2^-20 .. 2^10: sums that round, so that the
+             * order of the lanes shows in the bits. */
+            for (int64_t k = 0; k < masked.B * masked.T * masked.K; k++) {
+                masked.mask[k] = 1.0;
+                masked.pred[k] = ldexp(masked.pred[k], (int) ((k * 7) % 31) - 20);
+            }
+            h_problem plain = masked;
+            plain.K_mask = 0;
+            plain.mask = NULL;
+            h_grad_fill = mode == 0 ? 0.25 : 0.5;
+            h_grad_mode = mode == 1 ? CRL_GRAD_OVERWRITE : CRL_GRAD_ACCUMULATE;
+            h_grad_scale = mode == 2 ? -0.75 : 1.0;
+            h_result a, b;
+            h_eval_self(&plain, terms, 1, H_GRAD_PRED | H_GRAD_LABEL, &a);
+            h_eval_self(&masked, terms, 1, H_GRAD_PRED | H_GRAD_LABEL, &b);
+            assert_int_equal(a.status, CRL_OK);
+            assert_int_equal(b.status, CRL_OK);
+            assert_memory_equal(&a.total, &b.total, sizeof a.total);
+            for (int g = 2; g < 4; g++) {
+                assert_int_equal(a.grad_bytes[g], b.grad_bytes[g]);
+                assert_memory_equal(a.grad[g], b.grad[g], a.grad_bytes[g]);
+            }
+            h_result_free(&a);
+            h_result_free(&b);
+            h_problem_free(&masked);
+        }
+    h_grad_fill = 0;
+    h_grad_mode = CRL_GRAD_ACCUMULATE;
+    h_grad_scale = 1.0;
+}
+
 static void test_two_mse_terms_add_up(void **state)
 {
     (void) state;
@@ -152,6 +197,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_by_hand),
         cmocka_unit_test(test_mask_by_hand),
+        cmocka_unit_test(test_raw_rows_give_the_bits_of_double_rows),
         cmocka_unit_test(test_masked_gradients_and_exactness),
         cmocka_unit_test(test_gradients_match_finite_differences),
         cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),

@@ -18,18 +18,22 @@
 /* The output-error pass                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Accumulate: acc[j] += (m (x - y))^2 over the rows, in time order. */
+/* Accumulate: acc[(t mod L) K + j] += (m (x - y))^2 over the rows, each
+ * lane in time order (crl_sq_diff_rows). */
 CRL_HOT void crl_output_error_rows(const crl_rows *v, double *restrict acc)
 {
     if (v->m == NULL) {
-        crl_sq_diff_rows(v->x, v->ld, v->y, v->ldy, v->count, v->n, acc);
+        crl_sq_diff_rows(v->x, v->ld, v->y, v->ldy, v->t0, v->count, v->n, acc);
         return;
     }
-    for (int64_t r = 0; r < v->count; r++)
+    int64_t lanes = crl_output_lanes(v->n);
+    for (int64_t r = 0; r < v->count; r++) {
+        double *a = acc + ((v->t0 + r) % lanes) * v->n;
         for (int64_t j = 0; j < v->n; j++) {
             double d = crl_mask_at(v, r, j) * (v->x[r * v->ld + j] - v->y[r * v->ldy + j]);
-            acc[j] += d * d;
+            a[j] += d * d;
         }
+    }
 }
 
 int crl_report_nonfinite_outputs(const crl_array *pred, const crl_array *label,
@@ -46,7 +50,7 @@ int crl_output_error_element(const crl_array *pred, const crl_array *label,
                              const crl_array *mask, int64_t b, const double *acc, crl_xsum *slot,
                              crl_error *err)
 {
-    double s = crl_sum_fixed(acc, pred->width);
+    double s = crl_sum_fixed(acc, pred->width * crl_output_lanes(pred->width));
     if (!isfinite(s)) {
         if (crl_report_nonfinite_outputs(pred, label, mask, b, err) == CRL_OK)
             crl_fail_at(err, CRL_ERR_DOMAIN, CRL_ROLE_PRED, b, -1, -1,
