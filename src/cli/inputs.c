@@ -242,12 +242,40 @@ int eval_read_weights(eval_run *r, crl_error *err)
     return CRL_OK;
 }
 
-/* 64-bit FNV-1a over bytes, continuing from h. */
+static uint64_t rotl(uint64_t v, int k)
+{
+    return (v << k) | (v >> (64 - k));
+}
+
+/*
+ * The digest of bytes, continuing from h: FNV-1a's step over 64-bit words
+ * in eight interleaved lanes, each step followed by a rotation (the
+ * multiplication moves bits only upwards; the rotation brings the high ones
+ * down, so that two flips of a top bit do not cancel), the tail byte by
+ * byte, then the lanes folded into one.  Eight independent multiplications
+ * hide their latency: a few GB/s, where FNV-1a byte by byte took seconds
+ * per GiB read twice.  Every step is a bijection of its lane, so a change
+ * within one lane of one chunk always changes the digest.
+ */
 static uint64_t digest_bytes(uint64_t h, const void *data, size_t n)
 {
+    const uint64_t prime = 1099511628211ULL;
+    uint64_t lane[8];
+    for (int j = 0; j < 8; j++)
+        lane[j] = h ^ (0x9e3779b97f4a7c15ULL * (uint64_t) (j + 1));
     const unsigned char *p = data;
-    for (size_t k = 0; k < n; k++)
-        h = (h ^ p[k]) * 1099511628211ULL;
+    size_t k = 0;
+    for (; k + sizeof lane <= n; k += sizeof lane)
+        for (int j = 0; j < 8; j++) {
+            uint64_t w;
+            memcpy(&w, p + k + 8 * j, 8);
+            lane[j] = rotl((lane[j] ^ w) * prime, 29);
+        }
+    for (; k < n; k++)
+        lane[0] = rotl((lane[0] ^ p[k]) * prime, 29);
+    h = lane[0];
+    for (int j = 1; j < 8; j++)
+        h = rotl((h ^ lane[j]) * prime, 29);
     return h;
 }
 
