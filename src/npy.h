@@ -64,6 +64,12 @@ typedef struct crl_npy_file {
     crl_npy_header header;
     char label[320];           /* how messages name the file                */
     char path[4096];           /* of a file opened for writing, else ""     */
+    /* A file opened for writing on Linux: a POSIX descriptor of it (fd,
+     * when behind is set) for crl_npy_write_slice's write-behind, and the
+     * byte range of its last contiguous write. */
+    bool behind;
+    int fd;
+    int64_t last_lo, last_hi;
 } crl_npy_file;
 
 /*
@@ -96,10 +102,17 @@ int crl_npy_close(crl_context *ctx, crl_npy_file *f);
  * that order, i.e. buf holds a C-order array whose dimension axis is count.
  * Independent MPI-IO (MPI_File_read_at / write_at).  CRL_ERR_IO on a failed
  * or short transfer.
+ *
+ * Writes stream (Linux): a slice that is one contiguous run is handed to
+ * the disk at once (sync_file_range), and the previous such slice, once on
+ * the disk, leaves the page cache (posix_fadvise DONTNEED), so that a large
+ * file written slice by slice in order keeps reusing the same few pages of
+ * memory and is mostly on the disk when it is closed and synced.  The file
+ * is not kept in the page cache after its writer.
  */
 int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count, void *buf,
                        crl_error *err);
-int crl_npy_write_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count,
+int crl_npy_write_slice(crl_npy_file *f, int axis, int64_t start, int64_t count,
                         const void *buf, crl_error *err);
 
 #endif /* CRL_NPY_H */
