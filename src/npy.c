@@ -259,7 +259,7 @@ static int create_with_header(const char *path, const char *label, const char *h
 static void open_behind(crl_npy_file *f)
 {
     f->behind = false;
-    f->last_lo = f->last_hi = 0;
+    f->written = 0;
 #ifdef __linux__
     f->fd = open(f->path, O_WRONLY | O_CLOEXEC);
     f->behind = f->fd >= 0;
@@ -365,13 +365,14 @@ static int transfer_slice(const crl_npy_file *f, bool write, int axis, int64_t s
  * Without it a large file is all dirty pages until the sync that publishes
  * it: fresh memory for every page (each a page fault of the host on a
  * virtual machine), then the whole disk write at the end.  Here the disk
- * writes this range while the caller computes the next, and the range
- * before, written by now, is dropped from the cache, so that its pages are
- * the next write's.  Only pages wholly inside that range go: a page shared
- * with a neighbouring write stays, lest that write read it back from the
- * disk.  Only for contiguous writes: the runs of a strided slice share pages
- * with the next slice's.  Errors are left to the sync (fsync reports a
- * failed write-back).
+ * writes this range while the caller computes the next ones, and the range
+ * CRL_NPY_BEHIND writes before, written by now, is dropped from the cache,
+ * so that its pages are the next write's: a window of several writes, so
+ * that the disk rarely runs dry nor the writer waits.  Only pages wholly
+ * inside that range go: a page shared with a neighbouring write stays,
+ * lest that write read it back from the disk.  Only for contiguous writes:
+ * the runs of a strided slice share pages with the next slice's.  Errors are
+ * left to the sync (fsync reports a failed write-back).
  */
 static void write_behind(crl_npy_file *f, int64_t lo, int64_t hi)
 {
@@ -379,17 +380,19 @@ static void write_behind(crl_npy_file *f, int64_t lo, int64_t hi)
     if (!f->behind || hi <= lo)
         return;
     (void) sync_file_range(f->fd, lo, hi - lo, SYNC_FILE_RANGE_WRITE);
-    if (f->last_hi > f->last_lo) {
-        (void) sync_file_range(f->fd, f->last_lo, f->last_hi - f->last_lo,
+    int64_t *old = f->range[f->written % CRL_NPY_BEHIND];
+    if (f->written >= CRL_NPY_BEHIND) {
+        (void) sync_file_range(f->fd, old[0], old[1] - old[0],
                                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
                                    | SYNC_FILE_RANGE_WAIT_AFTER);
-        int64_t page = sysconf(_SC_PAGESIZE), a = (f->last_lo + page - 1) / page * page;
-        int64_t b = f->last_hi / page * page;
+        int64_t page = sysconf(_SC_PAGESIZE), a = (old[0] + page - 1) / page * page;
+        int64_t b = old[1] / page * page;
         if (b > a)
             (void) posix_fadvise(f->fd, a, b - a, POSIX_FADV_DONTNEED);
     }
-    f->last_lo = lo;
-    f->last_hi = hi;
+    old[0] = lo;
+    old[1] = hi;
+    f->written++;
 #else
     (void) f, (void) lo, (void) hi;
 #endif

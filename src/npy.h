@@ -59,6 +59,10 @@ int crl_npy_format_header(crl_dtype dtype, int ndim, const int64_t *shape, char 
 /* Files                                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* Contiguous writes in flight to the disk before the oldest is waited for
+ * and dropped from the page cache (crl_npy_write_slice). */
+#define CRL_NPY_BEHIND 4
+
 typedef struct crl_npy_file {
     MPI_File handle;           /* MPI_FILE_NULL when closed                 */
     crl_npy_header header;
@@ -66,10 +70,12 @@ typedef struct crl_npy_file {
     char path[4096];           /* of a file opened for writing, else ""     */
     /* A file opened for writing on Linux: a POSIX descriptor of it (fd,
      * when behind is set) for crl_npy_write_slice's write-behind, and the
-     * byte range of its last contiguous write. */
+     * byte ranges of its last CRL_NPY_BEHIND contiguous writes (a ring,
+     * the next slot at written % CRL_NPY_BEHIND). */
     bool behind;
     int fd;
-    int64_t last_lo, last_hi;
+    int64_t written;
+    int64_t range[CRL_NPY_BEHIND][2];
 } crl_npy_file;
 
 /*
@@ -104,11 +110,12 @@ int crl_npy_close(crl_context *ctx, crl_npy_file *f);
  * or short transfer.
  *
  * Writes stream (Linux): a slice that is one contiguous run is handed to
- * the disk at once (sync_file_range), and the previous such slice, once on
- * the disk, leaves the page cache (posix_fadvise DONTNEED), so that a large
- * file written slice by slice in order keeps reusing the same few pages of
- * memory and is mostly on the disk when it is closed and synced.  The file
- * is not kept in the page cache after its writer.
+ * the disk at once (sync_file_range), and the one CRL_NPY_BEHIND such
+ * slices before, once on the disk, leaves the page cache (posix_fadvise
+ * DONTNEED), so that a large file written slice by slice in order keeps
+ * reusing the same few slices' pages of memory and is mostly on the disk
+ * when it is closed and synced.  The file is not kept in the page cache
+ * after its writer.
  */
 int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count, void *buf,
                        crl_error *err);
