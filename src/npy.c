@@ -259,7 +259,8 @@ static int create_with_header(const char *path, const char *label, const char *h
 static void open_behind(crl_npy_file *f)
 {
     f->behind = false;
-    f->written = 0;
+    f->pending[0] = f->pending[1] = 0;
+    f->handed = 0;
 #ifdef __linux__
     f->fd = open(f->path, O_WRONLY | O_CLOEXEC);
     f->behind = f->fd >= 0;
@@ -361,27 +362,29 @@ static int transfer_slice(const crl_npy_file *f, bool write, int axis, int64_t s
 }
 
 /*
- * The write-behind of bytes [lo, hi), just written (see crl_npy_write_slice).
- * Without it a large file is all dirty pages until the sync that publishes
- * it: fresh memory for every page (each a page fault of the host on a
- * virtual machine), then the whole disk write at the end.  Here the disk
- * writes this range while the caller computes the next ones, and the range
- * CRL_NPY_BEHIND writes before, written by now, is dropped from the cache,
- * so that its pages are the next write's: a window of several writes, so
- * that the disk rarely runs dry nor the writer waits.  Only pages wholly
- * inside that range go: a page shared with a neighbouring write stays,
- * lest that write read it back from the disk.  Only for contiguous writes:
- * the runs of a strided slice share pages with the next slice's.  Errors are
- * left to the sync (fsync reports a failed write-back).
+ * The write-behind (see crl_npy_write_slice).  Without it a large file is
+ * all dirty pages until the sync that publishes it: fresh memory for every
+ * page (each a page fault of the host on a virtual machine), then the whole
+ * disk write at the end.  Here the disk writes each range while the caller
+ * computes the next ones, and the range CRL_NPY_BEHIND ranges before,
+ * written by now, is dropped from the cache, so that its pages are the next
+ * write's: a window of several ranges, so that the disk rarely runs dry nor
+ * the writer waits.  Ranges of at least CRL_NPY_BEHIND_BYTES: small slices
+ * are gathered first, or every tiny chunk would cost a disk round trip.
+ * Only pages wholly inside a range are dropped: a page shared with a
+ * neighbouring write stays, lest that write read it back from the disk.
+ * Errors are left to the sync (fsync reports a failed write-back).
  */
-static void write_behind(crl_npy_file *f, int64_t lo, int64_t hi)
-{
 #ifdef __linux__
-    if (!f->behind || hi <= lo)
+static void hand_off(crl_npy_file *f)
+{
+    int64_t lo = f->pending[0], hi = f->pending[1];
+    f->pending[0] = f->pending[1] = 0;
+    if (hi <= lo)
         return;
     (void) sync_file_range(f->fd, lo, hi - lo, SYNC_FILE_RANGE_WRITE);
-    int64_t *old = f->range[f->written % CRL_NPY_BEHIND];
-    if (f->written >= CRL_NPY_BEHIND) {
+    int64_t *old = f->range[f->handed % CRL_NPY_BEHIND];
+    if (f->handed >= CRL_NPY_BEHIND) {
         (void) sync_file_range(f->fd, old[0], old[1] - old[0],
                                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
                                    | SYNC_FILE_RANGE_WAIT_AFTER);
@@ -392,7 +395,23 @@ static void write_behind(crl_npy_file *f, int64_t lo, int64_t hi)
     }
     old[0] = lo;
     old[1] = hi;
-    f->written++;
+    f->handed++;
+}
+#endif
+
+/* Bytes [lo, hi) were just written, contiguously. */
+static void write_behind(crl_npy_file *f, int64_t lo, int64_t hi)
+{
+#ifdef __linux__
+    if (!f->behind || hi <= lo)
+        return;
+    if (f->pending[1] > f->pending[0] && lo != f->pending[1])
+        hand_off(f); /* not a continuation: a range of its own */
+    if (f->pending[1] <= f->pending[0])
+        f->pending[0] = lo;
+    f->pending[1] = hi;
+    if (f->pending[1] - f->pending[0] >= CRL_NPY_BEHIND_BYTES)
+        hand_off(f);
 #else
     (void) f, (void) lo, (void) hi;
 #endif

@@ -59,8 +59,10 @@ int crl_npy_format_header(crl_dtype dtype, int ndim, const int64_t *shape, char 
 /* Files                                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Contiguous writes in flight to the disk before the oldest is waited for
- * and dropped from the page cache (crl_npy_write_slice). */
+/* The write-behind of crl_npy_write_slice: contiguous bytes gathered
+ * before they are handed to the disk as one range, and the ranges in flight
+ * before the oldest is waited for and dropped from the page cache. */
+#define CRL_NPY_BEHIND_BYTES ((int64_t) 8 << 20)
 #define CRL_NPY_BEHIND 4
 
 typedef struct crl_npy_file {
@@ -69,12 +71,14 @@ typedef struct crl_npy_file {
     char label[320];           /* how messages name the file                */
     char path[4096];           /* of a file opened for writing, else ""     */
     /* A file opened for writing on Linux: a POSIX descriptor of it (fd,
-     * when behind is set) for crl_npy_write_slice's write-behind, and the
-     * byte ranges of its last CRL_NPY_BEHIND contiguous writes (a ring,
-     * the next slot at written % CRL_NPY_BEHIND). */
+     * when behind is set) for crl_npy_write_slice's write-behind; the
+     * contiguous bytes written and not yet handed to the disk (pending),
+     * and the last CRL_NPY_BEHIND ranges handed (a ring, the next slot at
+     * handed % CRL_NPY_BEHIND). */
     bool behind;
     int fd;
-    int64_t written;
+    int64_t pending[2];
+    int64_t handed;
     int64_t range[CRL_NPY_BEHIND][2];
 } crl_npy_file;
 
@@ -109,13 +113,14 @@ int crl_npy_close(crl_context *ctx, crl_npy_file *f);
  * Independent MPI-IO (MPI_File_read_at / write_at).  CRL_ERR_IO on a failed
  * or short transfer.
  *
- * Writes stream (Linux): a slice that is one contiguous run is handed to
- * the disk at once (sync_file_range), and the one CRL_NPY_BEHIND such
- * slices before, once on the disk, leaves the page cache (posix_fadvise
- * DONTNEED), so that a large file written slice by slice in order keeps
- * reusing the same few slices' pages of memory and is mostly on the disk
- * when it is closed and synced.  The file is not kept in the page cache
- * after its writer.
+ * Writes stream (Linux): slices that are one contiguous run each, written
+ * one after the other, are handed to the disk (sync_file_range) whenever
+ * CRL_NPY_BEHIND_BYTES of them have gathered, and the range handed
+ * CRL_NPY_BEHIND ranges before, on the disk by then, leaves the page cache
+ * (posix_fadvise DONTNEED), so that a large file written slice by slice in
+ * order keeps reusing the same few ranges' pages of memory and is mostly
+ * on the disk when it is closed and synced.  The file is not kept in the
+ * page cache after its writer.
  */
 int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count, void *buf,
                        crl_error *err);
