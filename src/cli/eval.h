@@ -29,8 +29,11 @@ extern const role_text eval_roles[CRL_ROLE_COUNT];
 
 /* The chunk buffers' budget per rank without --memory: large enough for
  * transfers of many MiB (what file systems stream best), small enough that
- * the buffers are faulted in quickly and stay near the caches. */
-#define EVAL_MEMORY_DEFAULT ((int64_t) 64 << 20)
+ * the buffers are faulted in quickly and that a chunk read for the backward
+ * pass is still in the cache when its gradients are computed and written.
+ * On the 1 GiB case (docs/PERFORMANCE.md) 16 and 32 MiB ran alike at 1
+ * rank, 64 MiB 25% slower at 2 (two ranks' 128 MiB against a 32 MiB L3). */
+#define EVAL_MEMORY_DEFAULT ((int64_t) 32 << 20)
 
 /* A --term or --config argument, in command-line order. */
 typedef struct term_source {

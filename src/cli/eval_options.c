@@ -41,7 +41,7 @@ static const char eval_usage[] =
     "                     when every file is written; a failed or interrupted run\n"
     "                     leaves the earlier set; d_*.npy of inputs not given go\n"
     "  --memory SIZE      memory per rank for a chunk of the batched inputs and\n"
-    "                     their gradients (default 64M): each rank reads and\n"
+    "                     their gradients (default 32M): each rank reads and\n"
     "                     evaluates its shard in chunks of as many batch elements\n"
     "                     as fit, at least one; SIZE in bytes or with K, M, G, T\n"
     "                     (powers of 1024), e.g. 512M (identical results)\n"
