@@ -2,6 +2,9 @@
  * npy.c - NumPy .npy files through MPI-IO, built on the pure header parser
  * and formatter of npy_header.c (see npy.h).
  */
+#ifdef __linux__
+#define _GNU_SOURCE /* sync_file_range */
+#endif
 #include "npy.h"
 
 #include <errno.h>
@@ -198,6 +201,7 @@ static int open_mpi(crl_context *ctx, const char *path, int mode, const char *la
 int crl_npy_open(crl_context *ctx, const char *path, const char *label, crl_npy_file *f)
 {
     f->handle = MPI_FILE_NULL;
+    f->behind = false;
     f->header = (crl_npy_header){0};
     snprintf(f->label, sizeof f->label, "%s", label);
     f->path[0] = '\0';
@@ -249,10 +253,25 @@ static int create_with_header(const char *path, const char *label, const char *h
     return err->code;
 }
 
+/* The descriptor of the write-behind: on Linux, a second open of the file
+ * (MPI-IO keeps its own to itself); none when that fails, which only costs
+ * the streaming. */
+static void open_behind(crl_npy_file *f)
+{
+    f->behind = false;
+    f->pending[0] = f->pending[1] = 0;
+    f->handed = 0;
+#ifdef __linux__
+    f->fd = open(f->path, O_WRONLY | O_CLOEXEC);
+    f->behind = f->fd >= 0;
+#endif
+}
+
 int crl_npy_create(crl_context *ctx, const char *path, const char *label, crl_dtype dtype,
                    int ndim, const int64_t *shape, crl_npy_file *f)
 {
     f->handle = MPI_FILE_NULL;
+    f->behind = false;
     f->header = (crl_npy_header){0};
     snprintf(f->label, sizeof f->label, "%s", label);
     snprintf(f->path, sizeof f->path, "%s", path);
@@ -279,12 +298,16 @@ int crl_npy_create(crl_context *ctx, const char *path, const char *label, crl_dt
             unlink(path);
         return ctx->status;
     }
+    open_behind(f);
     return CRL_OK;
 }
 
 int crl_npy_close(crl_context *ctx, crl_npy_file *f)
 {
     crl_error err = {0};
+    if (f->behind)
+        close(f->fd); /* written through MPI-IO only: nothing to lose */
+    f->behind = false;
     if (f->handle != MPI_FILE_NULL) {
         int rc = MPI_File_close(&f->handle);
         if (rc != MPI_SUCCESS) {
@@ -297,16 +320,19 @@ int crl_npy_close(crl_context *ctx, crl_npy_file *f)
     return crl_agree(ctx, &err);
 }
 
-/* Reads or writes the slice [start, start + count) of dimension axis: outer
- * runs of count * inner elements (see crl_npy_read_slice). */
-static int transfer_slice(const crl_npy_file *f, bool write, int axis, int64_t start,
-                          int64_t count, char *buf, crl_error *err)
+/* The slice [start, start + count) of dimension axis as outer runs of run
+ * bytes, stride apart, the first at byte first of the file; false when it
+ * is outside the array. */
+typedef struct slice_runs {
+    int64_t outer, run, stride, first;
+} slice_runs;
+
+static bool slice_of(const crl_npy_header *h, int axis, int64_t start, int64_t count,
+                     slice_runs *s)
 {
-    const crl_npy_header *h = &f->header;
     if (axis < 0 || axis >= h->ndim || start < 0 || count < 0 || start > h->shape[axis]
         || count > h->shape[axis] - start)
-        return crl_fail(err, CRL_ERR_INVALID, "%s: slice [%lld, %lld) of dimension %d is outside "
-                        "the array", f->label, (long long) start, (long long) (start + count), axis);
+        return false;
     /* Every product below is at most the element count, which the parser
      * checked against 64 bits. */
     int64_t outer = 1, inner = (int64_t) crl_dtype_size(h->dtype);
@@ -314,12 +340,81 @@ static int transfer_slice(const crl_npy_file *f, bool write, int axis, int64_t s
         outer *= h->shape[k];
     for (int k = axis + 1; k < h->ndim; k++)
         inner *= h->shape[k];
-    int64_t run = count * inner, stride = h->shape[axis] * inner;
-    for (int64_t o = 0; o < outer && count > 0; o++)
-        if (transfer_bytes(f, write, h->data_offset + o * stride + start * inner, buf + o * run,
-                           run, err) != CRL_OK)
+    *s = (slice_runs){outer, count * inner, h->shape[axis] * inner,
+                      h->data_offset + start * inner};
+    return true;
+}
+
+/* Reads or writes the slice [start, start + count) of dimension axis: outer
+ * runs of count * inner elements (see crl_npy_read_slice). */
+static int transfer_slice(const crl_npy_file *f, bool write, int axis, int64_t start,
+                          int64_t count, char *buf, crl_error *err)
+{
+    slice_runs s;
+    if (!slice_of(&f->header, axis, start, count, &s))
+        return crl_fail(err, CRL_ERR_INVALID, "%s: slice [%lld, %lld) of dimension %d is outside "
+                        "the array", f->label, (long long) start, (long long) (start + count), axis);
+    for (int64_t o = 0; o < s.outer && count > 0; o++)
+        if (transfer_bytes(f, write, s.first + o * s.stride, buf + o * s.run, s.run, err)
+            != CRL_OK)
             return err->code;
     return CRL_OK;
+}
+
+/*
+ * The write-behind (see crl_npy_write_slice).  Without it a large file is
+ * all dirty pages until the sync that publishes it: fresh memory for every
+ * page (each a page fault of the host on a virtual machine), then the whole
+ * disk write at the end.  Here the disk writes each range while the caller
+ * computes the next ones, and the range CRL_NPY_BEHIND ranges before,
+ * written by now, is dropped from the cache, so that its pages are the next
+ * write's: a window of several ranges, so that the disk rarely runs dry nor
+ * the writer waits.  Ranges of at least CRL_NPY_BEHIND_BYTES: small slices
+ * are gathered first, or every tiny chunk would cost a disk round trip.
+ * Only pages wholly inside a range are dropped: a page shared with a
+ * neighbouring write stays, lest that write read it back from the disk.
+ * Errors are left to the sync (fsync reports a failed write-back).
+ */
+#ifdef __linux__
+static void hand_off(crl_npy_file *f)
+{
+    int64_t lo = f->pending[0], hi = f->pending[1];
+    f->pending[0] = f->pending[1] = 0;
+    if (hi <= lo)
+        return;
+    (void) sync_file_range(f->fd, lo, hi - lo, SYNC_FILE_RANGE_WRITE);
+    int64_t *old = f->range[f->handed % CRL_NPY_BEHIND];
+    if (f->handed >= CRL_NPY_BEHIND) {
+        (void) sync_file_range(f->fd, old[0], old[1] - old[0],
+                               SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE
+                                   | SYNC_FILE_RANGE_WAIT_AFTER);
+        int64_t page = sysconf(_SC_PAGESIZE), a = (old[0] + page - 1) / page * page;
+        int64_t b = old[1] / page * page;
+        if (b > a)
+            (void) posix_fadvise(f->fd, a, b - a, POSIX_FADV_DONTNEED);
+    }
+    old[0] = lo;
+    old[1] = hi;
+    f->handed++;
+}
+#endif
+
+/* Bytes [lo, hi) were just written, contiguously. */
+static void write_behind(crl_npy_file *f, int64_t lo, int64_t hi)
+{
+#ifdef __linux__
+    if (!f->behind || hi <= lo)
+        return;
+    if (f->pending[1] > f->pending[0] && lo != f->pending[1])
+        hand_off(f); /* not a continuation: a range of its own */
+    if (f->pending[1] <= f->pending[0])
+        f->pending[0] = lo;
+    f->pending[1] = hi;
+    if (f->pending[1] - f->pending[0] >= CRL_NPY_BEHIND_BYTES)
+        hand_off(f);
+#else
+    (void) f, (void) lo, (void) hi;
+#endif
 }
 
 int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count, void *buf,
@@ -328,9 +423,14 @@ int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t c
     return transfer_slice(f, false, axis, start, count, buf, err);
 }
 
-int crl_npy_write_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count,
+int crl_npy_write_slice(crl_npy_file *f, int axis, int64_t start, int64_t count,
                         const void *buf, crl_error *err)
 {
     /* Only read from: MPI_File_write_at takes the buffer as const. */
-    return transfer_slice(f, true, axis, start, count, (char *) buf, err);
+    if (transfer_slice(f, true, axis, start, count, (char *) buf, err) != CRL_OK)
+        return err->code;
+    slice_runs s;
+    if (count > 0 && slice_of(&f->header, axis, start, count, &s) && s.outer == 1)
+        write_behind(f, s.first, s.first + s.run);
+    return CRL_OK;
 }

@@ -59,11 +59,27 @@ int crl_npy_format_header(crl_dtype dtype, int ndim, const int64_t *shape, char 
 /* Files                                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* The write-behind of crl_npy_write_slice: contiguous bytes gathered
+ * before they are handed to the disk as one range, and the ranges in flight
+ * before the oldest is waited for and dropped from the page cache. */
+#define CRL_NPY_BEHIND_BYTES ((int64_t) 8 << 20)
+#define CRL_NPY_BEHIND 4
+
 typedef struct crl_npy_file {
     MPI_File handle;           /* MPI_FILE_NULL when closed                 */
     crl_npy_header header;
     char label[320];           /* how messages name the file                */
     char path[4096];           /* of a file opened for writing, else ""     */
+    /* A file opened for writing on Linux: a POSIX descriptor of it (fd,
+     * when behind is set) for crl_npy_write_slice's write-behind; the
+     * contiguous bytes written and not yet handed to the disk (pending),
+     * and the last CRL_NPY_BEHIND ranges handed (a ring, the next slot at
+     * handed % CRL_NPY_BEHIND). */
+    bool behind;
+    int fd;
+    int64_t pending[2];
+    int64_t handed;
+    int64_t range[CRL_NPY_BEHIND][2];
 } crl_npy_file;
 
 /*
@@ -96,10 +112,19 @@ int crl_npy_close(crl_context *ctx, crl_npy_file *f);
  * that order, i.e. buf holds a C-order array whose dimension axis is count.
  * Independent MPI-IO (MPI_File_read_at / write_at).  CRL_ERR_IO on a failed
  * or short transfer.
+ *
+ * Writes stream (Linux): slices that are one contiguous run each, written
+ * one after the other, are handed to the disk (sync_file_range) whenever
+ * CRL_NPY_BEHIND_BYTES of them have gathered, and the range handed
+ * CRL_NPY_BEHIND ranges before, on the disk by then, leaves the page cache
+ * (posix_fadvise DONTNEED), so that a large file written slice by slice in
+ * order keeps reusing the same few ranges' pages of memory and is mostly
+ * on the disk when it is closed and synced.  The file is not kept in the
+ * page cache after its writer.
  */
 int crl_npy_read_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count, void *buf,
                        crl_error *err);
-int crl_npy_write_slice(const crl_npy_file *f, int axis, int64_t start, int64_t count,
+int crl_npy_write_slice(crl_npy_file *f, int axis, int64_t start, int64_t count,
                         const void *buf, crl_error *err);
 
 #endif /* CRL_NPY_H */

@@ -1,7 +1,7 @@
 #!/bin/sh
 # cli_options.sh - every option of ctrnn-loss: --help, --version, the types
 # command, each eval option (inputs, --time-major, --term, --config, --json,
-# the table, --grad-dir, --chunk-batch, --progress, --timing) and its misuse, and the
+# the table, --grad-dir, --memory, --chunk-batch, --progress, --timing) and its misuse, and the
 # demo with its options (identical numbers on every rank count).  The round
 # trip and the bad-input cases are in cli_roundtrip.sh and cli_errors.sh.
 . "$(dirname "$0")/cli-lib.sh"
@@ -40,7 +40,7 @@ expect_contains "$WORK/out" "    lambda_fr_sd  real" "types shows the parameters
 mpi 1 eval --help
 expect_ok "eval --help"
 for o in --states --states1 --pred --label --w-in --w-hid --w-out --w-hebb --time-major \
-    --term --config --json --grad-dir --chunk-batch --progress --timing "exit status"; do
+    --term --config --json --grad-dir --memory --chunk-batch --progress --timing "exit status"; do
     expect_contains "$WORK/out" "$o" "eval --help mentions $o"
 done
 for t in $types; do expect_contains "$WORK/out" "$t " "eval --help lists type $t"; done
@@ -64,6 +64,10 @@ usage 2 "no terms: give --term" eval --states "$F8/states.npy"
 usage 2 "no input files" eval $FR
 usage 2 "--chunk-batch 'x' is not a whole number >= 1" eval --states "$F8/states.npy" $FR --chunk-batch x
 usage 2 "--chunk-batch '0'" eval --states "$F8/states.npy" $FR --chunk-batch 0
+for m in x 0 -5 " 64M" +64M 64Q 64MB 64Mi 1.5G K 9999999999T 9223372036854775808; do
+    usage 2 "--memory '$m' is not a size: a whole number of bytes >= 1, optionally with K, M, G or T (powers of 1024), e.g. 64M" \
+        eval --states "$F8/states.npy" $FR --memory "$m"
+done
 usage 2 "--progress 'sometimes' is not auto, always or never" eval --states "$F8/states.npy" $FR --progress sometimes
 usage 2 "--grad-dir needs a directory name" eval --states "$F8/states.npy" $FR --grad-dir ""
 usage 2 "--term 'r=rnn:lambda_mse': 'lambda_mse' is not key=value" eval --states "$F8/states.npy" --term r=rnn:lambda_mse
@@ -149,6 +153,68 @@ mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 2 --progress never
 mpi 2 eval --states "$F8/states.npy" $FR --chunk-batch 100 --progress auto
 expect_ok "--chunk-batch larger than the batch"
 [ ! -s "$WORK/err" ] && pass || fail "--progress auto printed to a non-terminal"
+
+echo "== eval: --memory"
+# chunks NP WANT ARGS...: the progress bar of ctrnn-loss eval ARGS on NP
+# ranks ends at WANT ("backward chunk 4/4": rank 0's shard in 2 chunks).
+chunks() {
+    np=$1 want=$2
+    shift 2
+    mpi "$np" eval "$@" --progress always
+    expect_ok "eval $*"
+    expect_contains "$WORK/err" "$want" "eval $* on $np rank(s): the chunks"
+}
+# F8: B 7, T 6, N 5, float64: batch elements of 240 bytes, 480 with their
+# gradients; rank 0 of 2 holds 4 of them.
+for m in 64M 1G 2048 4KiB 1t; do chunks 1 "forward chunk 1/1" --states "$F8/states.npy" $FR --memory "$m"; done
+chunks 1 "forward chunk 2/2" --states "$F8/states.npy" $FR --memory 1k
+chunks 2 "backward chunk 2/2" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm"
+chunks 2 "backward chunk 8/8" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 1
+chunks 2 "backward chunk 8/8" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 959
+chunks 2 "backward chunk 4/4" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 960
+chunks 2 "backward chunk 4/4" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 1K
+chunks 2 "backward chunk 2/2" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 1920
+# Without gradients an element takes half: 960 bytes hold the shard.
+chunks 2 "forward chunk 1/1" --states "$F8/states.npy" $FR --memory 960
+chunks 2 "forward chunk 2/2" --states "$F8/states.npy" $FR --memory 959
+# Every batched input counts (states 240, pred and label 6 x 3 x 8 = 144
+# each): 1055 bytes hold one element, 1056 two.
+PL="--states $F8/states.npy --pred $F8/pred.npy --label $F8/label.npy"
+# shellcheck disable=SC2086
+chunks 2 "forward chunk 4/4" $PL --term r=rnn --memory 1055
+# shellcheck disable=SC2086
+chunks 2 "forward chunk 2/2" $PL --term r=rnn --memory 1056
+# --chunk-batch decides when given, before or after --memory.
+chunks 2 "backward chunk 4/4" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 1 --chunk-batch 2
+chunks 2 "backward chunk 4/4" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --chunk-batch 2 --memory 1
+chunks 2 "backward chunk 8/8" --states "$F8/states.npy" $FR --grad-dir "$WORK/gm" --memory 1G --chunk-batch 1
+# Any budget gives the bits of one chunk: the JSON and every gradient file,
+# on uneven shards (7 over 3 ranks, 2 over 4).
+for np in 3 4; do
+    for m in 1G 1 1000 3000; do
+        # shellcheck disable=SC2086
+        mpi "$np" eval $ALL $RNN --term h=hebbian --term k=population_kl --term e=entropy \
+            --term p=state_pred --json --grad-dir "$WORK/mem-$m" --memory "$m"
+        expect_ok "[$np rank(s)] --memory $m"
+        cp "$WORK/out" "$WORK/mem-$m.json"
+    done
+    for m in 1 1000 3000; do
+        same "$WORK/mem-1G.json" "$WORK/mem-$m.json" "[$np rank(s)] --memory $m: the JSON"
+        for g in d_states d_states1 d_pred d_w_in d_w_hid d_w_out d_w_hebb; do
+            same "$WORK/mem-1G/$g.npy" "$WORK/mem-$m/$g.npy" "[$np rank(s)] --memory $m: $g.npy"
+        done
+    done
+done
+# 2 elements of 3 ranks' shards in the file of B = 2: ranks without any.
+mkdir "$WORK/b2" && "$TOOL" gen "$WORK/b2" --B 2 --dtype f4 || exit 99
+for m in 1G 1; do
+    mpi 3 eval --states "$WORK/b2/states.npy" --term e=entropy --term f=fr_dist --json \
+        --grad-dir "$WORK/b2-$m" --memory "$m"
+    expect_ok "[3 rank(s)] B = 2, --memory $m"
+    cp "$WORK/out" "$WORK/b2-$m.json"
+done
+same "$WORK/b2-1G.json" "$WORK/b2-1.json" "B = 2 on 3 ranks, --memory 1: the JSON"
+same "$WORK/b2-1G/d_states.npy" "$WORK/b2-1/d_states.npy" "B = 2 on 3 ranks, --memory 1: d_states.npy"
 
 echo "== eval: --timing"
 PHASES="startup read accumulate reduce backward write total"

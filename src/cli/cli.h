@@ -38,6 +38,11 @@ void cli_print_types(FILE *out);
 /* Not collective.  Parses a whole number >= min from an option's text. */
 bool cli_parse_count(const char *text, int64_t min, int64_t *out);
 
+/* Not collective.  Parses a size in bytes >= 1 from an option's text: a
+ * whole number, optionally followed by K, M, G or T (or KiB ... TiB; powers
+ * of 1024, either case), e.g. 64M; false when malformed or beyond int64_t. */
+bool cli_parse_size(const char *text, int64_t *out);
+
 /* Not collective.  The index of text among the NULL-terminated choices, or
  * -1. */
 int cli_choice(const char *text, const char *const *choices);

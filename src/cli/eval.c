@@ -4,11 +4,12 @@
  * Stages, each ending with every rank knowing the same status:
  *   1. options (eval_options.c), terms and the loss (eval_terms.c);
  *   2. inputs (inputs.c): open, check shapes and dtypes, read the weights;
- *   3. forward: this rank's shard of the batch, K elements at a time
- *      (crl_loss_accumulate per chunk), then one crl_loss_reduce;
+ *   3. forward: this rank's shard of the batch, K elements at a time (as
+ *      many as --memory holds, or --chunk-batch; crl_loss_accumulate per
+ *      chunk, into buffers reused by every chunk), then one crl_loss_reduce;
  *   4. backward (--grad-dir): the same chunks again (re-read unless the shard
- *      is one chunk), crl_loss_backward, each rank writing its slice of the
- *      gradient files (grad_files.c);
+ *      is one chunk), crl_loss_backward overwriting the gradient buffers,
+ *      each rank writing its slice of the gradient files (grad_files.c);
  *   5. rank 0 prints the values (and, with --timing, the seconds of each
  *      phase, the maximum over the ranks).
  * Local failures (a short read, memory) are agreed on (crl_agree) before the
@@ -116,16 +117,15 @@ static int backward(eval_run *r)
     crl_error err = {0};
     r->pass = 1;
     bool resident = r->chunks == 1;
-    for (int64_t c = 0; c < r->chunks; c++) {
+    /* The gradient buffers are written, not added to: no zeroing pass over
+     * them per chunk, and no read of them in the library's store (bitwise
+     * the sums into zeroed buffers). */
+    if (crl_loss_set_grad_mode(r->loss, CRL_GRAD_OVERWRITE) != CRL_OK)
+        crl_fail(&err, crl_context_status(ctx), "%s", cli_context_error(ctx));
+    for (int64_t c = 0; c < r->chunks && err.code == CRL_OK; c++) {
         if (eval_load_chunk(r, c, !resident, &err) != CRL_OK)
             break;
         t = MPI_Wtime();
-        for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
-            input *x = &r->in[role];
-            if (x->want_grad && x->chunk_count > 0)
-                memset(x->grad, 0,
-                       (size_t) (x->chunk_count * x->time * x->width) * crl_dtype_size(r->dtype));
-        }
         int status = crl_loss_backward(r->loss, &r->tensors, &r->grads);
         r->phase[CLI_PHASE_BACKWARD] += MPI_Wtime() - t;
         if (status != CRL_OK) {

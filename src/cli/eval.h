@@ -27,6 +27,14 @@ typedef struct role_text {
 } role_text;
 extern const role_text eval_roles[CRL_ROLE_COUNT];
 
+/* The chunk buffers' budget per rank without --memory: large enough for
+ * transfers of many MiB (what file systems stream best), small enough that
+ * the buffers are faulted in quickly and that a chunk read for the backward
+ * pass is still in the cache when its gradients are computed and written.
+ * On the 1 GiB case (docs/PERFORMANCE.md) 16 and 32 MiB ran alike at 1
+ * rank, 64 MiB 25% slower at 2 (two ranks' 128 MiB against a 32 MiB L3). */
+#define EVAL_MEMORY_DEFAULT ((int64_t) 32 << 20)
+
 /* A --term or --config argument, in command-line order. */
 typedef struct term_source {
     bool config;
@@ -37,7 +45,8 @@ typedef struct eval_options {
     const char *path[CRL_ROLE_COUNT];
     bool time_major, json, timing;
     const char *grad_dir;
-    int64_t chunk_batch;       /* 0: the whole shard at once            */
+    int64_t chunk_batch;       /* 0: as many as --memory allows          */
+    int64_t memory;            /* bytes per rank for the chunk buffers   */
     int progress;
     term_source *sources;
     int n_sources;

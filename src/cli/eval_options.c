@@ -40,8 +40,13 @@ static const char eval_usage[] =
     "                     as one set: links through DIR/.ctrnn-loss/current, switched\n"
     "                     when every file is written; a failed or interrupted run\n"
     "                     leaves the earlier set; d_*.npy of inputs not given go\n"
-    "  --chunk-batch K    read and evaluate K batch elements of a rank's shard at a\n"
-    "                     time (bounded memory; identical results)\n"
+    "  --memory SIZE      memory per rank for a chunk of the batched inputs and\n"
+    "                     their gradients (default 32M): each rank reads and\n"
+    "                     evaluates its shard in chunks of as many batch elements\n"
+    "                     as fit, at least one; SIZE in bytes or with K, M, G, T\n"
+    "                     (powers of 1024), e.g. 512M (identical results)\n"
+    "  --chunk-batch K    chunks of K batch elements instead, whatever --memory\n"
+    "                     says (identical results)\n"
     "  --progress WHEN    progress bar on stderr: auto (when run from a terminal,\n"
     "                     after 1 s of work), always or never (default auto)\n"
     "  --timing           the seconds of each phase on stderr (the maximum over the\n"
@@ -77,6 +82,7 @@ enum {
     OPT_JSON,
     OPT_GRAD_DIR,
     OPT_CHUNK_BATCH,
+    OPT_MEMORY,
     OPT_PROGRESS,
     OPT_TIMING,
 };
@@ -97,6 +103,7 @@ static const struct option long_options[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"grad-dir", required_argument, NULL, OPT_GRAD_DIR},
     {"chunk-batch", required_argument, NULL, OPT_CHUNK_BATCH},
+    {"memory", required_argument, NULL, OPT_MEMORY},
     {"progress", required_argument, NULL, OPT_PROGRESS},
     {"timing", no_argument, NULL, OPT_TIMING},
     {"help", no_argument, NULL, 'h'},
@@ -106,7 +113,7 @@ static const struct option long_options[] = {
 /* Returns CLI_EXIT_OK, CLI_EXIT_USAGE, or -1 for --help. */
 int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
 {
-    *o = (eval_options){.progress = CLI_PROGRESS_AUTO};
+    *o = (eval_options){.progress = CLI_PROGRESS_AUTO, .memory = EVAL_MEMORY_DEFAULT};
     o->sources = calloc((size_t) argc, sizeof *o->sources);
     if (o->sources == NULL) {
         cli_error(ctx, "out of memory");
@@ -143,6 +150,13 @@ int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
         case OPT_CHUNK_BATCH:
             if (!cli_parse_count(optarg, 1, &o->chunk_batch)) {
                 cli_error(ctx, "--chunk-batch '%s' is not a whole number >= 1", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        case OPT_MEMORY:
+            if (!cli_parse_size(optarg, &o->memory)) {
+                cli_error(ctx, "--memory '%s' is not a size: a whole number of bytes >= 1, "
+                          "optionally with K, M, G or T (powers of 1024), e.g. 64M", optarg);
                 return CLI_EXIT_USAGE;
             }
             break;

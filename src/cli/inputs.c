@@ -181,27 +181,61 @@ static void shard(int64_t batch, int rank, int size, int64_t *start, int64_t *co
     *count = base + (rank < extra);
 }
 
+/* Bytes one batch element takes in the chunk buffers: each batched input's
+ * T x W values, twice for an input with a gradient; at most INT64_MAX. */
+static int64_t element_bytes(const eval_run *r)
+{
+    int64_t total = 0, one;
+    for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
+        const input *x = &r->in[role];
+        if (!x->given)
+            continue;
+        if (!crl_mul_size(x->time * x->width, (int64_t) crl_dtype_size(r->dtype), &one)
+            || !crl_mul_size(one, x->want_grad ? 2 : 1, &one) || one > INT64_MAX - total)
+            return INT64_MAX;
+        total += one;
+    }
+    return total;
+}
+
+/*
+ * Batch elements per chunk: --chunk-batch when given, else as many as the
+ * memory budget holds, at least one (an element larger than the budget is
+ * read alone) and at most the largest shard (one chunk: the backward pass
+ * needs no second read).  The buffers are allocated once and reused by
+ * every chunk of both passes, so a run faults in at most the budget, not
+ * its shard.
+ */
+static int64_t chunk_size(const eval_run *r, int64_t largest)
+{
+    if (r->opt.chunk_batch > 0)
+        return r->opt.chunk_batch;
+    int64_t per = element_bytes(r), fit = per > 0 ? r->opt.memory / per : largest;
+    fit = fit < largest ? fit : largest;
+    return fit > 1 ? fit : 1;
+}
+
 /* Shards, chunk size and buffers (local; the caller agrees on errors). */
 int eval_allocate(eval_run *r, crl_error *err)
 {
     int rank = crl_context_rank(r->ctx), size = crl_context_size(r->ctx);
     size_t element = crl_dtype_size(r->dtype);
     int64_t largest = 0;
-    for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
+    for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         input *x = &r->in[role];
-        if (x->given) {
+        x->want_grad = x->given && r->opt.grad_dir != NULL && eval_roles[role].grad_file != NULL;
+        if (x->given && x->batched) {
             shard(x->batch, rank, size, &x->shard_start, &x->shard_count);
             largest = x->shard_count > largest ? x->shard_count : largest;
         }
     }
-    r->chunk = r->opt.chunk_batch > 0 ? r->opt.chunk_batch : (largest > 0 ? largest : 1);
+    r->chunk = chunk_size(r, largest);
     r->chunks = largest > 0 ? (largest + r->chunk - 1) / r->chunk : 1;
     r->steps = r->chunks * (r->opt.grad_dir != NULL ? 2 : 1);
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         input *x = &r->in[role];
         if (!x->given)
             continue;
-        x->want_grad = r->opt.grad_dir != NULL && eval_roles[role].grad_file != NULL;
         /* Sizes below are at most the file's data size: no overflow. */
         int64_t elements = x->time * x->width;
         if (x->batched) {
@@ -212,12 +246,15 @@ int eval_allocate(eval_run *r, crl_error *err)
             continue;
         size_t bytes = (size_t) elements * element;
         x->data = malloc(bytes);
-        x->grad = x->want_grad ? calloc(1, bytes) : NULL;
+        /* The backward pass overwrites the batched gradients (eval.c): no
+         * zeroing.  The weights' are written once, whole; zeroed anyway. */
+        x->grad = !x->want_grad ? NULL : x->batched ? malloc(bytes) : calloc(1, bytes);
         if (x->data == NULL || (x->want_grad && x->grad == NULL))
             return crl_fail(err, CRL_ERR_NOMEM,
                             "out of memory: %.1f MiB for %s%s", (double) bytes / (1 << 20),
                             x->label,
-                            x->batched ? " (--chunk-batch reads fewer batch elements at a time)"
+                            x->batched ? " (a smaller --memory or --chunk-batch reads fewer "
+                                         "batch elements at a time)"
                                        : "");
     }
     return CRL_OK;
@@ -242,12 +279,40 @@ int eval_read_weights(eval_run *r, crl_error *err)
     return CRL_OK;
 }
 
-/* 64-bit FNV-1a over bytes, continuing from h. */
+static uint64_t rotl(uint64_t v, int k)
+{
+    return (v << k) | (v >> (64 - k));
+}
+
+/*
+ * The digest of bytes, continuing from h: FNV-1a's step over 64-bit words
+ * in eight interleaved lanes, each step followed by a rotation (the
+ * multiplication moves bits only upwards; the rotation brings the high ones
+ * down, so that two flips of a top bit do not cancel), the tail byte by
+ * byte, then the lanes folded into one.  Eight independent multiplications
+ * hide their latency: a few GB/s, where FNV-1a byte by byte took seconds
+ * per GiB read twice.  Every step is a bijection of its lane, so a change
+ * within one lane of one chunk always changes the digest.
+ */
 static uint64_t digest_bytes(uint64_t h, const void *data, size_t n)
 {
+    const uint64_t prime = 1099511628211ULL;
+    uint64_t lane[8];
+    for (int j = 0; j < 8; j++)
+        lane[j] = h ^ (0x9e3779b97f4a7c15ULL * (uint64_t) (j + 1));
     const unsigned char *p = data;
-    for (size_t k = 0; k < n; k++)
-        h = (h ^ p[k]) * 1099511628211ULL;
+    size_t k = 0;
+    for (; k + sizeof lane <= n; k += sizeof lane)
+        for (int j = 0; j < 8; j++) {
+            uint64_t w;
+            memcpy(&w, p + k + 8 * j, 8);
+            lane[j] = rotl((lane[j] ^ w) * prime, 29);
+        }
+    for (; k < n; k++)
+        lane[0] = rotl((lane[0] ^ p[k]) * prime, 29);
+    h = lane[0];
+    for (int j = 1; j < 8; j++)
+        h = rotl((h ^ lane[j]) * prime, 29);
     return h;
 }
 

@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
@@ -46,6 +47,31 @@ bool cli_parse_count(const char *text, int64_t min, int64_t *out)
     errno = 0;
     long long v = strtoll(text, &end, 10);
     if (end == text || *end != '\0' || errno == ERANGE || v < min)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_size(const char *text, int64_t *out)
+{
+    /* strtoll alone would take leading blanks and signs. */
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno == ERANGE || v < 1)
+        return false;
+    static const char units[] = "KMGT";
+    const char *unit = *end != '\0' ? strchr(units, toupper((unsigned char) *end)) : NULL;
+    if (unit != NULL) {
+        int shift = 10 * (int) (unit - units + 1);
+        if (v > INT64_MAX >> shift)
+            return false;
+        v <<= shift;
+        end += strcmp(end + 1, "iB") == 0 ? 3 : 1;
+    }
+    if (*end != '\0')
         return false;
     *out = v;
     return true;
