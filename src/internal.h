@@ -364,6 +364,10 @@ struct crl_term_class {
      * count = T, x = NULL; read the raw array). */
     int (*accumulate_element)(crl_term *t, const crl_rows *element, crl_xsum *slots,
                               crl_error *err);
+    /* After the last element of a chunk of the population (optional): what
+     * the term holds back from its slots goes into them, so that the slots
+     * are complete before the reduction. */
+    void (*accumulate_end)(crl_term *t, crl_xsum *slots);
     /* The same over pred rows (rows->x) and label rows (rows->y), K wide,
      * for terms that read pred; the element hook sees the raw arrays whole
      * (one block when crl_rows_contiguous). */

@@ -144,6 +144,11 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
                 return crl_term_error(loss, t, err);
         }
     }
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        if (term_uses_pop(t, p) && t->cls->accumulate_end)
+            t->cls->accumulate_end(t, payload + t->slot);
+    }
     return CRL_OK;
 }
 

@@ -17,7 +17,11 @@
  * Exactness: G_b is computed by BLAS from the rows of one element only (the
  * kernels pack their operands, so neither the element's address nor the
  * stride between its rows changes the arithmetic), h_b and sign(h_b) G_b are
- * formed in double in a fixed order, and elements are combined double-double.
+ * formed in double in a fixed order, and elements are combined exactly: a
+ * running double per weight-gradient slot (vectorized) plus the exact error
+ * of each addition (TwoSum) into the slot when it is not 0, the running
+ * sums themselves at the end of each chunk (accumulate_end), so that the
+ * slot holds sum_b sign(h_b) G_b exactly, whatever the grouping.
  */
 #include "../internal.h"
 
@@ -25,6 +29,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Rows per backward gemm: M large enough for the kernels to run at speed. */
 enum { BLOCK_ROWS = 64 };
@@ -71,6 +76,9 @@ typedef struct hebbian_state {
     int64_t coef_cap, gram_cap, column_cap, gram_typed_cap, wsym_cap, product_cap;  /* bytes */
     signed char *sign;        /* sign(h_b) by the element's running index     */
     int64_t sign_cap;
+    double *run;              /* N (N + 1) / 2: running sums of the chunk     */
+    double *rest;             /* n: one row's TwoSum errors                   */
+    int64_t run_cap, rest_cap;  /* bytes */
     double scale;             /* backward: weight / (B T), set by finalize    */
 } hebbian_state;
 
@@ -153,13 +161,18 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
               && (!want_states || (crl_reserve(&s->wsym, &s->wsym_cap, typed_bytes, 1)
                                    && crl_reserve(&s->product, &s->product_cap,
                                                  BLOCK_ROWS * n * (int64_t) size, 1)))
-              && crl_reserve(&s->sign, &s->sign_cap, a->batch, 1);
+              && crl_reserve(&s->sign, &s->sign_cap, a->batch, 1)
+              && (!want_weight
+                  || (crl_reserve(&s->run, &s->run_cap, tri / 2 * (int64_t) sizeof(double), 1)
+                      && crl_reserve(&s->rest, &s->rest_cap, n * (int64_t) sizeof(double), 1)));
     if (!ok)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for N = %lld", (long long) n);
     s->dtype = a->dtype;
     s->n = n;
     s->want_weight_grad = want_weight;
     build_from_weight(s, w, want_states);
+    if (want_weight)
+        memset(s->run, 0, (size_t) (tri / 2) * sizeof(double));
     *slots = 1 + (want_weight ? tri / 2 : 0);
     return CRL_OK;
 }
@@ -206,14 +219,44 @@ CRL_HOT static double weighted_upper(const double *restrict coef, const double *
     return total;
 }
 
-/* sums[k] += sign G_ij over the upper triangle, k running row by row. */
-CRL_HOT static void add_signed_upper(crl_xsum *restrict sums, const double *restrict gram,
-                                     int64_t n, double sign)
+/* run[j] += x[j] for j < m with each addition's exact error (TwoSum) in
+ * rest[j]; whether any error is not 0.  Vectorizes. */
+CRL_HOT static bool add_running(double *restrict run, const double *restrict x, double sign,
+                                double *restrict rest, int64_t m)
 {
-    int64_t k = 0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++, k++)
-            crl_xsum_add(&sums[k], sign * gram[i * n + j]);
+    int any = 0;
+    for (int64_t j = 0; j < m; j++) {
+        double v = sign * x[j], s = run[j] + v, bb = s - run[j];
+        double e = (run[j] - (s - bb)) + (v - bb);
+        run[j] = s;
+        rest[j] = e;
+        any |= e != 0;
+    }
+    return any;
+}
+
+/* sums[k] + run[k] += sign G_ij over the upper triangle, k running row by
+ * row: exactly, the errors of the running sums into the slots. */
+static void add_signed_upper(hebbian_state *s, crl_xsum *restrict sums, double sign)
+{
+    int64_t n = s->n, k = 0;
+    for (int64_t i = 0; i < n; k += n - i, i++)
+        if (add_running(s->run + k, s->gram + i * n + i, sign, s->rest, n - i))
+            for (int64_t j = 0; j < n - i; j++)
+                crl_xsum_add(&sums[k + j], s->rest[j]);
+}
+
+/* The chunk's running sums into the slots (and back to 0). */
+static void accumulate_end(crl_term *t, crl_xsum *slots)
+{
+    hebbian_state *s = t->state;
+    if (!s->want_weight_grad)
+        return;
+    int64_t tri = s->n * (s->n + 1) / 2;
+    for (int64_t k = 0; k < tri; k++) {
+        crl_xsum_add(&slots[1 + k], s->run[k]);
+        s->run[k] = 0;
+    }
 }
 
 /* One batch element: |h_b| into slot 0, sign(h_b) kept for the backward,
@@ -239,7 +282,7 @@ static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *sl
     s->sign[e] = (signed char) sign;
     crl_xsum_add(&slots[0], fabs(h));
     if (s->want_weight_grad && sign != 0)
-        add_signed_upper(slots + 1, s->gram, n, sign);
+        add_signed_upper(s, slots + 1, sign);
     return CRL_OK;
 }
 
@@ -326,6 +369,8 @@ static void destroy(crl_term *t)
         free(s->wsym);
         free(s->product);
         free(s->sign);
+        free(s->run);
+        free(s->rest);
         free(s);
     }
     t->state = NULL;
@@ -347,6 +392,7 @@ const crl_term_class crl_term_hebbian = {
     .grads = grads,
     .prepare = prepare,
     .accumulate_element = accumulate_element,
+    .accumulate_end = accumulate_end,
     .finalize = finalize,
     .backward_rows = backward_rows,
     .destroy = destroy,
