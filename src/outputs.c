@@ -63,15 +63,24 @@ CRL_HOT static void output_error_store(const float *restrict x, int64_t ldx,
                                        int64_t ldo, int64_t count, int64_t k, double coef,
                                        bool negate, crl_store how)
 {
-    double scale = how.scale;
-    for (int64_t r = 0; r < count; r++)
-        for (int64_t j = 0; j < k; j++) {
-            double g = coef * ((double) x[r * ldx + j] - (double) y[r * ldy + j]);
-            if (negate)
-                g = -g;
-            float *o = &out[r * ldo + j];
-            *o = how.overwrite ? (float) (0.0 + scale * g) : (float) ((double) *o + scale * g);
-        }
+    /* -(c d) is (-c) d to the bit: the label's negation folds into c. */
+    double scale = how.scale, c = negate ? -coef : coef;
+    if (ldx == k && ldy == k && ldo == k) {   /* contiguous rows: one run */
+        k *= count;
+        count = 1;
+    }
+    if (how.overwrite)
+        for (int64_t r = 0; r < count; r++)
+            for (int64_t j = 0; j < k; j++) {
+                double g = c * ((double) x[r * ldx + j] - (double) y[r * ldy + j]);
+                out[r * ldo + j] = (float) (0.0 + scale * g);
+            }
+    else
+        for (int64_t r = 0; r < count; r++)
+            for (int64_t j = 0; j < k; j++) {
+                double g = c * ((double) x[r * ldx + j] - (double) y[r * ldy + j]);
+                out[r * ldo + j] = (float) ((double) out[r * ldo + j] + scale * g);
+            }
 }
 
 /* One pass over pred and label rows of this chunk: the output error (sum
