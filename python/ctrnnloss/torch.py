@@ -240,6 +240,30 @@ class _PlanCall(_core.Evaluation):
         return out if batched == 1 else _unbatch(out, self.plan.roles, batched)
 
 
+def _signature(batch_first, tensors, roles=None, _tensor=torch.Tensor):
+    """The key of a call's signature: batch_first, then per tensor (with its
+    role, when roles are given) dtype, device, shape and strides; None when
+    one is not a strided tensor (no stride(): the general path)."""
+    key = [batch_first]
+    for k, x in enumerate(tensors):
+        if not isinstance(x, _tensor) or x.layout is not _STRIDED:
+            return None
+        if roles is not None:
+            key.append(roles[k])
+        key += (x.dtype, getattr(x, _WHERE), x.shape, x.stride())
+    return tuple(key)
+
+
+def _memo(cache, key, make):
+    """cache[key], made by make() the first time (32 kept at most)."""
+    value = cache.get(key, False)
+    if value is False:
+        if len(cache) >= 32:
+            cache.clear()
+        value = cache[key] = make()
+    return value
+
+
 class _Plan:
     """What a call signature (roles in call order, dtypes, devices, shapes,
     strides) fixes, built once: the crl_tensors of the inputs, one per
@@ -423,23 +447,14 @@ class _Module(torch.nn.Module):
                 return self._evaluate_plan(plan, tuple(inputs.values()), parts)
         return self._evaluate_groups([(self.loss, inputs)], parts, call_error)
 
-    def _plan_of(self, inputs, _tensor=torch.Tensor):
+    def _plan_of(self, inputs):
         """The _Plan of the signature of inputs {role: value} (roles in call
         order, dtypes, devices, shapes, strides of strided tensors), made the
         first time; None for the general path."""
-        key = [self.batch_first]
-        for role, x in inputs.items():
-            if not isinstance(x, _tensor) or x.layout is not _STRIDED:   # no stride()
-                return None
-            key += (role, x.dtype, getattr(x, _WHERE), x.shape, x.stride())
-        key = tuple(key)
-        plans = self._plans
-        plan = plans.get(key, False)
-        if plan is False:
-            if len(plans) >= 32:
-                plans.clear()
-            plan = plans[key] = self._make_plan(inputs)
-        return plan
+        key = _signature(self.batch_first, tuple(inputs.values()), tuple(inputs))
+        if key is None:
+            return None
+        return _memo(self._plans, key, lambda: self._make_plan(inputs))
 
     def _make_plan(self, inputs):
         loss = self.loss
@@ -617,24 +632,18 @@ class _Criterion(_Module):
         if not kwargs:
             # Tensors passed by position (the usual call): the plan found
             # from the arguments themselves, without binding them to roles.
-            key = [self.batch_first]
-            for x in args:
-                if not isinstance(x, torch.Tensor) or x.layout is not _STRIDED:
-                    break
-                key += (x.dtype, getattr(x, _WHERE), x.shape, x.stride())
-            else:
-                key = tuple(key)
-                positional = self._positional
-                plan = positional.get(key, False)
-                if plan is False:
-                    if len(positional) >= 32:
-                        positional.clear()
-                    bound, error = _bound(self, args, kwargs)
-                    plan = positional[key] = None if error else self._plan_of(bound)
+            key = _signature(self.batch_first, args)
+            if key is not None:
+                plan = _memo(self._positional, key, lambda: self._positional_plan(args))
                 if plan is not None:   # its roles are the arguments' order
                     return self._evaluate_plan(plan, args, ())[0]
         bound, error = _bound(self, args, kwargs)
         return self._evaluate(bound, call_error=error)[0]
+
+    def _positional_plan(self, args):
+        """The plan of positional tensors, through the roles they bind to."""
+        bound, error = _bound(self, args, {})
+        return None if error else self._plan_of(bound)
 
     def extra_repr(self):
         return ", ".join("%s=%r" % kv for kv in self.params.items())
