@@ -146,8 +146,18 @@ interrupt() {
     ranks_of_run=$(ps -o pid= --ppid "$(ps -o pid= --ppid "$pid" | tr -d ' ')" 2>/dev/null)
     if [ -n "$target" ] && kill -s "$sig" "$target" 2>/dev/null; then :; else
         # Already finished: nothing was interrupted (the checks below would
-        # pass without testing anything).
+        # pass without testing anything).  A moment given as a delay may
+        # lie past the end of a run faster than the one measured: try
+        # again at half the delay (three times at most) before failing.
         wait $pid 2>/dev/null
+        if [ -n "${delay:-}" ] && [ "${retries:-0}" -lt 3 ]; then
+            retries=$((${retries:-0} + 1))
+            delay=$(awk -v d="$delay" 'BEGIN { print d / 2 }')
+            interrupt "$@"
+            retries=0
+            return
+        fi
+        retries=0
         fail "$what: no process to signal (the run ended first, or $who was not found)"
         return
     fi
