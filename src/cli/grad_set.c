@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,16 +281,44 @@ bool grad_set_path(const grad_set *s, const char *name, char *out, size_t cap)
 static char guard_paths[GRAD_NAMES_MAX + 1][PATH_MAX];
 static volatile sig_atomic_t guard_count = 0;
 
-/* Async-signal-safe: unlink, rmdir, signal, raise. */
-static void on_signal(int sig)
+/*
+ * Who owns the new generation when a signal comes.  MPI's own threads do not
+ * block SIGINT, SIGTERM or SIGHUP, so the handler may run in any thread while
+ * the main thread goes on: blocking the signals in the main thread alone
+ * would hand them to another thread.  The handler and the commit therefore
+ * take the generation with one compare-and-swap each: the handler from
+ * GUARDED to CLEANING (it removes the files, and the commit must not switch
+ * to them), the commit from GUARDED to COMMITTING (a signal then waits, in
+ * `deferred`, until the switch and the clean-up are done).
+ */
+enum { UNGUARDED, GUARDED, CLEANING, COMMITTING };
+static atomic_int guard_state = UNGUARDED;
+static atomic_int deferred = 0;
+
+/* Ends the process with sig as it would have ended without the handler. */
+static void die_of(int sig)
 {
-    int n = guard_count;
-    for (int k = 0; k < n; k++)
-        unlink(guard_paths[k + 1]);
-    if (n > 0)
-        rmdir(guard_paths[0]);
     signal(sig, SIG_DFL);
     raise(sig);
+}
+
+/* Async-signal-safe: lock-free atomics, unlink, rmdir, signal, raise. */
+static void on_signal(int sig)
+{
+    int state = GUARDED;
+    if (atomic_compare_exchange_strong(&guard_state, &state, CLEANING)) {
+        int n = guard_count;
+        for (int k = 0; k < n; k++)
+            unlink(guard_paths[k + 1]);
+        if (n > 0)
+            rmdir(guard_paths[0]);
+    } else if (state == COMMITTING) {
+        atomic_store(&deferred, sig);
+        /* The commit may have finished between the two steps and missed it. */
+        if (atomic_load(&guard_state) == COMMITTING)
+            return;
+    }
+    die_of(sig);
 }
 
 static void unguard(void)
@@ -298,6 +327,16 @@ static void unguard(void)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
+    atomic_store(&guard_state, UNGUARDED);
+}
+
+/* After a commit: a signal that came during it ends the process now. */
+static void end_commit(void)
+{
+    unguard();
+    int sig = atomic_exchange(&deferred, 0);
+    if (sig != 0)
+        die_of(sig);
 }
 
 void grad_set_guard(const grad_set *s, const char *const *names, int n)
@@ -307,13 +346,15 @@ void grad_set_guard(const grad_set *s, const char *const *names, int n)
     for (int k = 0; k < n; k++)
         if (!join(guard_paths[k + 1], PATH_MAX, s->gen, names[k]))
             guard_paths[k + 1][0] = '\0';
+    guard_count = n;
+    atomic_store(&deferred, 0);
+    atomic_store(&guard_state, GUARDED);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    guard_count = n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -354,19 +395,20 @@ int grad_set_commit(grad_set *s, const char *const *names, const bool *in_new, i
     for (int k = 0; k < n; k++)
         if (in_new[k] && link_name(s->dir, names[k], err) != CRL_OK)
             goto failed;
-    /* A signal from the switch to the end of the clean-up waits for it. */
-    sigset_t block, saved;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
-    sigprocmask(SIG_BLOCK, &block, &saved);
+    /* A signal from the switch to the end of the clean-up waits for it; one
+     * that came first is removing the generation and ends the process. */
+    int state = GUARDED;
+    if (!atomic_compare_exchange_strong(&guard_state, &state, COMMITTING) && state == CLEANING)
+        for (;;)
+            pause();
     current_generation(store, previous, sizeof previous);
     if (switch_current(store, strrchr(s->gen, '/') + 1, err) != CRL_OK) {
-        sigprocmask(SIG_SETMASK, &saved, NULL);
+        atomic_store(&guard_state, GUARDED);
+        int sig = atomic_exchange(&deferred, 0);
+        if (sig != 0) /* the clean-up the signal waited for, now */
+            on_signal(sig);
         goto failed;
     }
-    unguard();
     for (int k = 0; k < n; k++)
         if (!in_new[k])
             unlink_stale_name(s->dir, names[k]);
@@ -377,7 +419,7 @@ int grad_set_commit(grad_set *s, const char *const *names, const bool *in_new, i
     if (previous[0] != '\0' && join(path, sizeof path, store, previous))
         remove_generation(path);
     remove_leftovers(store);
-    sigprocmask(SIG_SETMASK, &saved, NULL);
+    end_commit();
     return CRL_OK;
 failed:
     grad_set_abort(s);

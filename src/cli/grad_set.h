@@ -55,9 +55,11 @@ int grad_set_commit(grad_set *s, const char *const *names, const bool *in_new, i
 void grad_set_abort(grad_set *s);
 
 /*
- * Until grad_set_commit or grad_set_abort, SIGINT, SIGTERM and SIGHUP remove
- * the new generation's files (names[n] in it) and then end the process with
- * the signal, as it would have ended without the handler.
+ * Until grad_set_commit or grad_set_abort, SIGINT, SIGTERM and SIGHUP (sent
+ * to the process, whichever thread takes them) remove the new generation's
+ * files (names[n] in it) and then end the process with the signal, as it
+ * would have ended without the handler.  From the moment grad_set_commit
+ * starts its switch to the end of its clean-up, they wait for it instead.
  */
 void grad_set_guard(const grad_set *s, const char *const *names, int n);
 
