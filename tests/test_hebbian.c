@@ -433,6 +433,40 @@ static void test_w_hebb_differing_on_one_rank(void **state)
     h_problem_free(&p);
 }
 
+/* A NaN or an infinite rate in one rank's states, in float32 and float64,
+ * where W's row and column of that neuron are 0 (its products with W vanish
+ * only for finite rates): the pass itself finds it and names it. */
+static void test_nonfinite_states_on_one_rank(void **state)
+{
+    (void) state;
+    const double bad[] = {NAN, INFINITY, -INFINITY};
+    const char *names[] = {"NaN", "infinite", "infinite"};
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 3; k++) {
+            h_problem p = random_problem(d ? CRL_FLOAT64 : CRL_FLOAT32, d == 1, 5, 4, 6,
+                                         80 + (uint64_t) (3 * d + k));
+            for (int64_t j = 0; j < p.N; j++)
+                p.w_hebb[3 * p.N + j] = p.w_hebb[j * p.N + 3] = 0;
+            int last = h_size - 1;
+            h_range theirs = h_split(0, p.B, last, h_size);
+            int64_t b = theirs.count - 1;
+            p.states[((theirs.start + b) * p.T + 2) * p.N + 3] = bad[k];
+            h_term terms[] = {{"hebb", "hebbian", 1.0, NULL}};
+            h_result r;
+            h_grad_fill = -2;
+            h_eval(&p, terms, 1, MPI_COMM_WORLD, h_split(0, p.B, h_rank, h_size),
+                   (h_range){0, 0}, GRAD_BOTH, &r);
+            char needle[128];
+            snprintf(needle, sizeof needle, "rank %d: term 'hebb' (hebbian): states[b=%lld, t=2, i=3] is %s",
+                     last, (long long) b, names[k]);
+            h_assert_error(&r, CRL_ERR_NONFINITE, needle);
+            h_assert_all(h_grads_untouched(&p, &r));
+            h_grad_fill = 0;
+            h_result_free(&r);
+            h_problem_free(&p);
+        }
+}
+
 static void test_float32_overflow_on_one_rank(void **state)
 {
     (void) state;
@@ -476,6 +510,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_w_hebb_must_be_n_by_n),
         cmocka_unit_test(test_w_hebb_differing_on_one_rank),
         cmocka_unit_test(test_float32_overflow_on_one_rank),
+        cmocka_unit_test(test_nonfinite_states_on_one_rank),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "hebbian");
 }

@@ -272,6 +272,11 @@ static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *sl
                         (long long) a->time_stride, (long long) time);
     gram_upper(s, crl_array_row(a, element->b, 0), rows_ld(a, time), time);
     double h = weighted_upper(s->coef, s->gram, n, s->column) / (double) time;
+    /* A NaN or infinite rate makes its diagonal entry of G_b, and so h_b,
+     * non-finite whatever W holds: this is the pass's check of the rates
+     * (no moments pass is needed for it); a finite h_b clears them all. */
+    if (!isfinite(h) && crl_report_nonfinite(a, CRL_ROLE_STATES, element->b, err) != CRL_OK)
+        return err->code;
     if (!isfinite(h))
         return crl_fail(err, CRL_ERR_DOMAIN, "states[b=%lld]: S^T S overflows %s",
                         (long long) element->b, s->dtype == CRL_FLOAT32 ? "float32" : "float64");
@@ -387,7 +392,6 @@ const crl_term_class crl_term_hebbian = {
     .params = params,
     .tile_rows = BLOCK_ROWS,
     .raw_rows = true,
-    .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .grads = grads,
     .prepare = prepare,
