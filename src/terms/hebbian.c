@@ -68,12 +68,12 @@ typedef struct hebbian_state {
     int64_t n;
     bool want_weight_grad;
     double *coef;             /* n x n, upper triangle: W_ii, W_ij + W_ji     */
-    double *gram;             /* n x n, upper triangle of G_b in double       */
+    void *gram;               /* n x n in dtype, upper triangle of G_b: syrk's
+                                 output, read as it is (widened per entry)    */
     double *column;           /* n: column sums of the weighted G_b           */
-    void *gram_typed;         /* n x n in dtype (float32 only): syrk output   */
     void *wsym;               /* n x n in dtype: W + W^T (backward)           */
     void *product;            /* BLOCK_ROWS x n in dtype: rows (W + W^T)      */
-    int64_t coef_cap, gram_cap, column_cap, gram_typed_cap, wsym_cap, product_cap;  /* bytes */
+    int64_t coef_cap, gram_cap, column_cap, wsym_cap, product_cap;  /* bytes */
     signed char *sign;        /* sign(h_b) by the element's running index     */
     int64_t sign_cap;
     double *run;              /* N (N + 1) / 2: running sums of the chunk     */
@@ -154,10 +154,8 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     size_t size = crl_dtype_size(a->dtype);
     int64_t typed_bytes = square_bytes / (int64_t) sizeof(double) * (int64_t) size;
     bool ok = crl_reserve(&s->coef, &s->coef_cap, square_bytes, 1)
-              && crl_reserve(&s->gram, &s->gram_cap, square_bytes, 1)
+              && crl_reserve(&s->gram, &s->gram_cap, typed_bytes, 1)
               && crl_reserve(&s->column, &s->column_cap, n * (int64_t) sizeof(double), 1)
-              && (a->dtype != CRL_FLOAT32
-                  || crl_reserve(&s->gram_typed, &s->gram_typed_cap, typed_bytes, 1))
               && (!want_states || (crl_reserve(&s->wsym, &s->wsym_cap, typed_bytes, 1)
                                    && crl_reserve(&s->product, &s->product_cap,
                                                  BLOCK_ROWS * n * (int64_t) size, 1)))
@@ -181,58 +179,71 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
 /* Forward                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* The upper triangle of G = S^T S into s->gram (double); S is (time, n) at
- * rows with row stride ld, in s->dtype. */
+/* The upper triangle of G = S^T S into s->gram (in s->dtype); S is (time,
+ * n) at rows with row stride ld, in s->dtype. */
 static void gram_upper(hebbian_state *s, const void *rows, int64_t ld, int64_t time)
 {
     int n = (int) s->n;
     int threads = blas_serial_begin();
-    if (s->dtype == CRL_FLOAT64) {
+    if (s->dtype == CRL_FLOAT64)
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0, rows, (int) ld,
                     0.0, s->gram, n);
-        blas_serial_end(threads);
-        return;
-    }
-    float *typed = s->gram_typed;
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0f, rows, (int) ld, 0.0f,
-                typed, n);
+    else
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, n, (int) time, 1.0f, rows, (int) ld,
+                    0.0f, s->gram, n);
     blas_serial_end(threads);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++)
-            s->gram[i * n + j] = (double) typed[i * n + j];
 }
 
-/* sum_{i <= j} coef_ij G_ij in a fixed order: column sums acc_j over the rows
- * i <= j (element-wise, so it vectorizes without reassociation), then the
- * sum of the column sums in index order. */
-CRL_HOT static double weighted_upper(const double *restrict coef, const double *restrict gram,
-                                     int64_t n, double *restrict acc)
-{
-    for (int64_t j = 0; j < n; j++)
-        acc[j] = 0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++)
-            acc[j] += coef[i * n + j] * gram[i * n + j];
-    double total = 0;
-    for (int64_t j = 0; j < n; j++)
-        total += acc[j];
-    return total;
-}
-
-/* run[j] += x[j] for j < m with each addition's exact error (TwoSum) in
- * rest[j]; whether any error is not 0.  Vectorizes. */
-CRL_HOT static bool add_running(double *restrict run, const double *restrict x, double sign,
-                                double *restrict rest, int64_t m)
-{
-    int any = 0;
-    for (int64_t j = 0; j < m; j++) {
-        double v = sign * x[j], s = run[j] + v, bb = s - run[j];
-        double e = (run[j] - (s - bb)) + (v - bb);
-        run[j] = s;
-        rest[j] = e;
-        any |= e != 0;
+/*
+ * The two passes over G_b's upper triangle, for each type syrk writes:
+ *
+ * weighted_upper: sum_{i <= j} coef_ij G_ij in a fixed order: column sums
+ * acc_j over the rows i <= j (element-wise, so it vectorizes without
+ * reassociation), then the sum of the column sums in index order.
+ *
+ * add_running: run[j] += sign x[j] for j < m with each addition's exact
+ * error (TwoSum) in rest[j]; whether any error is not 0.  Vectorizes.
+ *
+ * Each entry is widened to double where it is read: the same values as a
+ * double copy of G_b, without writing one.
+ */
+#define HEBBIAN_KERNELS(suffix, type)                                                           \
+    CRL_HOT static double weighted_upper##suffix(const double *restrict coef,                    \
+                                                 const type *restrict gram, int64_t n,            \
+                                                 double *restrict acc)                            \
+    {                                                                                           \
+        for (int64_t j = 0; j < n; j++)                                                         \
+            acc[j] = 0;                                                                         \
+        for (int64_t i = 0; i < n; i++)                                                         \
+            for (int64_t j = i; j < n; j++)                                                     \
+                acc[j] += coef[i * n + j] * (double) gram[i * n + j];                           \
+        double total = 0;                                                                       \
+        for (int64_t j = 0; j < n; j++)                                                         \
+            total += acc[j];                                                                    \
+        return total;                                                                           \
+    }                                                                                           \
+    CRL_HOT static bool add_running##suffix(double *restrict run, const type *restrict x,        \
+                                            double sign, double *restrict rest, int64_t m)       \
+    {                                                                                           \
+        int any = 0;                                                                            \
+        for (int64_t j = 0; j < m; j++) {                                                       \
+            double v = sign * (double) x[j], s = run[j] + v, bb = s - run[j];                   \
+            double e = (run[j] - (s - bb)) + (v - bb);                                          \
+            run[j] = s;                                                                         \
+            rest[j] = e;                                                                        \
+            any |= e != 0;                                                                      \
+        }                                                                                       \
+        return any;                                                                             \
     }
-    return any;
+HEBBIAN_KERNELS(_f64, double)
+HEBBIAN_KERNELS(_f32, float)
+
+/* h_b T: sum_ij W_ij G_ij of the element's G_b in s->gram. */
+static double weighted_gram(hebbian_state *s)
+{
+    if (s->dtype == CRL_FLOAT64)
+        return weighted_upper_f64(s->coef, s->gram, s->n, s->column);
+    return weighted_upper_f32(s->coef, s->gram, s->n, s->column);
 }
 
 /* sums[k] + run[k] += sign G_ij over the upper triangle, k running row by
@@ -241,7 +252,11 @@ static void add_signed_upper(hebbian_state *s, crl_xsum *restrict sums, double s
 {
     int64_t n = s->n, k = 0;
     for (int64_t i = 0; i < n; k += n - i, i++)
-        if (add_running(s->run + k, s->gram + i * n + i, sign, s->rest, n - i))
+        if (s->dtype == CRL_FLOAT64
+                ? add_running_f64(s->run + k, (const double *) s->gram + i * n + i, sign,
+                                  s->rest, n - i)
+                : add_running_f32(s->run + k, (const float *) s->gram + i * n + i, sign,
+                                  s->rest, n - i))
             for (int64_t j = 0; j < n - i; j++)
                 crl_xsum_add(&sums[k + j], s->rest[j]);
 }
@@ -265,13 +280,13 @@ static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *sl
 {
     hebbian_state *s = t->state;
     const crl_array *a = element->array;
-    int64_t n = s->n, time = element->count, e = element->element;
+    int64_t time = element->count, e = element->element;
     if (rows_ld(a, time) > INT_MAX || time > INT_MAX)
         return crl_fail(err, CRL_ERR_INVALID,
                         "states: time stride %lld or %lld time steps exceed BLAS's int",
                         (long long) a->time_stride, (long long) time);
     gram_upper(s, crl_array_row(a, element->b, 0), rows_ld(a, time), time);
-    double h = weighted_upper(s->coef, s->gram, n, s->column) / (double) time;
+    double h = weighted_gram(s) / (double) time;
     /* A NaN or infinite rate makes its diagonal entry of G_b, and so h_b,
      * non-finite whatever W holds: this is the pass's check of the rates
      * (no moments pass is needed for it); a finite h_b clears them all. */
@@ -370,7 +385,6 @@ static void destroy(crl_term *t)
         free(s->coef);
         free(s->gram);
         free(s->column);
-        free(s->gram_typed);
         free(s->wsym);
         free(s->product);
         free(s->sign);
