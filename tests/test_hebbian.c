@@ -150,25 +150,32 @@ static void test_float64_matches_the_formulas(void **state)
 {
     (void) state;
     /* N = 130 and T = 150: backward tiles of 64, 64 and 22 rows, and BLAS
-     * kernels' edge cases. */
-    h_problem p = random_problem(CRL_FLOAT64, false, 5, 150, 130, 4);
-    int64_t n_s = p.B * p.T * p.N, n_w = p.N * p.N;
-    double *ds = malloc(sizeof *ds * (size_t) n_s), *dw = malloc(sizeof *dw * (size_t) n_w);
-    assert_non_null(ds);
-    assert_non_null(dw);
-    double L = naive(&p, NULL, ds, dw);
-    h_term terms[] = {{"hebb", "hebbian", 1.0, NULL}};
-    h_result r;
-    h_eval_self(&p, terms, 1, GRAD_BOTH, &r);
-    assert_int_equal(r.status, CRL_OK);
-    double e_value = fabs(r.total - L) / L, e_s = relative_error(r.grad[0], p.dtype, ds, n_s);
-    double e_w = relative_error(r.grad[7], p.dtype, dw, n_w);
-    if (!(e_value <= 1e-13 && e_s <= 1e-13 && e_w <= 1e-13))
-        fail_msg("relative errors: value %.3g, dS %.3g, dW %.3g", e_value, e_s, e_w);
-    h_result_free(&r);
-    free(ds);
-    free(dw);
-    h_problem_free(&p);
+     * kernels' edge cases; T = 600: gemm blocks of 256, 256 and 88 rows,
+     * read by tiles of 64 rows (N = 130) or by one tile across all three
+     * (N = 5), batch-major and time-major. */
+    const int64_t shapes[][4] = {{5, 150, 130, 0}, {3, 600, 130, 0}, {3, 600, 5, 1}};
+    for (int k = 0; k < 3; k++) {
+        h_problem p = random_problem(CRL_FLOAT64, shapes[k][3], shapes[k][0], shapes[k][1],
+                                     shapes[k][2], 4 + (uint64_t) k);
+        int64_t n_s = p.B * p.T * p.N, n_w = p.N * p.N;
+        double *ds = malloc(sizeof *ds * (size_t) n_s), *dw = malloc(sizeof *dw * (size_t) n_w);
+        assert_non_null(ds);
+        assert_non_null(dw);
+        double L = naive(&p, NULL, ds, dw);
+        h_term terms[] = {{"hebb", "hebbian", 1.0, NULL}};
+        h_result r;
+        h_eval_self(&p, terms, 1, GRAD_BOTH, &r);
+        assert_int_equal(r.status, CRL_OK);
+        double e_value = fabs(r.total - L) / L, e_s = relative_error(r.grad[0], p.dtype, ds, n_s);
+        double e_w = relative_error(r.grad[7], p.dtype, dw, n_w);
+        if (!(e_value <= 1e-13 && e_s <= 1e-13 && e_w <= 1e-13))
+            fail_msg("B T N = %lld %lld %lld: relative errors: value %.3g, dS %.3g, dW %.3g",
+                     (long long) p.B, (long long) p.T, (long long) p.N, e_value, e_s, e_w);
+        h_result_free(&r);
+        free(ds);
+        free(dw);
+        h_problem_free(&p);
+    }
 }
 
 static void test_float32_within_1e5_of_float64_math(void **state)

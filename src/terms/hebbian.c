@@ -31,8 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows per backward gemm: M large enough for the kernels to run at speed. */
-enum { BLOCK_ROWS = 64 };
+/* The engine's tiles of the backward: BLOCK_ROWS rows at least.  Its gemm
+ * runs on GEMM_ROWS rows at a time, from an element's first row (M large
+ * enough for the kernels to run at speed, and one packing of W + W^T per
+ * block rather than per tile); the tiles read their rows of the block. */
+enum { BLOCK_ROWS = 64, GEMM_ROWS = 256 };
 
 /*
  * Threaded OpenBLAS gives other bits than one thread (its partition of a
@@ -72,7 +75,9 @@ typedef struct hebbian_state {
                                  output, read as it is (widened per entry)    */
     double *column;           /* n: column sums of the weighted G_b           */
     void *wsym;               /* n x n in dtype: W + W^T (backward)           */
-    void *product;            /* BLOCK_ROWS x n in dtype: rows (W + W^T)      */
+    void *product;            /* GEMM_ROWS x n in dtype: rows (W + W^T)       */
+    const void *block;        /* the first row of the block product holds     */
+    int64_t block_element, block_t0, block_rows;  /* which rows those are     */
     int64_t coef_cap, gram_cap, column_cap, wsym_cap, product_cap;  /* bytes */
     signed char *sign;        /* sign(h_b) by the element's running index     */
     int64_t sign_cap;
@@ -158,7 +163,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
               && crl_reserve(&s->column, &s->column_cap, n * (int64_t) sizeof(double), 1)
               && (!want_states || (crl_reserve(&s->wsym, &s->wsym_cap, typed_bytes, 1)
                                    && crl_reserve(&s->product, &s->product_cap,
-                                                 BLOCK_ROWS * n * (int64_t) size, 1)))
+                                                 GEMM_ROWS * n * (int64_t) size, 1)))
               && crl_reserve(&s->sign, &s->sign_cap, a->batch, 1)
               && (!want_weight
                   || (crl_reserve(&s->run, &s->run_cap, tri / 2 * (int64_t) sizeof(double), 1)
@@ -169,6 +174,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     s->n = n;
     s->want_weight_grad = want_weight;
     build_from_weight(s, w, want_states);
+    s->block = NULL;   /* a new evaluation: no product block is current */
     if (want_weight)
         memset(s->run, 0, (size_t) (tri / 2) * sizeof(double));
     *slots = 1 + (want_weight ? tri / 2 : 0);
@@ -348,34 +354,55 @@ CRL_HOT static void add_scaled_f64(double *restrict grad, const double *restrict
         grad[k] += c * x[k];
 }
 
-/* grad (count x n) += weight sign(h_b) / (B T) S_rows (W + W^T), one gemm on
- * the raw rows per block of BLOCK_ROWS rows. */
+/* s->product = the block of GEMM_ROWS rows (fewer at the end) that holds
+ * row t of the element of rows, times W + W^T, unless it holds it already. */
+static void product_block(hebbian_state *s, const crl_rows *rows, int64_t t)
+{
+    const crl_array *a = rows->array;
+    int64_t t0 = t / GEMM_ROWS * GEMM_ROWS;
+    const void *x = crl_array_row(a, rows->b, t0);
+    if (s->block == x && s->block_element == rows->element && s->block_t0 == t0)
+        return;
+    int n = (int) s->n;
+    int m = (int) (a->time - t0 < GEMM_ROWS ? a->time - t0 : GEMM_ROWS);
+    int ld = (int) rows_ld(a, m);
+    int threads = blas_serial_begin();
+    if (s->dtype == CRL_FLOAT32)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, x, ld, s->wsym, n,
+                    0.0f, s->product, n);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0, x, ld, s->wsym, n,
+                    0.0, s->product, n);
+    blas_serial_end(threads);
+    s->block = x;
+    s->block_element = rows->element;
+    s->block_t0 = t0;
+    s->block_rows = m;
+}
+
+/* grad (count x n) += weight sign(h_b) / (B T) S_rows (W + W^T), from the
+ * gemm blocks of the element's raw rows. */
 static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad)
 {
     (void) g;
-    const hebbian_state *s = t->state;
+    hebbian_state *s = t->state;
     double c = s->scale * s->sign[rows->element];
     if (c == 0)
         return;
-    const crl_array *a = rows->array;
-    int n = (int) s->n;
-    int threads = blas_serial_begin();
-    for (int64_t r0 = 0; r0 < rows->count; r0 += BLOCK_ROWS) {
-        int m = (int) (rows->count - r0 < BLOCK_ROWS ? rows->count - r0 : BLOCK_ROWS);
-        const void *x = crl_array_row(a, rows->b, rows->t0 + r0);
-        int ld = (int) rows_ld(a, m);
-        if (s->dtype == CRL_FLOAT32) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0f, x, ld, s->wsym,
-                        n, 0.0f, s->product, n);
-            add_scaled_f32(grad + r0 * n, s->product, (int64_t) m * n, c);
-        } else {
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, n, 1.0, x, ld, s->wsym,
-                        n, 0.0, s->product, n);
-            add_scaled_f64(grad + r0 * n, s->product, (int64_t) m * n, c);
-        }
+    int64_t n = s->n;
+    for (int64_t r = 0; r < rows->count;) {
+        int64_t at = rows->t0 + r;
+        product_block(s, rows, at);
+        int64_t from = at - s->block_t0, m = s->block_t0 + s->block_rows - at;
+        if (m > rows->count - r)
+            m = rows->count - r;
+        if (s->dtype == CRL_FLOAT32)
+            add_scaled_f32(grad + r * n, (const float *) s->product + from * n, m * n, c);
+        else
+            add_scaled_f64(grad + r * n, (const double *) s->product + from * n, m * n, c);
+        r += m;
     }
-    blas_serial_end(threads);
 }
 
 static void destroy(crl_term *t)
