@@ -35,6 +35,14 @@ trap 'rm -rf "$WORK"' EXIT
 failures=0
 checks=0
 
+# running PID: PID is a process that has not ended (a zombie has).
+running() {
+    case $(ps -o stat= -p "$1" 2>/dev/null) in
+        "" | Z*) return 1 ;;
+    esac
+    return 0
+}
+
 fail() {
     echo "FAIL: $*"
     failures=$((failures + 1))
@@ -61,9 +69,9 @@ multi_ranks() {
 mpi() {
     np=$1
     shift
-    timeout "$TIMEOUT" "$MPIRUN" -np "$np" "$CLI" "$@" </dev/null >"$WORK/out" 2>"$WORK/err"
+    timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$np" "$CLI" "$@" </dev/null >"$WORK/out" 2>"$WORK/err"
     rc=$?
-    [ $rc -eq 124 ] && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
+    { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
     return 0
 }
 
@@ -73,10 +81,10 @@ mpi_each() {
     np=$1
     shift
     : >"$WORK/exits"
-    timeout "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
+    timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
         '"$0" "$@"; echo "$?" >>"'"$WORK"'/exits"' "$CLI" "$@" </dev/null >"$WORK/out" 2>"$WORK/err"
     rc=$?
-    [ $rc -eq 124 ] && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
+    { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
     sort "$WORK/exits" -o "$WORK/exits"
     return 0
 }

@@ -81,7 +81,7 @@ while IFS='|' read -r _ what message status _; do
     rm -rf g
     : >exits
     # shellcheck disable=SC2086
-    timeout "$TIMEOUT" "$MPIRUN" -np 1 sh -c "$wrap" "$CLI" eval $args0 : \
+    timeout -k 10 "$TIMEOUT" "$MPIRUN" -np 1 sh -c "$wrap" "$CLI" eval $args0 : \
         -np 1 sh -c "$wrap" "$CLI" eval $args1 </dev/null >out 2>err
     [ $? -eq 124 ] && fail "TIMEOUT (a hang): $what"
     what="[$what] ctrnn-loss eval $args0 (rank 1: $args1)"

@@ -155,7 +155,7 @@ bad 1 "is NaN" --states "$WORK/nan_states.npy" $FR --grad-dir "$WORK/nan-grads"
 # files are removed, no d_*.npy appears, every rank fails.
 np=$(max_ranks)
 : >"$WORK/exits"
-OMPI_MCA_btl=self,tcp timeout "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
+OMPI_MCA_btl=self,tcp timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
     'trap "" XFSZ; ulimit -f 1; "$0" "$@"; echo "$?" >>"'"$WORK"'/exits"' "$CLI" eval \
     --states "$F8/states.npy" $FR --grad-dir "$WORK/small" </dev/null >"$WORK/out" 2>"$WORK/err"
 [ $? -eq 124 ] && fail "TIMEOUT (a hang) with failing writes"

@@ -95,7 +95,7 @@ expect_failure 1 "--states 'g/d_states.npy' is in the gradient directory --grad-
 echo "== an input rewritten during a chunked run"
 cp big/states.npy changing.npy
 # shellcheck disable=SC2086
-timeout "$TIMEOUT" "$MPIRUN" -np 1 "$CLI" eval --states changing.npy --w-hebb big/w_hebb.npy \
+timeout -k 10 "$TIMEOUT" "$MPIRUN" -np 1 "$CLI" eval --states changing.npy --w-hebb big/w_hebb.npy \
     --term h=hebbian --chunk-batch 1 --grad-dir changed --progress always </dev/null >out 2>err &
 pid=$!
 i=0
@@ -120,7 +120,7 @@ interrupt() {
     # shellcheck disable=SC2086
     "$MPIRUN" -np "$ranks" "$CLI" eval $A --grad-dir g </dev/null >/dev/null 2>&1
     # shellcheck disable=SC2086
-    timeout "$TIMEOUT" "$MPIRUN" -np "$ranks" "$CLI" eval $B --chunk-batch 1 --grad-dir g \
+    timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$ranks" "$CLI" eval $B --chunk-batch 1 --grad-dir g \
         --progress always </dev/null >out 2>err &
     pid=$!
     if [ -n "${delay:-}" ]; then sleep "$delay"; else
@@ -161,13 +161,29 @@ interrupt() {
         fail "$what: no process to signal (the run ended first, or $who was not found)"
         return
     fi
+    # mpirun ends soon after its ranks.  Open MPI's own can hang for good
+    # when a rank is killed at some moments (its main thread deadlocked, the
+    # dead rank never reaped): once no rank runs, it gets 20 s, then it is
+    # killed, with a note; the checks below still apply.
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 400 ]; do
+        alive=
+        for p in $ranks_of_run; do running "$p" && alive="$alive $p"; done
+        [ -z "$alive" ] && i=$((i + 1))
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "NOTE: $what: mpirun still ran 20 s after its ranks had ended (an Open MPI hang): killed"
+        pkill -KILL -P "$pid" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null
+    fi
     wait $pid 2>/dev/null
     # Ranks whose mpirun was killed find out within a second or two (Open
     # MPI's runtime), and may finish first: what they leave counts.
     i=0
     while [ $i -lt 200 ]; do
         alive=
-        for p in $ranks_of_run; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        for p in $ranks_of_run; do running "$p" && alive="$alive $p"; done
         [ -z "$alive" ] && break
         sleep 0.05
         i=$((i + 1))
@@ -226,7 +242,7 @@ rm -rf g && mkdir g
 "$MPIRUN" -np "$np" "$CLI" eval $A --grad-dir g </dev/null >/dev/null 2>&1
 : >exits
 # shellcheck disable=SC2086
-timeout "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
+timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
     'trap "" XFSZ; ulimit -f 1; "$0" "$@"; echo "$?" >>exits' "$CLI" eval $B --grad-dir g \
     </dev/null >out 2>err
 sort exits -o exits
@@ -240,7 +256,7 @@ store_clean g "writes failing"
 
 echo "== disagreeing choices are named"
 : >exits
-timeout "$TIMEOUT" "$MPIRUN" -np 1 sh -c '"$0" "$@"; echo "$?" >>exits' "$CLI" eval \
+timeout -k 10 "$TIMEOUT" "$MPIRUN" -np 1 sh -c '"$0" "$@"; echo "$?" >>exits' "$CLI" eval \
     --states f8/states.npy --term f=fr:metric=l1 : -np 1 sh -c '"$0" "$@"; echo "$?" >>exits' \
     "$CLI" eval --states f8/states.npy --term f=fr:metric=l2 </dev/null >out 2>err
 sort exits -o exits

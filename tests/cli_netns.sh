@@ -38,7 +38,7 @@ chmod +x "$WORK/agent"
 two_hosts() {
     np=$1
     shift
-    timeout "$TIMEOUT" "$MPIRUN" --mca plm_rsh_agent "$WORK/agent" --mca btl self,tcp \
+    timeout -k 10 "$TIMEOUT" "$MPIRUN" --mca plm_rsh_agent "$WORK/agent" --mca btl self,tcp \
         --mca btl_tcp_if_include "${net}0/24" --mca oob_tcp_if_include "${net}0/24" \
         --host "${net}1:4,${net}2:4" -np "$np" --map-by node "$@" </dev/null
 }

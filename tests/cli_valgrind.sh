@@ -26,7 +26,7 @@ supp=${srcdir:-$(dirname "$0")/..}/tests/valgrind.supp
 mkdir "$WORK/f8" && "$TOOL" gen "$WORK/f8" --B 5 --T 4 --N 3 --K 2 --N-in 2 || exit 99
 F=$WORK/f8
 : >"$WORK/exits"
-timeout "$TIMEOUT" "$MPIRUN" -np 2 sh -c \
+timeout -k 10 "$TIMEOUT" "$MPIRUN" -np 2 sh -c \
     'valgrind -q --error-exitcode=1 --leak-check=no --suppressions="$0" "$@"; echo "$?" >>"'"$WORK"'/exits"' \
     "$supp" "$CLI" eval --states "$F/states.npy" --pred "$F/pred.npy" --label "$F/label.npy" \
     --w-in "$F/w_in.npy" --w-hid "$F/w_hid.npy" --w-out "$F/w_out.npy" \

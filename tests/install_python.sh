@@ -34,7 +34,7 @@ step() {
     name=$1
     shift
     echo "=== $name"
-    timeout "$timeout" "$@" >"$work/step.log" 2>&1
+    timeout -k 10 "$timeout" "$@" >"$work/step.log" 2>&1
     rc=$?
     [ $rc -eq 0 ] || { tail -n 40 "$work/step.log"; fail "$name (exit $rc)"; }
 }

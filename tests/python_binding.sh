@@ -37,9 +37,9 @@ run() {
     shift
     echo "=== $np rank(s): python_binding.py $*"
     # shellcheck disable=SC2086 # $preload: -x options or nothing
-    timeout "$timeout" "$mpirun" $preload -np "$np" "$python" "$here/python_binding.py" "$@"
+    timeout -k 10 "$timeout" "$mpirun" $preload -np "$np" "$python" "$here/python_binding.py" "$@"
     rc=$?
-    [ $rc -eq 124 ] && echo "TIMEOUT after $timeout s with $np rank(s)"
+    { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && echo "TIMEOUT after $timeout s with $np rank(s)"
     [ $rc -eq 0 ] || { echo "FAILED with $np rank(s) (exit $rc)"; exit 1; }
 }
 
@@ -53,7 +53,7 @@ if [ -x "$cli" ]; then
             mkdir -p "$out"
             # args.txt: one argument a line (paths without spaces).
             # shellcheck disable=SC2046
-            timeout "$timeout" "$mpirun" -np $np "$cli" eval $(cat "$case/args.txt") \
+            timeout -k 10 "$timeout" "$mpirun" -np $np "$cli" eval $(cat "$case/args.txt") \
                 --json --grad-dir "$out" >"$out/out.json" 2>"$out/err" \
                 || { echo "ctrnn-loss failed on $case at $np rank(s):"; cat "$out/err"; }
         done

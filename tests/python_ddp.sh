@@ -20,7 +20,7 @@ port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)
 for phase in "1 record" "2 compare"; do
     set -- $phase
     echo "=== $1 rank(s): python_ddp.py $2"
-    timeout "$timeout" "$mpirun" -np "$1" -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT="$port" \
+    timeout -k 10 "$timeout" "$mpirun" -np "$1" -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT="$port" \
         "$PYTHON" "$here/python_ddp.py" "$2" "$work/grads.npz" \
         || { echo "FAILED with $1 rank(s)"; exit 1; }
 done
