@@ -239,6 +239,37 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
 AFFINE_ADD_KERNEL(affine_add_f32, float)
 AFFINE_ADD_KERNEL(affine_add_f64, double)
 
+/* Whether every beta_i is 0: the affine gradient is then alpha_i on every
+ * row (beta_i (x - mu_i) is a zero for finite rates, and alpha_i, a sum
+ * from +0, is never -0), and the rates need not be read. */
+static bool rows_constant(const crl_population *pop)
+{
+    for (int64_t i = 0; i < pop->n; i++)
+        if (pop->beta[i] != 0)
+            return false;
+    return true;
+}
+
+/* out = alpha_i on every row, stored as affine_add_f32/f64 store it: one
+ * row converted once, then copied (overwrite), or added into each row. */
+#define CONSTANT_ROWS_KERNEL(name, type)                                                        \
+    CRL_HOT static void name(type *restrict out, int64_t ldo, int64_t count, int64_t n,        \
+                             const double *restrict alpha, type *restrict row, crl_store how)  \
+    {                                                                                          \
+        double scale = how.scale;                                                              \
+        if (how.overwrite) {                                                                   \
+            for (int64_t i = 0; i < n; i++)                                                    \
+                row[i] = (type) (0.0 + scale * alpha[i]);                                      \
+            for (int64_t r = 0; r < count; r++)                                                \
+                memcpy(out + r * ldo, row, sizeof(type) * (size_t) n);                         \
+        } else                                                                                 \
+            for (int64_t r = 0; r < count; r++)                                                \
+                for (int64_t i = 0; i < n; i++)                                                \
+                    out[r * ldo + i] = (type) ((double) out[r * ldo + i] + scale * alpha[i]);  \
+    }
+CONSTANT_ROWS_KERNEL(constant_rows_f32, float)
+CONSTANT_ROWS_KERNEL(constant_rows_f64, double)
+
 void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out)
 {
     const crl_population *pop = &g->pop[p];
@@ -254,6 +285,18 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
         return;
     }
     int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
+    if (!hooks && rows_constant(pop)) {
+        for (int64_t b = 0; b < a->batch; b++) {
+            void *o = (void *) crl_array_row(out, b, 0);
+            if (out->dtype == CRL_FLOAT32)
+                constant_rows_f32(o, out->time_stride, time, n, pop->alpha, (float *) w->tile,
+                                  how);
+            else
+                constant_rows_f64(o, out->time_stride, time, n, pop->alpha, (double *) w->tile,
+                                  how);
+        }
+        return;
+    }
     if (!hooks) {
         for (int64_t b = 0; b < a->batch; b++) {
             const void *x = crl_array_row(a, b, 0);
