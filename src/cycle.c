@@ -47,7 +47,8 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         if ((uses & CRL_USES(pop_role(p)))
             && crl_finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
                                    crl_dd_round(payload[REGION_COUNTS + p]), pop_role(p),
-                                   crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS), err)
+                                   crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS),
+                                   crl_pass_needed(loss, pop_role(p), CRL_PASS_SQUARES), err)
                    != CRL_OK)
             return err->code;
     }
@@ -73,6 +74,12 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
         outs[k] = (crl_term_out){0};
         if (term_active(t) && t->cls->finalize(t, g, payload + t->slot, &outs[k], err) != CRL_OK)
             return crl_term_error(loss, t, err);
+        /* Finite inputs whose loss is not a finite double (rates near the
+         * top of the range, squared): an error, not an infinite total. */
+        if (term_active(t) && !isfinite(outs[k].value)) {
+            crl_fail(err, CRL_ERR_DOMAIN, "the value overflows (%g)", outs[k].value);
+            return crl_term_error(loss, t, err);
+        }
     }
     return CRL_OK;
 }

@@ -232,7 +232,8 @@ int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *er
 /* moments.c */
 int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err);
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int role, bool moments, crl_error *err);
+                            double batch, int role, bool moments, bool squares,
+                            crl_error *err);
 void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out);
 
 /* outputs.c */

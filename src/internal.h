@@ -297,6 +297,10 @@ enum {
     CRL_PASS_OUTPUT_ERROR = 1u << 1,  /* sum (pred - label)^2 and its gradient
                                          coef (pred - label) (terms/mse.c)     */
     CRL_PASS_WEIGHT_NORMS = 1u << 2,  /* squared Frobenius norms of the weights */
+    CRL_PASS_SQUARES = 1u << 3,       /* with CRL_PASS_MOMENTS: the per-neuron
+                                         sums of squares too (the variances and
+                                         sum S^2); without it they are 0 and
+                                         only the sums are formed             */
 };
 
 /* Values a term reports from finalize (before its weight lambda_k). */

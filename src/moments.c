@@ -15,12 +15,12 @@
 #include <string.h>
 
 /*
- * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2, row after
- * row.  Four rows per sweep over the neurons keep s1 and s2 in registers
- * four times longer; each s1[i] still adds its rows in time order, so the
- * bits are those of one row at a time.
+ * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2 (when
+ * squares), row after row.  Four rows per sweep over the neurons keep s1 and
+ * s2 in registers four times longer; each s1[i] still adds its rows in time
+ * order, so the bits are those of one row at a time, with or without s2.
  */
-#define MOMENTS_KERNEL(name, type)                                                              \
+#define MOMENTS_KERNEL(name, type, squares)                                                     \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
                              const double *restrict c, double *restrict s1,                    \
                              double *restrict s2)                                              \
@@ -32,22 +32,27 @@
                 double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];                 \
                 double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];                 \
                 s1[i] = (((s1[i] + d0) + d1) + d2) + d3;                                       \
-                s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;                   \
+                if (squares)                                                                   \
+                    s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;               \
             }                                                                                  \
         }                                                                                      \
         for (; r < count; r++)                                                                 \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double d = (double) x[r * ld + i] - c[i];                                      \
                 s1[i] += d;                                                                    \
-                s2[i] += d * d;                                                                \
+                if (squares)                                                                   \
+                    s2[i] += d * d;                                                            \
             }                                                                                  \
     }
-MOMENTS_KERNEL(moments_f64, double)
-MOMENTS_KERNEL(moments_f32, float)
+MOMENTS_KERNEL(moments_f64, double, true)
+MOMENTS_KERNEL(moments_f32, float, true)
+MOMENTS_KERNEL(sums_f64, double, false)
+MOMENTS_KERNEL(sums_f32, float, false)
 
 /* Adds one batch element's shifted moments to the global sums:
- * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2, each product split
- * into its exact two parts (TwoProduct), every part added exactly. */
+ * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2 (sumsq not NULL), each
+ * product split into its exact two parts (TwoProduct), every part added
+ * exactly. */
 static void fold_moments(crl_xsum *sum, crl_xsum *sumsq, const double *c, const double *s1,
                          const double *s2, int64_t n, double time)
 {
@@ -56,6 +61,8 @@ static void fold_moments(crl_xsum *sum, crl_xsum *sumsq, const double *c, const 
         crl_xsum_add(&sum[i], tc.hi);
         crl_xsum_add(&sum[i], tc.lo);
         crl_xsum_add(&sum[i], s1[i]);
+        if (sumsq == NULL)
+            continue;
         crl_dd cc = crl_two_prod(c[i], c[i]);
         crl_dd hi = crl_two_prod(cc.hi, time), lo = crl_two_prod(cc.lo, time);
         crl_dd cs = crl_two_prod(2.0 * c[i], s1[i]);
@@ -93,6 +100,8 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
     crl_xsum *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
     bool row_hooks, doubles;
     bool moments = crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS);
+    /* Without squares their slots stay 0 (the layout does not change). */
+    bool squares = moments && crl_pass_needed(loss, pop_role(p), CRL_PASS_SQUARES);
     row_hook_needs(loss, p, false, &row_hooks, &doubles);
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
     if (!moments)
@@ -111,10 +120,14 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
                 crl_prefetch_rows(a, b, t0 + rows, rows, false);
             if (doubles) {
                 x = crl_rows_load(a, b, t0, count, w->tile, &ld);
-                if (moments)
+                if (squares)
                     moments_f64(x, ld, count, n, c, w->s1, w->s2);
-            } else if (moments) {
+                else if (moments)
+                    sums_f64(x, ld, count, n, c, w->s1, w->s2);
+            } else if (squares) {
                 moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+            } else if (moments) {
+                sums_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
             }
             crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
                              NULL, NULL, 0, NULL, 0, 0, NULL};
@@ -129,12 +142,12 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
             if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
                 if (crl_report_nonfinite(a, pop_role(p), b, err) == CRL_OK)
                     crl_fail_at(err, CRL_ERR_DOMAIN, pop_role(p), b, -1, -1,
-                                "%s[b=%lld]: sum of squares overflows", what,
-                             (long long) b);
+                                "%s[b=%lld]: sum%s overflows", what, (long long) b,
+                                squares ? " of squares" : "");
                 return err->code;
             }
         if (moments)
-            fold_moments(sum, sumsq, c, w->s1, w->s2, n, (double) time);
+            fold_moments(sum, squares ? sumsq : NULL, c, w->s1, w->s2, n, (double) time);
         crl_rows whole = {pop_role(p), a, b, element, 0, time, n, NULL, 0,
                           NULL, NULL, 0, NULL, 0, 0, NULL};
         for (int k = 0; k < loss->n_terms; k++) {
@@ -162,7 +175,8 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
  * floor is a function of the global sums alone, so of no decomposition.
  */
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int role, bool moments, crl_error *err)
+                            double batch, int role, bool moments, bool squares,
+                            crl_error *err)
 {
     const char *what = crl_role_name(role);
     const crl_array *a = pop->array;
@@ -178,6 +192,13 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
     pop->affine = false;
     if (!moments) {
         memset(pop->mean, 0, sizeof(double) * (size_t) pop->n);
+        memset(pop->var, 0, sizeof(double) * (size_t) pop->n);
+        pop->sumsq = 0;
+        return CRL_OK;
+    }
+    if (!squares) {   /* the means alone: no term reads the rest */
+        for (int64_t i = 0; i < pop->n; i++)
+            pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
         memset(pop->var, 0, sizeof(double) * (size_t) pop->n);
         pop->sumsq = 0;
         return CRL_OK;

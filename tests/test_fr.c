@@ -133,6 +133,27 @@ static void test_nan_in_one_ranks_states(void **state)
     h_problem_free(&p);
 }
 
+/* Rates of 1e200 (finite, their squares are not): fr alone forms no sums
+ * of squares, so L1 gives its finite value; L2 squares the mean rates, and
+ * its infinite value is an error naming the term, on every rank. */
+static void test_rates_near_the_top_of_the_range(void **state)
+{
+    (void) state;
+    h_problem p = random_problem(CRL_FLOAT64, false, 41);
+    for (int64_t k = 0; k < p.B * p.T * p.N; k++)
+        p.states[k] = 1e200 * (1 + 0.5 * p.states[k]);
+    h_term l1[] = {{"fr", "fr", 1.0, "metric=l1"}};
+    h_result r;
+    h_eval(&p, l1, 1, MPI_COMM_WORLD, h_split(0, p.B, h_rank, h_size), (h_range){0, 0},
+           H_GRAD_STATES, &r);
+    h_assert_all(r.status == CRL_OK && isfinite(r.total) && r.total > 1e199);
+    h_result_free(&r);
+    h_term l2[] = {{"fr", "fr", 1.0, "metric=l2"}};
+    h_check_error(&p, l2, 1, h_split(0, p.B, h_rank, h_size), (h_range){0, 0}, H_GRAD_STATES,
+                  CRL_ERR_DOMAIN, "term 'fr' (fr): the value overflows (inf)");
+    h_problem_free(&p);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +163,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bitwise_identical_across_splits_and_layouts),
         cmocka_unit_test(test_unknown_metric),
         cmocka_unit_test(test_nan_in_one_ranks_states),
+        cmocka_unit_test(test_rates_near_the_top_of_the_range),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "fr");
 }
