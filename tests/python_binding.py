@@ -766,8 +766,10 @@ def check_errors():
     bad = states.clone()
     if hi > lo:
         bad[0, 1, 2] = float("nan")
+    # HebbianLoss checks its rates itself (no moments pass): the message
+    # names the term, as cross_entropy's do.
     expect_error("NaN in states", ctrnnloss.NonFiniteError,
-                 "rank %d: states[b=0, t=1, i=2] is NaN" % LAST,
+                 "rank %d: term 'hebbian' (hebbian): states[b=0, t=1, i=2] is NaN" % LAST,
                  lambda: hebb(on_last(bad), weights))
     mse = ct.MSELoss()
     data = case_inputs("mse", np.float64)

@@ -11,4 +11,4 @@
 . "$(dirname "$0")/python-lib.sh"
 
 "$PYTHON" "$(dirname "$0")/reference_check.py" --cli "$CLI" --mpirun "$MPIRUN" \
-    --ranks "${CRL_XCHECK_RANKS:-$RANKS}" --timeout -k 10 "$TIMEOUT" --keep "$WORK/cases"
+    --ranks "${CRL_XCHECK_RANKS:-$RANKS}" --timeout "$TIMEOUT" --keep "$WORK/cases"
