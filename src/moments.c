@@ -190,15 +190,9 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
     memset(pop->alpha, 0, sizeof(double) * (size_t) pop->n);
     memset(pop->beta, 0, sizeof(double) * (size_t) pop->n);
     pop->affine = false;
-    if (!moments) {
-        memset(pop->mean, 0, sizeof(double) * (size_t) pop->n);
-        memset(pop->var, 0, sizeof(double) * (size_t) pop->n);
-        pop->sumsq = 0;
-        return CRL_OK;
-    }
-    if (!squares) {   /* the means alone: no term reads the rest */
+    if (!moments || !squares) {   /* the means alone, or nothing: no term reads more */
         for (int64_t i = 0; i < pop->n; i++)
-            pop->mean[i] = crl_dd_round(crl_dd_div_d(sum[i], pop->count));
+            pop->mean[i] = moments ? crl_dd_round(crl_dd_div_d(sum[i], pop->count)) : 0.0;
         memset(pop->var, 0, sizeof(double) * (size_t) pop->n);
         pop->sumsq = 0;
         return CRL_OK;

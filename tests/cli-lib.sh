@@ -43,6 +43,11 @@ running() {
     return 0
 }
 
+# timed_out STATUS: STATUS is timeout(1)'s own (124, or 137 after -k's KILL).
+timed_out() {
+    [ "$1" -eq 124 ] || [ "$1" -eq 137 ]
+}
+
 fail() {
     echo "FAIL: $*"
     failures=$((failures + 1))
@@ -71,7 +76,7 @@ mpi() {
     shift
     timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$np" "$CLI" "$@" </dev/null >"$WORK/out" 2>"$WORK/err"
     rc=$?
-    { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
+    timed_out $rc && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
     return 0
 }
 
@@ -84,7 +89,7 @@ mpi_each() {
     timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$np" sh -c \
         '"$0" "$@"; echo "$?" >>"'"$WORK"'/exits"' "$CLI" "$@" </dev/null >"$WORK/out" 2>"$WORK/err"
     rc=$?
-    { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
+    timed_out $rc && fail "TIMEOUT (a hang) after $TIMEOUT s: $np rank(s): ctrnn-loss $*"
     sort "$WORK/exits" -o "$WORK/exits"
     return 0
 }

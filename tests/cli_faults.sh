@@ -111,6 +111,11 @@ elif [ $rc -eq 1 ] && grep -qF "changed while it was read" err; then pass; else
 fi
 [ ! -e changed/d_states.npy ] && pass || fail "rewrite during the run: gradients written"
 
+# still_running PID...: those of the PIDs that still run, each after a space.
+still_running() {
+    for p in "$@"; do running "$p" && printf ' %s' "$p"; done
+}
+
 # interrupt SIG WHO WHAT: starts set B over set A in g, sends SIG to WHO
 # (mpirun, or rank0/rank1: one rank's process) once the backward pass has
 # begun (or after a delay of $delay s), and checks what remains.
@@ -167,8 +172,7 @@ interrupt() {
     # killed, with a note; the checks below still apply.
     i=0
     while kill -0 "$pid" 2>/dev/null && [ $i -lt 400 ]; do
-        alive=
-        for p in $ranks_of_run; do running "$p" && alive="$alive $p"; done
+        alive=$(still_running $ranks_of_run)
         [ -z "$alive" ] && i=$((i + 1))
         sleep 0.05
     done
@@ -182,8 +186,7 @@ interrupt() {
     # MPI's runtime), and may finish first: what they leave counts.
     i=0
     while [ $i -lt 200 ]; do
-        alive=
-        for p in $ranks_of_run; do running "$p" && alive="$alive $p"; done
+        alive=$(still_running $ranks_of_run)
         [ -z "$alive" ] && break
         sleep 0.05
         i=$((i + 1))

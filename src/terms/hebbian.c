@@ -296,11 +296,12 @@ static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *sl
     /* A NaN or infinite rate makes its diagonal entry of G_b, and so h_b,
      * non-finite whatever W holds: this is the pass's check of the rates
      * (no moments pass is needed for it); a finite h_b clears them all. */
-    if (!isfinite(h) && crl_report_nonfinite(a, CRL_ROLE_STATES, element->b, err) != CRL_OK)
-        return err->code;
-    if (!isfinite(h))
+    if (!isfinite(h)) {
+        if (crl_report_nonfinite(a, CRL_ROLE_STATES, element->b, err) != CRL_OK)
+            return err->code;
         return crl_fail(err, CRL_ERR_DOMAIN, "states[b=%lld]: S^T S overflows %s",
                         (long long) element->b, s->dtype == CRL_FLOAT32 ? "float32" : "float64");
+    }
     if (!crl_reserve(&s->sign, &s->sign_cap, e + 1, 1))
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the sign of element %lld",
                         (long long) e);
