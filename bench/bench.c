@@ -13,7 +13,10 @@
  *   population_kl    (128, 500, 256) against a second population of that shape
  *   hebbian          (64, 200, 512)
  *   all_state_large  (32, 1000, 2048)
- * --scale S multiplies B (for quick runs on small machines, e.g. 0.25).
+ *   single_trial     (1, 20000, 512): all_state's terms on one long trial,
+ *                    its time split over the ranks (crl_loss_set_block)
+ *   single_trial_hebbian  (1, 20000, 512): hebbian with dL/dW, time split
+ * --scale S multiplies B (T for the single trials; e.g. 0.25).
  *
  * Also per workload: the reduction alone (crl_loss_reduce between an
  * accumulate and a backward, median, slowest rank) and the bytes it hands
@@ -37,6 +40,7 @@ typedef struct workload {
     const char *terms[10][3];   /* name, type, params; weight 1 */
     int K, N_in;                /* outputs and input weights (rnn_loss) */
     bool states1, hebb;
+    bool time_split;            /* one trial: each rank holds a time block */
 } workload;
 
 static const workload workloads[] = {
@@ -44,7 +48,7 @@ static const workload workloads[] = {
      {{"rnn", "rnn",
        "lambda_mse=1,lambda_in=0.01,lambda_hid=0.01,lambda_out=0.01,lambda_fr=0.1,"
        "lambda_fr_sd=0.05,lambda_fr_cv=0.02"}},
-     2, 16, false, false},
+     2, 16, false, false, false},
     {"all_state", 128, 500, 256,
      {{"fr_l1", "fr", "metric=l1"},
       {"fr_l2", "fr", "metric=l2"},
@@ -54,10 +58,10 @@ static const workload workloads[] = {
       {"max_ad", "fr_dist", "metric=max_ad"},
       {"pred", "state_pred", "tau=1"},
       {"entropy", "entropy", "reg=10"}},
-     0, 0, false, false},
+     0, 0, false, false, false},
     {"population_kl", 128, 500, 256, {{"kl", "population_kl", "symmetric=true,reg=1e-3"}}, 0, 0,
-     true, false},
-    {"hebbian", 64, 200, 512, {{"hebb", "hebbian", ""}}, 0, 0, false, true},
+     true, false, false},
+    {"hebbian", 64, 200, 512, {{"hebb", "hebbian", ""}}, 0, 0, false, true, false},
     {"all_state_large", 32, 1000, 2048,
      {{"fr_l1", "fr", "metric=l1"},
       {"fr_l2", "fr", "metric=l2"},
@@ -67,7 +71,18 @@ static const workload workloads[] = {
       {"max_ad", "fr_dist", "metric=max_ad"},
       {"pred", "state_pred", "tau=1"},
       {"entropy", "entropy", "reg=10"}},
-     0, 0, false, false},
+     0, 0, false, false, false},
+    {"single_trial", 1, 20000, 512,
+     {{"fr_l1", "fr", "metric=l1"},
+      {"fr_l2", "fr", "metric=l2"},
+      {"sd", "fr_dist", "metric=sd"},
+      {"cv", "fr_dist", "metric=cv"},
+      {"mean_ad", "fr_dist", "metric=mean_ad"},
+      {"max_ad", "fr_dist", "metric=max_ad"},
+      {"pred", "state_pred", "tau=1"},
+      {"entropy", "entropy", "reg=10"}},
+     0, 0, false, false, true},
+    {"single_trial_hebbian", 1, 20000, 512, {{"hebb", "hebbian", ""}}, 0, 0, false, true, true},
 };
 
 static int rank, size;
@@ -95,16 +110,37 @@ static double uniform(uint64_t *s)
     return (double) (*s >> 11) * 0x1.0p-53;
 }
 
-/* Element b of the global batch gets the same numbers whatever the split. */
-static float *rates(int64_t b0, int64_t count, int64_t T, int64_t N, uint64_t salt)
+/* Steps t0 .. t0 + nt - 1 of elements b0 .. b0 + count - 1: element b of
+ * the global batch gets the same numbers whatever the split. */
+static float *rates_block(int64_t b0, int64_t count, int64_t N, uint64_t salt, int64_t t0,
+                          int64_t nt)
 {
-    float *x = malloc(sizeof(float) * (size_t) (count * T * N + 1));
+    float *x = malloc(sizeof(float) * (size_t) (count * nt * N + 1));
     for (int64_t b = 0; b < count; b++) {
         uint64_t s = (uint64_t) (b0 + b) * 2654435761ULL + salt;
-        for (int64_t k = 0; k < T * N; k++)
-            x[b * T * N + k] = (float) uniform(&s);
+        for (int64_t k = 0; k < (t0 + nt) * N; k++) {
+            float v = (float) uniform(&s);
+            if (k >= t0 * N)
+                x[b * nt * N + k - t0 * N] = v;
+        }
     }
     return x;
+}
+
+static float *rates(int64_t b0, int64_t count, int64_t T, int64_t N, uint64_t salt)
+{
+    return rates_block(b0, count, N, salt, 0, T);
+}
+
+/* Rank q's share of T steps in whole units of CRL_TIME_UNIT, as even as
+ * the units allow: first step and count. */
+static void time_share(int64_t T, int q, int parts, int64_t *t0, int64_t *nt)
+{
+    int64_t units = (T + CRL_TIME_UNIT - 1) / CRL_TIME_UNIT, per = units / parts;
+    int64_t extra = units % parts, u0 = q * per + (q < extra ? q : extra);
+    int64_t u1 = u0 + per + (q < extra);
+    *t0 = u0 * CRL_TIME_UNIT < T ? u0 * CRL_TIME_UNIT : T;
+    *nt = (u1 * CRL_TIME_UNIT < T ? u1 * CRL_TIME_UNIT : T) - *t0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -285,6 +321,16 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
         B = size;
     int64_t T = w->T, N = w->N, K = w->K;
     int64_t nb = B / size + (rank < B % size), b0 = rank * (B / size) + (rank < B % size ? rank : B % size);
+    int64_t t0 = 0, nt = T;
+    if (w->time_split) {
+        B = w->B;
+        nb = B;
+        b0 = 0;
+        T = (int64_t) llround((double) w->T * scale);
+        time_share(T, rank, size, &t0, &nt);
+        if (nt == 0)
+            nb = 0;
+    }
     reset_peak();
     long baseline = proc_status_kib("VmRSS");
     crl_context *ctx;
@@ -299,13 +345,18 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
             crl_context_destroy(&ctx);
             return;
         }
-    float *s = rates(b0, nb, T, N, 1), *ds = calloc((size_t) (nb * T * N + 1), sizeof(float));
+    if (w->time_split) {
+        crl_block block = {B, 0, T, t0};
+        crl_loss_set_block(r.loss, &block);
+    }
+    float *s = rates_block(b0, nb, N, 1, t0, nt);
+    float *ds = calloc((size_t) (nb * nt * N + 1), sizeof(float));
     float *s1 = NULL, *ds1 = NULL, *pred = NULL, *label = NULL, *dpred = NULL;
     float *w_in = NULL, *w_hid = NULL, *w_out = NULL, *dw_in = NULL, *dw_hid = NULL, *dw_out = NULL;
     float *w_hebb = NULL, *dw_hebb = NULL;
     double bytes_in = 4.0 * (double) (B * T * N), bytes_grad = bytes_in;
-    r.in.states = crl_array_batch_major(CRL_FLOAT32, s, nb, T, N);
-    r.grad.states = crl_array_batch_major(CRL_FLOAT32, ds, nb, T, N);
+    r.in.states = crl_array_batch_major(CRL_FLOAT32, s, nb, nt > 0 ? nt : 1, N);
+    r.grad.states = crl_array_batch_major(CRL_FLOAT32, ds, nb, nt > 0 ? nt : 1, N);
     if (w->states1) {
         s1 = rates(b0, nb, T, N, 2);
         ds1 = calloc((size_t) (nb * T * N + 1), sizeof(float));
@@ -355,7 +406,7 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
     double blas_seconds = 0;
     if (w->hebb) {
         blas_run br = {s, malloc(sizeof(float) * (size_t) (N * N)), w_hebb,
-                       malloc(sizeof(float) * (size_t) (T * N)), nb, T, N};
+                       malloc(sizeof(float) * (size_t) (nt * N + 1)), nb, nt, N};
         blas_seconds = time_median(reps, blas_only, &br);
         free(br.c);
         free(br.out);
@@ -412,7 +463,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[k], "--help")) {
             if (rank == 0)
                 printf("usage: mpirun -np P ctrnn-bench [--reps R] [--scale S] [--csv] "
-                       "[rnn_loss|all_state|population_kl|hebbian|all_state_large...]\n");
+                       "[rnn_loss|all_state|population_kl|hebbian|all_state_large|"
+                       "single_trial|single_trial_hebbian...]\n");
             MPI_Finalize();
             return 0;
         } else if (n_only < 8)

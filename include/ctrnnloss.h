@@ -708,6 +708,79 @@ CRL_API int crl_loss_set_term_grad_scale(crl_loss *loss, const char *name, doubl
 CRL_API int crl_loss_term_count(const crl_loss *loss);
 
 /*
+ * Time steps of a canonical unit: every partial sum formed in floating point
+ * covers at most the rows of one batch element within one unit (global steps
+ * u * CRL_TIME_UNIT .. (u + 1) * CRL_TIME_UNIT - 1), so that the bits of a
+ * result do not depend on where a block of time steps starts or ends.
+ */
+#define CRL_TIME_UNIT 512
+
+/*
+ * A block of the (batch, time) plane of the batched inputs: the chunks a
+ * rank passes hold local batch elements batch_offset .. batch_offset +
+ * B_local - 1 of the global batch, and global time steps time_offset ..
+ * time_offset + T_local - 1 of T (B_local and T_local are the arrays' batch
+ * and time).
+ */
+typedef struct crl_block {
+    int64_t batch;         /* global batch B >= 1                              */
+    int64_t batch_offset;  /* global index of local element 0                  */
+    int64_t time;          /* global time steps T >= 1                         */
+    int64_t time_offset;   /* global step of local step 0                      */
+} crl_block;
+
+/*
+ * crl_loss_set_block - where the chunks passed next lie in the global (batch,
+ *   time) plane: time sharding.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   block - the block of the chunks of the following crl_loss_accumulate and
+ *           crl_loss_backward calls (every batched input alike: states,
+ *           states1, pred, label, mask), or NULL for whole batch elements
+ *           (the default: every chunk holds all T steps of its elements)
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - loss NULL, B or T < 1, an offset < 0 (local)
+ *
+ * Notes:
+ *   Collective in effect: in one evaluation every rank passes blocks, or none
+ *     does, with the same B and T (a disagreement fails the reduction on
+ *     every rank). The blocks of all ranks and chunks must tile the plane:
+ *     each (element, step) in exactly one chunk of one rank; the reduction
+ *     checks that they cover B T rows. A block starts at a multiple of
+ *     CRL_TIME_UNIT and ends at one or at T (checked at accumulate).
+ *   Set it before each chunk (accumulate) and again before the same chunk's
+ *     backward. The results are bitwise those of any other decomposition of
+ *     the same global input, whole elements included.
+ */
+CRL_API int crl_loss_set_block(crl_loss *loss, const crl_block *block);
+
+/*
+ * crl_loss_set_block_states1 - the block of states1 alone, when its plane
+ *   (B1, T1: PopulationKL's second population) is decomposed apart from the
+ *   other inputs'.
+ *
+ * Not Collective
+ *
+ * Input Parameters:
+ *   loss - the loss
+ *   block - the block of states1 in the following chunks, or NULL: states1
+ *           follows crl_loss_set_block's block
+ *
+ * Errors:
+ *   CRL_ERR_INVALID - as crl_loss_set_block
+ *
+ * Notes:
+ *   Takes effect only with a block set by crl_loss_set_block (which may
+ *     describe an empty chunk of the other inputs). The same rules: every
+ *     rank the same B1 and T1, blocks tiling the plane, unit boundaries.
+ */
+CRL_API int crl_loss_set_block_states1(crl_loss *loss, const crl_block *block);
+
+/*
  * crl_loss_evaluate - the loss of every rank's local inputs and, optionally,
  *   its gradients.
  *

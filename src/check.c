@@ -71,6 +71,72 @@ static unsigned differentiable(const crl_loss *loss, unsigned uses, unsigned ann
     return mask;
 }
 
+/* The block the caller set for population p's inputs (0: states, pred,
+ * label, mask; 1: states1, which follows 0 unless set apart). */
+static const crl_place *place_set(const crl_loss *loss, int p)
+{
+    return p == 1 && loss->place1.blocked ? &loss->place1 : &loss->place;
+}
+
+/*
+ * Where a chunk lies, for each population: the block the caller set
+ * (crl_loss_set_block), checked against the plane and the units, or whole
+ * elements of T = the arrays' time.  The batched inputs of one population
+ * in one chunk hold the same steps.
+ */
+int crl_place_chunk(const crl_loss *loss, const crl_tensors *in, unsigned uses, crl_place out[2],
+                    crl_error *err)
+{
+    for (int p = 0; p < 2; p++) {
+        const crl_array *first = NULL;
+        int first_role = -1;
+        const crl_place *set = place_set(loss, p);
+        for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
+            const crl_array *a = crl_tensors_array(in, role);
+            if (!(uses & CRL_USES(role)) || role == CRL_ROLE_MASK
+                || (role == CRL_ROLE_STATES1) != (p == 1))
+                continue;
+            if (first == NULL) {
+                first = a;
+                first_role = role;
+            } else if (set->blocked && a->batch > 0 && first->batch > 0
+                       && a->time != first->time) {
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                                   "%s: %lld time steps in a block where %s has %lld (the "
+                                   "batched inputs of a block hold the same steps)",
+                                   crl_role_name(role), (long long) a->time,
+                                   crl_role_name(first_role), (long long) first->time);
+            }
+            if (set->blocked && a->batch > 0 && set->batch_offset + a->batch > set->batch)
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                                   "%s: block elements %lld .. %lld lie beyond the batch of %lld",
+                                   crl_role_name(role), (long long) set->batch_offset,
+                                   (long long) (set->batch_offset + a->batch - 1),
+                                   (long long) set->batch);
+        }
+        if (!set->blocked) {
+            out[p] = (crl_place){0, -1, first ? first->time : 1, 0, false};
+            continue;
+        }
+        out[p] = *set;
+        if (first == NULL || first->batch == 0)
+            continue;
+        int64_t t0 = set->time_offset, t1;
+        if (__builtin_add_overflow(t0, first->time, &t1) || t1 > set->time)
+            return crl_fail_at(err, CRL_ERR_INVALID, first_role, -1, -1, -1,
+                               "%s: block steps %lld .. %lld lie beyond T = %lld",
+                               crl_role_name(first_role), (long long) t0,
+                               (long long) (t0 + first->time - 1), (long long) set->time);
+        if (t0 % CRL_TIME_UNIT != 0 || (t1 != set->time && t1 % CRL_TIME_UNIT != 0))
+            return crl_fail_at(err, CRL_ERR_INVALID, first_role, -1, -1, -1,
+                               "%s: block steps %lld .. %lld: a block starts at a multiple of "
+                               "%d steps and ends at one or at T = %lld",
+                               crl_role_name(first_role), (long long) t0, (long long) (t1 - 1),
+                               CRL_TIME_UNIT, (long long) set->time);
+    }
+    return CRL_OK;
+}
+
 /*
  * Local checks of the inputs the active terms use and of the gradient
  * requests; fills g's local fields, the terms' slot counts, the agreement
@@ -112,7 +178,8 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                     crl_array_check_grad(d, a, crl_role_name(role), err);
                 blame_role(err, role);
                 ok = ok && crl_agree_add(loss, a->dtype, "dtype", -1, role, false)
-                     && crl_agree_add(loss, a->time, "time steps", -1, role, false)
+                     && (loss->place.blocked
+                         || crl_agree_add(loss, a->time, "time steps", -1, role, false))
                      && crl_agree_add(loss, a->width, "width", -1, role, false);
             }
             if (used && want)
@@ -144,6 +211,18 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                 g->grad_announced |= CRL_USES(role);
         }
     }
+    /* Blocks or whole elements on every rank; with blocks, one plane per
+     * population. */
+    ok = ok && crl_agree_add(loss, loss->place.blocked, "blocks (crl_loss_set_block)", -1, -1, false);
+    for (int p = 0; p < 2 && ok && loss->place.blocked; p++)
+        ok = crl_agree_add(loss, place_set(loss, p)->batch, "batch of the blocks", -1,
+                           pop_role(p), false)
+             && crl_agree_add(loss, place_set(loss, p)->time, "time steps of the blocks", -1,
+                              pop_role(p), false);
+    if (err->code == CRL_OK)
+        crl_place_chunk(loss, in, uses, g->place, err);
+    g->time[0] = g->place[0].time;
+    g->time[1] = g->place[1].time;
     g->grad_mask = differentiable(loss, uses, g->grad_announced);
     /* Weight gradients are global sums for some terms (hebbian): their
      * requests shape the packed buffer, so all ranks must make the same. */
@@ -212,7 +291,8 @@ int crl_check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_tenso
             const crl_array *a = crl_tensors_array(in, role), *f = crl_tensors_array(&loss->first, role);
             const crl_array *d = crl_tensors_array(grads, role);
             bool want = want_mask & CRL_USES(role);
-            if (a->dtype != f->dtype || a->time != f->time || a->width != f->width)
+            if (a->dtype != f->dtype || (a->time != f->time && !loss->cycle_blocked)
+                || a->width != f->width)
                 return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
                                 "%s: chunk has dtype %d, time %lld, width %lld; the first chunk "
                                 "had %d, %lld, %lld",
@@ -222,6 +302,19 @@ int crl_check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_tenso
                 blame_role(err, role);
                 return err->code;
             }
+            if (loss->place.blocked != loss->cycle_blocked)
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                                   "%s: a chunk %s a block where the first chunk %s", what,
+                                   loss->place.blocked ? "is" : "is not",
+                                   loss->cycle_blocked ? "was" : "was not");
+            int p = role == CRL_ROLE_STATES1;
+            const crl_place *set = place_set(loss, p), *was = &loss->g.place[p];
+            if (loss->cycle_blocked && (set->batch != was->batch || set->time != was->time))
+                return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                                   "%s: a block of a batch of %lld and %lld steps where the "
+                                   "first chunk's had %lld and %lld",
+                                   what, (long long) set->batch, (long long) set->time,
+                                   (long long) was->batch, (long long) was->time);
             if (want != crl_array_present(d))
                 return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
                                 "gradient of %s: requested in some chunks but not others", what);

@@ -14,16 +14,46 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The batch elements and rows of a chunk the cycle reads: states, states1,
+ * pred. */
+static void chunk_counts(const crl_loss *loss, const crl_tensors *in, int64_t batch[3],
+                         int64_t rows[3])
+{
+    const crl_array *arrays[3] = {&in->states, &in->states1, &in->pred};
+    const int roles[3] = {CRL_ROLE_STATES, CRL_ROLE_STATES1, CRL_ROLE_PRED};
+    for (int k = 0; k < 3; k++) {
+        bool used = loss->uses & CRL_USES(roles[k]);
+        batch[k] = used ? arrays[k]->batch : 0;
+        rows[k] = used ? arrays[k]->batch * arrays[k]->time : 0;
+    }
+}
+
+/* The global batch of role from the rows all ranks accumulated: rows / T;
+ * with blocks, they must cover the plane's B T rows. */
+static int global_batch(const crl_loss *loss, const crl_dd *count, int role, double *batch,
+                        crl_error *err)
+{
+    const crl_global *g = &loss->g;
+    int p = role == CRL_ROLE_STATES1;
+    const crl_place *place = &g->place[p];
+    double rows = crl_dd_round(*count), whole = (double) place->batch * (double) g->time[p];
+    *batch = rows / (double) g->time[p];
+    if (place->blocked && rows != whole && rows > 0)
+        return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
+                           "%s: the blocks of all ranks hold %.0f rows; the plane of B = %lld "
+                           "and T = %lld has %.0f",
+                           crl_role_name(role), rows, (long long) place->batch,
+                           (long long) g->time[p], whole);
+    return CRL_OK;
+}
+
 /* Accumulates one chunk into payload (laid out by next_layout). */
 static int forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl_error *err)
 {
     crl_global *g = &loss->g;
     unsigned uses = loss->uses;
-    int64_t batch[3] = {
-        uses & CRL_USES(CRL_ROLE_STATES) ? in->states.batch : 0,
-        uses & CRL_USES(CRL_ROLE_STATES1) ? in->states1.batch : 0,
-        uses & CRL_USES(CRL_ROLE_PRED) ? in->pred.batch : 0,
-    };
+    int64_t batch[3], rows[3];
+    chunk_counts(loss, in, batch, rows);
     g->inputs = in;
     g->pop[0].array = &in->states;
     g->pop[1].array = &in->states1;
@@ -33,8 +63,9 @@ static int forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl
     if (err->code == CRL_OK && (uses & CRL_USES(CRL_ROLE_PRED)))
         crl_outputs_forward(loss, in, payload, err);
     for (int k = 0; k < 3; k++) {
-        crl_xsum_add(&payload[REGION_COUNTS + k], (double) batch[k]);
+        crl_xsum_add(&payload[REGION_COUNTS + k], (double) rows[k]);
         loss->seen[k] += batch[k];
+        loss->seen_rows[k] += rows[k];
     }
     return err->code;
 }
@@ -44,20 +75,25 @@ static int finalize(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *
 {
     for (int p = 0; p < 2; p++) {
         const crl_dd *sum = payload + loss->layout[REGION_POP0 + p];
+        double batch;
         if ((uses & CRL_USES(pop_role(p)))
-            && crl_finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width,
-                                   crl_dd_round(payload[REGION_COUNTS + p]), pop_role(p),
-                                   crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS),
-                                   crl_pass_needed(loss, pop_role(p), CRL_PASS_SQUARES), err)
-                   != CRL_OK)
+            && (global_batch(loss, &payload[REGION_COUNTS + p], pop_role(p), &batch, err) != CRL_OK
+                || crl_finalize_population(&g->pop[p], sum, sum + g->pop[p].array->width, batch,
+                                           g->time[p], pop_role(p),
+                                           crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS),
+                                           crl_pass_needed(loss, pop_role(p), CRL_PASS_SQUARES),
+                                           err) != CRL_OK))
             return err->code;
     }
     if (uses & CRL_USES(CRL_ROLE_PRED)) {
         const crl_array *x = &g->inputs->pred;
-        g->out.batch = (int64_t) crl_dd_round(payload[REGION_COUNTS + 2]);
-        g->out.time = x->time;
+        double batch;
+        if (global_batch(loss, &payload[REGION_COUNTS + 2], CRL_ROLE_PRED, &batch, err) != CRL_OK)
+            return err->code;
+        g->out.batch = (int64_t) batch;
+        g->out.time = g->time[0];
         g->out.width = x->width;
-        g->out.count = (double) g->out.batch * (double) x->time * (double) x->width;
+        g->out.count = (double) g->out.batch * (double) g->time[0] * (double) x->width;
         g->out.sqerr = crl_dd_round(payload[loss->layout[REGION_SQERR]]);
         g->out.coef = 0;
         if (g->out.batch == 0)
@@ -104,6 +140,9 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
     loss->relayout = false;
     memset(loss->seen, 0, sizeof loss->seen);
     memset(loss->done, 0, sizeof loss->done);
+    memset(loss->seen_rows, 0, sizeof loss->seen_rows);
+    memset(loss->done_rows, 0, sizeof loss->done_rows);
+    loss->cycle_blocked = loss->place.blocked;
     loss->first = in ? *in : none;
     loss->first_grads = grads ? *grads : none;
     loss->phase = PHASE_ACCUMULATING;
@@ -125,6 +164,24 @@ static void begin_cycle(crl_loss *loss, const crl_tensors *in, const crl_tensors
     loss->relayout = !same_layout(loss, layout, len);
     int64_t count = HEADER_SLOTS + layout[len - 1];
     loss->target_slots = count;
+    /* Blocks: room for a second reduction of the slots of the terms that
+     * may take part in one (from first to last). */
+    loss->more_first = loss->more_slots = 0;
+    for (int k = 0, first = -1; k < loss->n_terms && loss->cycle_blocked; k++) {
+        const crl_term *t = &loss->terms[k];
+        if (!term_active(t) || t->cls->add_more == NULL)
+            continue;
+        if (first < 0)
+            loss->more_first = layout[REGION_TERMS + k];
+        first = k;
+        loss->more_slots = layout[REGION_TERMS + k + 1] - loss->more_first;
+    }
+    if (loss->more_slots > 0
+        && !crl_reserve(&loss->more, &loss->more_cap, HEADER_SLOTS + loss->more_slots,
+                        sizeof(crl_xsum))) {
+        crl_fail(err, CRL_ERR_NOMEM, "out of memory for the second reduction's sums");
+        return;
+    }
     if (loss->relayout) {
         if (!crl_reserve(&loss->pending, &loss->pending_cap, count, sizeof(crl_xsum))) {
             crl_fail(err, CRL_ERR_NOMEM, "out of memory for the packed sums");
@@ -148,8 +205,9 @@ int crl_loss_accumulate(crl_loss *loss, const crl_tensors *inputs, const crl_ten
     } else if (loss->err.code == CRL_OK) {
         if (inputs == NULL)
             crl_fail(&loss->err, CRL_ERR_INVALID, "inputs is NULL");
-        else
-            crl_check_chunk(loss, inputs, grads ? grads : &none, loss->g.grad_announced, &loss->err);
+        else if (crl_check_chunk(loss, inputs, grads ? grads : &none, loss->g.grad_announced,
+                                 &loss->err) == CRL_OK)
+            crl_place_chunk(loss, inputs, loss->uses, loss->g.place, &loss->err);
     }
     if (loss->err.code == CRL_OK) {
         crl_spill_begin(&loss->spill, loss->target, loss->target_slots);
@@ -256,19 +314,13 @@ static int reduce_check(crl_loss *loss, int64_t *again)
     return CRL_OK;
 }
 
-/* Collective when any rank spilled (the same on every rank: the reduced
- * header says so): the spilled values of all ranks summed in wide
- * accumulators, plus the reduced slots; every slot rounded into sums. */
-static int round_sums(crl_loss *loss)
+/* Collective (every rank takes the same call: spills counted in a reduced
+ * header).  Slots first .. first + n - 1 of the payload: the reduced exact
+ * sums narrow[0 .. n) plus every rank's spilled values of those slots, in
+ * wide accumulators, each rounded into sums. */
+static int round_wide(crl_loss *loss, int64_t first, int64_t n, const crl_xsum *narrow)
 {
     crl_context *ctx = loss->ctx;
-    int64_t n = loss->payload_slots;
-    const crl_xsum *reduced = loss->buffer + HEADER_SLOTS;
-    if (crl_dd_round(loss->head[HEADER_SPILLED]) == 0) {
-        for (int64_t k = 0; k < n; k++)
-            loss->sums[k] = crl_xsum_dd(&reduced[k]);
-        return CRL_OK;
-    }
     int ok = crl_reserve(&loss->wide, &loss->wide_cap, n > 0 ? n : 1, sizeof(crl_xsum_wide)), all = 0;
     if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, ctx->comm) != MPI_SUCCESS)
         return crl_context_set(ctx, CRL_ERR_MPI, "MPI_Allreduce of the packed sums failed");
@@ -278,16 +330,89 @@ static int round_sums(crl_loss *loss)
     memset(loss->wide, 0, sizeof(crl_xsum_wide) * (size_t) n);
     for (int64_t k = 0; k < loss->spill.count; k++) {
         const crl_spilled *s = &loss->spill.items[k];
-        crl_xsum_wide_add(&loss->wide[s->slot - HEADER_SLOTS], s->value);
+        int64_t at = s->slot - HEADER_SLOTS - first;
+        if (at >= 0 && at < n)
+            crl_xsum_wide_add(&loss->wide[at], s->value);
     }
     int rc = crl_context_reduce_wide(ctx, loss->wide, n);
     if (rc != CRL_OK)
         return rc;
     for (int64_t k = 0; k < n; k++) {
-        crl_xsum_wide_add_narrow(&loss->wide[k], &reduced[k]);
-        loss->sums[k] = crl_xsum_wide_dd(&loss->wide[k]);
+        crl_xsum_wide_add_narrow(&loss->wide[k], &narrow[k]);
+        loss->sums[first + k] = crl_xsum_wide_dd(&loss->wide[k]);
     }
     return CRL_OK;
+}
+
+/* Every slot rounded into sums: the reduced slots, and when any rank
+ * spilled (the same on every rank: the reduced header says so), the
+ * spilled values of all ranks summed in wide accumulators too. */
+static int round_sums(crl_loss *loss)
+{
+    int64_t n = loss->payload_slots;
+    const crl_xsum *reduced = loss->buffer + HEADER_SLOTS;
+    if (crl_dd_round(loss->head[HEADER_SPILLED]) == 0) {
+        for (int64_t k = 0; k < n; k++)
+            loss->sums[k] = crl_xsum_dd(&reduced[k]);
+        return CRL_OK;
+    }
+    return round_wide(loss, 0, n, reduced);
+}
+
+/* Blocks: the second reduction (docs/losses.md "Decompositions").  The
+ * terms whose more says so (from the first reduction's sums: the same on
+ * every rank) write this rank's part into a zeroed second buffer; it is
+ * reduced, added exactly to the first reduction's slots, and those are
+ * rounded again. */
+static int second_reduction(crl_loss *loss)
+{
+    crl_context *ctx = loss->ctx;
+    crl_global *g = &loss->g;
+    int64_t first = loss->more_first, n = loss->more_slots;
+    bool any = false;
+    for (int k = 0; k < loss->n_terms && n > 0; k++) {
+        crl_term *t = &loss->terms[k];
+        any |= term_active(t) && t->cls->more && t->cls->more(t, g, loss->sums + t->slot);
+    }
+    if (!any)
+        return CRL_OK;
+    crl_xsum *buffer = loss->more, *slots = buffer + HEADER_SLOTS;
+    crl_error err = {0};
+    int64_t spilled = loss->spill.count;
+    memset(buffer, 0, sizeof(crl_xsum) * (size_t) (HEADER_SLOTS + n));
+    crl_spill_begin(&loss->spill, slots, n);
+    loss->spill.shift = HEADER_SLOTS + first;
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        if (term_active(t) && t->cls->more && t->cls->more(t, g, loss->sums + t->slot)) {
+            crl_error mine = {0};
+            t->cls->add_more(t, ctx->comm, g, loss->sums + t->slot, slots + (t->slot - first),
+                             &mine);
+            if (mine.code != CRL_OK && err.code == CRL_OK) {
+                err = mine;
+                crl_term_error(loss, t, &err);
+            }
+        }
+    }
+    crl_spill_end();
+    if (loss->spill.failed && err.code == CRL_OK)
+        crl_fail(&err, CRL_ERR_NOMEM, "out of memory for the values beyond 2^-204 .. 2^191");
+    crl_xsum_add(&buffer[HEADER_FAILED], err.code != CRL_OK);
+    crl_xsum_add(&buffer[HEADER_SPILLED], (double) (loss->spill.count - spilled));
+    int rc = crl_context_reduce(ctx, buffer, HEADER_SLOTS + n);
+    if (rc != CRL_OK)
+        return rc;
+    if (crl_xsum_round(&buffer[HEADER_FAILED]) > 0)
+        return crl_context_agree_error(ctx, &err);
+    crl_xsum *reduced = loss->buffer + HEADER_SLOTS + first;
+    for (int64_t k = 0; k < n; k++)
+        crl_xsum_merge(&reduced[k], &slots[k]);
+    if (crl_dd_round(loss->head[HEADER_SPILLED]) == 0 && crl_xsum_round(&buffer[HEADER_SPILLED]) == 0) {
+        for (int64_t k = 0; k < n; k++)
+            loss->sums[first + k] = crl_xsum_dd(&reduced[k]);
+        return CRL_OK;
+    }
+    return round_wide(loss, first, n, reduced);
 }
 
 /* Finalize: the same on every rank, so its errors are collective. */
@@ -298,7 +423,7 @@ static int reduce_end(crl_loss *loss)
     g->inputs = &loss->first;
     g->pop[0].array = &loss->first.states;
     g->pop[1].array = &loss->first.states1;
-    if (round_sums(loss) != CRL_OK)
+    if (round_sums(loss) != CRL_OK || second_reduction(loss) != CRL_OK)
         return ctx->status;
     if (finalize(loss, g, loss->uses, loss->sums, loss->outs, &loss->err) != CRL_OK)
         return crl_context_set_error(ctx, &loss->err);
@@ -402,7 +527,8 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
         return CRL_ERR_INVALID;
     crl_error err = {0};
     crl_global *g = &loss->g;
-    int64_t batch[3] = {0};
+    int64_t batch[3] = {0}, rows[3] = {0};
+    crl_place place[2] = {g->place[0], g->place[1]};
     unsigned want = 0;
     bool overwrite = loss->grad_mode == CRL_GRAD_OVERWRITE;
     if (grads == NULL)
@@ -415,18 +541,18 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
         want = loss->backward_started ? loss->backward_mask : crl_requested(loss, grads);
         if ((loss->backward_started || crl_check_requests(loss, grads, want, &err) == CRL_OK)
             && crl_check_chunk(loss, inputs, grads, want, &err) == CRL_OK
+            && crl_place_chunk(loss, inputs, loss->uses, place, &err) == CRL_OK
             && (!overwrite
                 || crl_unused_buffers(loss, inputs, grads, !loss->weights_written, false, &err)
                        == CRL_OK)) {
-            batch[0] = loss->uses & CRL_USES(CRL_ROLE_STATES) ? inputs->states.batch : 0;
-            batch[1] = loss->uses & CRL_USES(CRL_ROLE_STATES1) ? inputs->states1.batch : 0;
-            batch[2] = loss->uses & CRL_USES(CRL_ROLE_PRED) ? inputs->pred.batch : 0;
+            chunk_counts(loss, inputs, batch, rows);
             for (int k = 0; k < 3; k++)
-                if (loss->done[k] + batch[k] > loss->seen[k])
+                if (loss->done_rows[k] + rows[k] > loss->seen_rows[k])
                     crl_fail(&err, CRL_ERR_INVALID,
-                             "backward chunks hold more batch elements (%lld) than were "
-                             "accumulated (%lld)",
-                             (long long) (loss->done[k] + batch[k]), (long long) loss->seen[k]);
+                             "backward chunks hold more rows (%lld) than were accumulated "
+                             "(%lld)",
+                             (long long) (loss->done_rows[k] + rows[k]),
+                             (long long) loss->seen_rows[k]);
         }
     }
     if (err.code != CRL_OK) {
@@ -449,6 +575,8 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
         finalize(loss, g, loss->uses, loss->sums, loss->outs, &err);
     }
     g->inputs = inputs;
+    g->place[0] = place[0];
+    g->place[1] = place[1];
     g->pop[0].array = &inputs->states;
     g->pop[1].array = &inputs->states1;
     for (int p = 0; p < 2; p++)
@@ -462,8 +590,10 @@ int crl_loss_backward(crl_loss *loss, const crl_tensors *inputs, const crl_tenso
             crl_matrix_store(crl_tensors_matrix(grads, CRL_FIRST_MATRIX_ROLE + s), g->weights.grad[s],
                              store_how(loss));
     loss->weights_written = true;
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 3; k++) {
         loss->done[k] += batch[k];
+        loss->done_rows[k] += rows[k];
+    }
     if (scaled)
         scale_weights(loss, false);
     return CRL_OK;

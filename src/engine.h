@@ -117,6 +117,10 @@ struct crl_loss {
     crl_spill spill;
     crl_xsum_wide *wide;
     int64_t wide_cap;
+    /* The second reduction of blocks (the terms' add_more): header, then
+     * the slots more_first .. more_first + more_slots - 1 of the payload. */
+    crl_xsum *more;
+    int64_t more_cap, more_first, more_slots;
 
     /* The current cycle. */
     int phase;
@@ -129,7 +133,13 @@ struct crl_loss {
     crl_xsum *target;          /* buffer or pending, NULL after an error    */
     int64_t target_slots;
     int64_t seen[3], done[3];  /* elements accumulated / back-propagated:
-                                  states, states1, pred                     */
+                                  states, states1, pred (an element counts
+                                  once per chunk that holds rows of it)     */
+    int64_t seen_rows[3], done_rows[3];  /* the same in rows                */
+    /* crl_loss_set_block: where the next chunks lie (blocked false: whole
+     * elements), and whether this cycle's chunks are blocks. */
+    crl_place place, place1;   /* place1: states1's, when set apart      */
+    bool cycle_blocked;
     bool weights_written;
     bool backward_started;
     unsigned backward_mask;    /* gradients the backward calls of the cycle
@@ -217,6 +227,8 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                 unsigned *uses_out, int64_t *layout, crl_error *err);
 int crl_check_chunk(const crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                     unsigned want_mask, crl_error *err);
+int crl_place_chunk(const crl_loss *loss, const crl_tensors *in, unsigned uses, crl_place out[2],
+                    crl_error *err);
 unsigned crl_requested(const crl_loss *loss, const crl_tensors *grads);
 int crl_check_requests(const crl_loss *loss, const crl_tensors *grads, unsigned want,
                        crl_error *err);
@@ -225,14 +237,14 @@ int crl_unused_buffers(const crl_loss *loss, const crl_tensors *inputs, const cr
 
 /* work.c */
 void crl_free_scratch(scratch *w);
-int64_t crl_tile_rows(const crl_loss *loss, int64_t n, int64_t time);
+int64_t crl_tile_rows(const crl_loss *loss, int64_t n);
 bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n);
 int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *err);
 
 /* moments.c */
 int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err);
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int role, bool moments, bool squares,
+                            double batch, int64_t time, int role, bool moments, bool squares,
                             crl_error *err);
 void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_array *out);
 

@@ -204,6 +204,20 @@ int crl_param_validate(const crl_param_info *info, double value, crl_error *err)
 typedef struct crl_term crl_term;
 typedef struct crl_term_class crl_term_class;
 
+/* Where a chunk lies in the global (batch, time) plane: the caller's block
+ * (crl_loss_set_block), or for whole elements batch_offset -1 (unknown),
+ * time_offset 0 and time T. */
+typedef struct crl_place {
+    int64_t batch, batch_offset, time, time_offset;
+    bool blocked;             /* the caller described a block               */
+} crl_place;
+
+/* Whether the chunk holds every step of its elements. */
+static inline bool crl_place_whole(const crl_place *p, int64_t local_time)
+{
+    return p->time_offset == 0 && local_time == p->time;
+}
+
 /* Global statistics of one population of rates, valid after the reduction. */
 typedef struct crl_population {
     const crl_array *array;   /* this rank's slice                          */
@@ -238,6 +252,10 @@ typedef struct crl_weights {
 /* What finalize and backward see: global statistics and backward sinks. */
 typedef struct crl_global {
     const crl_tensors *inputs;
+    /* Of the current chunk, by population: [0] states, pred, label, mask;
+     * [1] states1 (PopulationKL's second population, blocked apart). */
+    crl_place place[2];
+    int64_t time[2];               /* global T of each                       */
     /* CRL_USES(role) bits: the gradients finalize prepares the backward of
      * (every input read, so that backward may ask for any of them), and the
      * subset requested already at accumulate. */
@@ -270,6 +288,17 @@ typedef struct crl_rows {
     const double *m;
     int64_t ldm, mask_width;
     const crl_array *mask;    /* the raw mask (this chunk), or NULL         */
+    /* Where the rows lie (docs/losses.md "Decompositions"): the tiles of a
+     * batch element run unit by unit (CRL_TIME_UNIT steps from a global
+     * multiple of it); the element hooks are called after the last tile of
+     * each unit, with t0 and count those of the unit. */
+    const crl_place *place;   /* the chunk's place in the global plane      */
+    int64_t row;              /* running index of row t0 among this rank's
+                                 rows of the role in this cycle (the same in
+                                 forward and backward)                      */
+    bool first;               /* the first tile of its unit                 */
+    bool last;                /* element hooks: the chunk's last unit of the
+                                 element                                    */
 } crl_rows;
 
 /* Element j of row r of the mask of pred rows (1 without a mask). */
@@ -364,8 +393,9 @@ struct crl_term_class {
     int (*prepare)(crl_term *t, const crl_global *g, int64_t *slots, crl_error *err);
     /* Accumulate, per row tile of each population the term uses. */
     int (*accumulate_rows)(crl_term *t, const crl_rows *rows, crl_xsum *slots, crl_error *err);
-    /* Accumulate, after the last tile of a batch element (whole: t0 = 0,
-     * count = T, x = NULL; read the raw array). */
+    /* Accumulate, after the last tile of each unit of a batch element (t0
+     * and count those of the unit, x = NULL: read the raw array; rows->last
+     * on the chunk's last unit of the element). */
     int (*accumulate_element)(crl_term *t, const crl_rows *element, crl_xsum *slots,
                               crl_error *err);
     /* After the last element of a chunk of the population (optional): what
@@ -373,8 +403,8 @@ struct crl_term_class {
      * are complete before the reduction. */
     void (*accumulate_end)(crl_term *t, crl_xsum *slots);
     /* The same over pred rows (rows->x) and label rows (rows->y), K wide,
-     * for terms that read pred; the element hook sees the raw arrays whole
-     * (one block when crl_rows_contiguous). */
+     * for terms that read pred; the element hook sees each unit's rows of
+     * the raw arrays. */
     int (*accumulate_output_rows)(crl_term *t, const crl_rows *rows, crl_xsum *slots,
                                   crl_error *err);
     int (*accumulate_output_element)(crl_term *t, const crl_rows *element, crl_xsum *slots,
@@ -385,6 +415,17 @@ struct crl_term_class {
      * any other reason (allocate in prepare). */
     int (*finalize)(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_out *out,
                     crl_error *err);
+    /* A second reduction, for what a rank can add only once the first is
+     * known (the blocks of crl_loss_set_block: an element split across
+     * chunks, rows held by other ranks).  Both optional and collective: more
+     * says, from the first reduction's sums (the same on every rank),
+     * whether the term takes part; then add_more writes this rank's part into
+     * its zeroed slots of the second buffer, and may communicate (every rank
+     * calls it, also after a local error, which it records in err).  The two
+     * reductions' sums are added exactly before finalize. */
+    bool (*more)(const crl_term *t, const crl_global *g, const crl_dd *slots);
+    void (*add_more)(crl_term *t, MPI_Comm comm, const crl_global *g, const crl_dd *slots,
+                     crl_xsum *more_slots, crl_error *err);
     /* Backward, per row tile: adds t->weight * dL/dS into grad (count x n). */
     void (*backward_rows)(const crl_term *t, const crl_global *g, const crl_rows *rows,
                           double *grad);

@@ -75,6 +75,7 @@ int crl_loss_destroy(crl_loss **loss)
     free(l->sums);
     free(l->spill.items);
     free(l->wide);
+    free(l->more);
     free(l->agree);
     free(l->next_layout);
     free(l->outs);
@@ -268,6 +269,39 @@ int crl_loss_set_grad_scale(crl_loss *loss, double scale)
         return crl_context_set(loss->ctx, CRL_ERR_INVALID, "gradient scale must be finite");
     loss->grad_scale = scale;
     return crl_context_set(loss->ctx, CRL_OK, NULL);
+}
+
+/* The block of crl_loss_set_block(_states1) into *place (NULL: none). */
+static int set_place(crl_loss *loss, const crl_block *block, crl_place *place)
+{
+    if (loss == NULL)
+        return CRL_ERR_INVALID;
+    if (block == NULL) {
+        *place = (crl_place){0};
+        return crl_context_set(loss->ctx, CRL_OK, NULL);
+    }
+    if (block->batch < 1 || block->time < 1 || block->batch_offset < 0
+        || block->time_offset < 0) {
+        char message[CRL_MESSAGE_MAX];
+        snprintf(message, sizeof message,
+                 "block: batch %lld and time %lld must be >= 1, offsets %lld and %lld >= 0",
+                 (long long) block->batch, (long long) block->time,
+                 (long long) block->batch_offset, (long long) block->time_offset);
+        return crl_context_set(loss->ctx, CRL_ERR_INVALID, message);
+    }
+    *place = (crl_place){block->batch, block->batch_offset, block->time, block->time_offset,
+                         true};
+    return crl_context_set(loss->ctx, CRL_OK, NULL);
+}
+
+int crl_loss_set_block(crl_loss *loss, const crl_block *block)
+{
+    return set_place(loss, block, loss ? &loss->place : NULL);
+}
+
+int crl_loss_set_block_states1(crl_loss *loss, const crl_block *block)
+{
+    return set_place(loss, block, loss ? &loss->place1 : NULL);
 }
 
 int crl_loss_set_term_grad_scale(crl_loss *loss, const char *name, double scale)

@@ -1,8 +1,9 @@
 /*
  * moments.c - the shared per-neuron moments pass over a population (states
  * or states1), declared by the terms that read mu_i, the variances or
- * sum S^2 (docs/losses.md "Data and notation"): accumulate (per-element shifted sums, folded
- * exactly into the packed buffer), finalize (means and variances from the
+ * sum S^2 (docs/losses.md "Data and notation"): accumulate (shifted sums
+ * per unit of CRL_TIME_UNIT steps of an element, each about the unit's first
+ * row, folded exactly into the packed buffer), finalize (means and variances from the
  * global sums), and backward (the affine gradient alpha_i + beta_i (S - mu_i)
  * the terms' finalize filled in, plus their row hooks), side by side.
  */
@@ -88,15 +89,16 @@ static void row_hook_needs(const crl_loss *loss, int p, bool backward, bool *hoo
     }
 }
 
-/* One pass over this chunk of population p: the shared moments of every
- * batch element, and the row and element hooks of the terms reading it, on
- * the same rows while they are in cache. */
-int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err)
+/* Rows u0 .. u1 - 1 of element b of population p, one canonical unit
+ * (docs/losses.md "Exactness"): its shifted moments, folded exactly into the
+ * sums, and the terms' row hooks tile by tile, then their element hooks. */
+static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, int64_t b,
+                        int64_t element, int64_t base, int64_t u0, int64_t u1, crl_error *err)
 {
     const crl_array *a = g->pop[p].array;
     const char *what = crl_role_name(pop_role(p));
     scratch *w = &loss->work;
-    int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
+    int64_t n = a->width, rows = crl_tile_rows(loss, n), ld;
     crl_xsum *sum = payload + loss->next_layout[REGION_POP0 + p], *sumsq = sum + n;
     bool row_hooks, doubles;
     bool moments = crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS);
@@ -106,55 +108,72 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
     if (!moments)
         doubles = doubles && row_hooks;
+    const double *c = crl_rows_load(a, b, u0, 1, w->shift, &ld);
+    memset(w->s1, 0, sizeof(double) * (size_t) n);
+    memset(w->s2, 0, sizeof(double) * (size_t) n);
+    for (int64_t t0 = u0; t0 < u1; t0 += rows) {
+        int64_t count = u1 - t0 < rows ? u1 - t0 : rows;
+        const double *x = NULL;
+        ld = 0;
+        if (row_hooks)
+            crl_prefetch_rows(a, b, t0 + rows, rows, false);
+        if (doubles) {
+            x = crl_rows_load(a, b, t0, count, w->tile, &ld);
+            if (squares)
+                moments_f64(x, ld, count, n, c, w->s1, w->s2);
+            else if (moments)
+                sums_f64(x, ld, count, n, c, w->s1, w->s2);
+        } else if (squares) {
+            moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+        } else if (moments) {
+            sums_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+        }
+        crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
+                         NULL, NULL, 0, NULL, 0, 0, NULL,
+                         &g->place[p], base + t0, t0 == u0, false};
+        for (int k = 0; k < loss->n_terms && row_hooks; k++) {
+            crl_term *t = &loss->terms[k];
+            if (term_uses_pop(t, p) && t->cls->accumulate_rows
+                && t->cls->accumulate_rows(t, &view, payload + t->slot, err) != CRL_OK)
+                return crl_term_error(loss, t, err);
+        }
+    }
+    for (int64_t i = 0; i < n && moments; i++)
+        if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
+            if (crl_report_nonfinite(a, pop_role(p), b, err) == CRL_OK)
+                crl_fail_at(err, CRL_ERR_DOMAIN, pop_role(p), b, -1, -1,
+                            "%s[b=%lld]: sum%s overflows", what, (long long) b,
+                            squares ? " of squares" : "");
+            return err->code;
+        }
+    if (moments)
+        fold_moments(sum, squares ? sumsq : NULL, c, w->s1, w->s2, n, (double) (u1 - u0));
+    crl_rows unit = {pop_role(p), a, b, element, u0, u1 - u0, n, NULL, 0,
+                     NULL, NULL, 0, NULL, 0, 0, NULL,
+                     &g->place[p], base + u0, true, u1 == a->time};
+    for (int k = 0; k < loss->n_terms; k++) {
+        crl_term *t = &loss->terms[k];
+        if (term_uses_pop(t, p) && t->cls->accumulate_element
+            && t->cls->accumulate_element(t, &unit, payload + t->slot, err) != CRL_OK)
+            return crl_term_error(loss, t, err);
+    }
+    return CRL_OK;
+}
+
+/* One pass over this chunk of population p: the shared moments of every
+ * batch element, and the row and element hooks of the terms reading it, on
+ * the same rows while they are in cache, unit by unit. */
+int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err)
+{
+    const crl_array *a = g->pop[p].array;
+    int64_t time = a->time;
 
     for (int64_t b = 0; b < a->batch; b++) {
-        int64_t ld, element = loss->seen[p] + b;
-        const double *c = crl_rows_load(a, b, 0, 1, w->shift, &ld);
-        memset(w->s1, 0, sizeof(double) * (size_t) n);
-        memset(w->s2, 0, sizeof(double) * (size_t) n);
-        for (int64_t t0 = 0; t0 < time; t0 += rows) {
-            int64_t count = time - t0 < rows ? time - t0 : rows;
-            const double *x = NULL;
-            ld = 0;
-            if (row_hooks)
-                crl_prefetch_rows(a, b, t0 + rows, rows, false);
-            if (doubles) {
-                x = crl_rows_load(a, b, t0, count, w->tile, &ld);
-                if (squares)
-                    moments_f64(x, ld, count, n, c, w->s1, w->s2);
-                else if (moments)
-                    sums_f64(x, ld, count, n, c, w->s1, w->s2);
-            } else if (squares) {
-                moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
-            } else if (moments) {
-                sums_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
-            }
-            crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
-                             NULL, NULL, 0, NULL, 0, 0, NULL};
-            for (int k = 0; k < loss->n_terms && row_hooks; k++) {
-                crl_term *t = &loss->terms[k];
-                if (term_uses_pop(t, p) && t->cls->accumulate_rows
-                    && t->cls->accumulate_rows(t, &view, payload + t->slot, err) != CRL_OK)
-                    return crl_term_error(loss, t, err);
-            }
-        }
-        for (int64_t i = 0; i < n && moments; i++)
-            if (!isfinite(w->s1[i]) || !isfinite(w->s2[i])) {
-                if (crl_report_nonfinite(a, pop_role(p), b, err) == CRL_OK)
-                    crl_fail_at(err, CRL_ERR_DOMAIN, pop_role(p), b, -1, -1,
-                                "%s[b=%lld]: sum%s overflows", what, (long long) b,
-                                squares ? " of squares" : "");
+        int64_t element = loss->seen[p] + b, base = loss->seen_rows[p] + b * time;
+        for (int64_t u0 = 0; u0 < time; u0 += CRL_TIME_UNIT) {
+            int64_t u1 = time - u0 < CRL_TIME_UNIT ? time : u0 + CRL_TIME_UNIT;
+            if (forward_unit(loss, g, p, payload, b, element, base, u0, u1, err) != CRL_OK)
                 return err->code;
-            }
-        if (moments)
-            fold_moments(sum, squares ? sumsq : NULL, c, w->s1, w->s2, n, (double) time);
-        crl_rows whole = {pop_role(p), a, b, element, 0, time, n, NULL, 0,
-                          NULL, NULL, 0, NULL, 0, 0, NULL};
-        for (int k = 0; k < loss->n_terms; k++) {
-            crl_term *t = &loss->terms[k];
-            if (term_uses_pop(t, p) && t->cls->accumulate_element
-                && t->cls->accumulate_element(t, &whole, payload + t->slot, err) != CRL_OK)
-                return crl_term_error(loss, t, err);
         }
     }
     for (int k = 0; k < loss->n_terms; k++) {
@@ -175,15 +194,15 @@ int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, 
  * floor is a function of the global sums alone, so of no decomposition.
  */
 int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd *sumsq,
-                            double batch, int role, bool moments, bool squares,
+                            double batch, int64_t time, int role, bool moments, bool squares,
                             crl_error *err)
 {
     const char *what = crl_role_name(role);
     const crl_array *a = pop->array;
     pop->batch = (int64_t) batch;
-    pop->time = a->time;
+    pop->time = time;
     pop->n = a->width;
-    pop->count = batch * (double) a->time;
+    pop->count = batch * (double) time;
     if (pop->batch == 0)
         return crl_fail_at(err, CRL_ERR_INVALID, role, -1, -1, -1,
                            "%s: no rank holds a batch element", what);
@@ -299,7 +318,7 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
             crl_array_zero(out);
         return;
     }
-    int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n, time);
+    int64_t n = a->width, time = a->time, rows = crl_tile_rows(loss, n);
     if (!hooks && rows_constant(pop)) {
         for (int64_t b = 0; b < a->batch; b++) {
             void *o = (void *) crl_array_row(out, b, 0);
@@ -341,7 +360,9 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
             else
                 memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
             crl_rows view = {pop_role(p), a, b, loss->done[p] + b, t0, count, n, x, ld,
-                             NULL, NULL, 0, NULL, 0, 0, NULL};
+                             NULL, NULL, 0, NULL, 0, 0, NULL,
+                             &g->place[p], loss->done_rows[p] + b * time + t0, t0 % CRL_TIME_UNIT == 0,
+                             false};
             for (int k = 0; k < loss->n_terms; k++) {
                 const crl_term *t = &loss->terms[k];
                 if (term_uses_pop(t, p) && t->cls->backward_rows)

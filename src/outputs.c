@@ -34,7 +34,7 @@ static crl_rows output_rows(crl_loss *loss, const crl_tensors *in, int64_t b, in
     scratch *w = &loss->work;
     const crl_array *x = &in->pred, *y = &in->label;
     crl_rows v = {CRL_ROLE_PRED, x, b, element, t0, count, x->width, NULL, 0, y, NULL, 0,
-                  NULL, 0, 0, NULL};
+                  NULL, 0, 0, NULL, &loss->g.place[0], 0, t0 % CRL_TIME_UNIT == 0, false};
     v.x = crl_rows_load(x, b, t0, count, w->tile, &v.ld);
     v.y = crl_rows_load(y, b, t0, count, w->tile2, &v.ldy);
     if (loss->uses & CRL_USES(CRL_ROLE_MASK)) {
@@ -83,55 +83,71 @@ CRL_HOT static void output_error_store(const float *restrict x, int64_t ldx,
             }
 }
 
-/* One pass over pred and label rows of this chunk: the output error (sum
- * (pred - label)^2 per batch element in a fixed order, then into its
- * exact slot) when a term declared it, and the terms' row hooks. */
-int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl_error *err)
+/* Rows u0 .. u1 - 1 of element b of pred and label, one canonical unit: its
+ * output error (sum (pred - label)^2 in a fixed order, into its exact slot)
+ * and the terms' row hooks tile by tile, then their element hooks. */
+static int outputs_unit(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, int64_t b,
+                        int64_t u0, int64_t u1, bool error_pass, bool hooks, bool raw,
+                        crl_error *err)
 {
     const crl_array *x = &in->pred, *y = &in->label;
     scratch *w = &loss->work;
-    int64_t k = x->width, time = x->time, rows = crl_tile_rows(loss, k, time);
+    int64_t k = x->width, rows = crl_tile_rows(loss, k);
+    int64_t element = loss->seen[2] + b, base = loss->seen_rows[2] + b * x->time;
+    crl_xsum *slot = payload + loss->next_layout[REGION_SQERR];
+    if (error_pass)
+        memset(w->s1, 0, sizeof(double) * (size_t) (k * crl_output_lanes(k)));
+    for (int64_t t0 = u0; t0 < u1 && raw; t0 += rows) {
+        int64_t count = u1 - t0 < rows ? u1 - t0 : rows;
+        crl_sq_diff_rows_f32(crl_array_row(x, b, t0), x->time_stride, crl_array_row(y, b, t0),
+                             y->time_stride, t0, count, k, w->s1);
+    }
+    for (int64_t t0 = u0; t0 < u1 && !raw; t0 += rows) {
+        int64_t count = u1 - t0 < rows ? u1 - t0 : rows;
+        crl_rows view = output_rows(loss, in, b, element, t0, count);
+        view.row = base + t0;
+        view.first = t0 == u0;
+        if (error_pass)
+            crl_output_error_rows(&view, w->s1);
+        for (int j = 0; j < loss->n_terms && hooks; j++) {
+            crl_term *t = &loss->terms[j];
+            if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
+                && t->cls->accumulate_output_rows
+                && t->cls->accumulate_output_rows(t, &view, payload + t->slot, err) != CRL_OK)
+                return crl_term_error(loss, t, err);
+        }
+    }
+    const crl_array *mask = loss->uses & CRL_USES(CRL_ROLE_MASK) ? &in->mask : NULL;
+    if (error_pass && crl_output_error_element(x, y, mask, b, w->s1, slot, err) != CRL_OK)
+        return err->code;
+    crl_rows unit = {CRL_ROLE_PRED, x, b, element, u0, u1 - u0, k, NULL, 0, y, NULL, 0,
+                     NULL, 0, 0, mask, &loss->g.place[0], base + u0, true, u1 == x->time};
+    for (int j = 0; j < loss->n_terms && hooks; j++) {
+        crl_term *t = &loss->terms[j];
+        if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
+            && t->cls->accumulate_output_element
+            && t->cls->accumulate_output_element(t, &unit, payload + t->slot, err) != CRL_OK)
+            return crl_term_error(loss, t, err);
+    }
+    return CRL_OK;
+}
+
+/* One pass over pred and label rows of this chunk, unit by unit: the output
+ * error when a term declared it, and the terms' row hooks. */
+int crl_outputs_forward(crl_loss *loss, const crl_tensors *in, crl_xsum *payload, crl_error *err)
+{
+    const crl_array *x = &in->pred;
     bool error_pass = crl_pass_needed(loss, CRL_ROLE_PRED, CRL_PASS_OUTPUT_ERROR);
     bool hooks = output_hooks(loss, false);
     if (!error_pass && !hooks)
         return CRL_OK;
-    crl_xsum *slot = payload + loss->next_layout[REGION_SQERR];
     bool raw = error_pass && !hooks && raw_output_error(loss, in);
-    for (int64_t b = 0; b < x->batch; b++) {
-        int64_t element = loss->seen[2] + b;
-        if (error_pass)
-            memset(w->s1, 0, sizeof(double) * (size_t) (k * crl_output_lanes(k)));
-        for (int64_t t0 = 0; t0 < time && raw; t0 += rows) {
-            int64_t count = time - t0 < rows ? time - t0 : rows;
-            crl_sq_diff_rows_f32(crl_array_row(x, b, t0), x->time_stride, crl_array_row(y, b, t0),
-                                 y->time_stride, t0, count, k, w->s1);
+    for (int64_t b = 0; b < x->batch; b++)
+        for (int64_t u0 = 0; u0 < x->time; u0 += CRL_TIME_UNIT) {
+            int64_t u1 = x->time - u0 < CRL_TIME_UNIT ? x->time : u0 + CRL_TIME_UNIT;
+            if (outputs_unit(loss, in, payload, b, u0, u1, error_pass, hooks, raw, err) != CRL_OK)
+                return err->code;
         }
-        for (int64_t t0 = 0; t0 < time && !raw; t0 += rows) {
-            int64_t count = time - t0 < rows ? time - t0 : rows;
-            crl_rows view = output_rows(loss, in, b, element, t0, count);
-            if (error_pass)
-                crl_output_error_rows(&view, w->s1);
-            for (int j = 0; j < loss->n_terms && hooks; j++) {
-                crl_term *t = &loss->terms[j];
-                if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
-                    && t->cls->accumulate_output_rows
-                    && t->cls->accumulate_output_rows(t, &view, payload + t->slot, err) != CRL_OK)
-                    return crl_term_error(loss, t, err);
-            }
-        }
-        const crl_array *mask = loss->uses & CRL_USES(CRL_ROLE_MASK) ? &in->mask : NULL;
-        if (error_pass && crl_output_error_element(x, y, mask, b, w->s1, slot, err) != CRL_OK)
-            return err->code;
-        crl_rows whole = {CRL_ROLE_PRED, x, b, element, 0, time, k, NULL, 0, y, NULL, 0,
-                          NULL, 0, 0, mask};
-        for (int j = 0; j < loss->n_terms && hooks; j++) {
-            crl_term *t = &loss->terms[j];
-            if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))
-                && t->cls->accumulate_output_element
-                && t->cls->accumulate_output_element(t, &whole, payload + t->slot, err) != CRL_OK)
-                return crl_term_error(loss, t, err);
-        }
-    }
     return CRL_OK;
 }
 
@@ -156,7 +172,7 @@ void crl_outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors
     if (!(want_pred || want_label))
         return;
     scratch *w = &loss->work;
-    int64_t k = x->width, time = x->time, rows = crl_tile_rows(loss, k, time);
+    int64_t k = x->width, time = x->time, rows = crl_tile_rows(loss, k);
     double *d = w->grad_tile, *dl = w->grad_tile2;
     const crl_array *y = &g->inputs->label;
     if (!hooks && raw_output_error(loss, g->inputs)
@@ -177,6 +193,7 @@ void crl_outputs_backward(crl_loss *loss, const crl_global *g, const crl_tensors
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows;
             crl_rows view = output_rows(loss, g->inputs, b, loss->done[2] + b, t0, count);
+            view.row = loss->done_rows[2] + b * time + t0;
             crl_output_error_backward_rows(&view, coef, d);
             if (!hooks) {
                 /* The output error alone: label's gradient is -pred's. */

@@ -49,8 +49,10 @@ void crl_free_scratch(scratch *w)
         free(w->weight_grad[k]);
 }
 
-/* Rows per tile: about 64 KiB of doubles, at least what the terms ask for. */
-int64_t crl_tile_rows(const crl_loss *loss, int64_t n, int64_t time)
+/* Rows per tile: about 64 KiB of doubles, at least what the terms ask for,
+ * at most a unit (the tiles of a unit start at its first row, so their
+ * boundaries are a function of the global step alone). */
+int64_t crl_tile_rows(const crl_loss *loss, int64_t n)
 {
     int64_t rows = 8192 / n;
     for (int k = 0; k < loss->n_terms; k++)
@@ -58,7 +60,7 @@ int64_t crl_tile_rows(const crl_loss *loss, int64_t n, int64_t time)
             rows = loss->terms[k].cls->tile_rows;
     if (rows < 1)
         rows = 1;
-    return rows < time ? rows : time;
+    return rows < CRL_TIME_UNIT ? rows : CRL_TIME_UNIT;
 }
 
 /* Grows each of the k buffers to want doubles; they share one capacity. */
@@ -92,7 +94,7 @@ int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *er
         if (!(uses & CRL_USES(pop_role(p))))
             continue;
         int64_t n = g->pop[p].array->width;
-        ok = crl_scratch_rows(w, crl_tile_rows(loss, n, g->pop[p].array->time), n)
+        ok = crl_scratch_rows(w, crl_tile_rows(loss, n), n)
              && crl_reserve(&w->pop_data[p], &w->pop_cap[p], 4 * n, sizeof(double));
         if (ok) {
             g->pop[p].mean = w->pop_data[p];
@@ -102,7 +104,7 @@ int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *er
         }
     }
     if (ok && (uses & CRL_USES(CRL_ROLE_PRED)))
-        ok = crl_scratch_rows(w, crl_tile_rows(loss, in->pred.width, in->pred.time), in->pred.width);
+        ok = crl_scratch_rows(w, crl_tile_rows(loss, in->pred.width), in->pred.width);
     for (int role = CRL_FIRST_MATRIX_ROLE; role < CRL_ROLE_COUNT && ok; role++) {
         int s = role - CRL_FIRST_MATRIX_ROLE;
         const crl_matrix *m = crl_tensors_matrix(in, role);

@@ -16,12 +16,20 @@ void crl_spill_begin(crl_spill *s, const crl_xsum *base, int64_t slots)
 {
     s->base = base;
     s->slots = slots;
+    s->shift = 0;
     current = s;
 }
 
 void crl_spill_end(void)
 {
     current = NULL;
+}
+
+crl_spill *crl_spill_swap(crl_spill *s)
+{
+    crl_spill *previous = current;
+    current = s;
+    return previous;
 }
 
 void crl_xsum_spill(crl_xsum *x, double v)
@@ -41,7 +49,7 @@ void crl_xsum_spill(crl_xsum *x, double v)
         s->items = grown;
         s->cap = cap;
     }
-    s->items[s->count++] = (crl_spilled){x - s->base, v};
+    s->items[s->count++] = (crl_spilled){x - s->base + s->shift, v};
 }
 
 /* w += y over n limbs (mod 2^(64 n)): an add-with-carry chain. */
@@ -69,6 +77,18 @@ static inline void limbs_merge(uint64_t *restrict w, const uint64_t *restrict y,
 void crl_xsum_merge(crl_xsum *x, const crl_xsum *y)
 {
     limbs_merge(x->limb, y->limb, CRL_XSUM_LIMBS);
+}
+
+void crl_xsum_merge_negated(crl_xsum *x, const crl_xsum *y)
+{
+    /* x - y = x + (~y + 1) mod 2^512. */
+    crl_xsum minus;
+    uint64_t carry = 1;
+    for (int k = 0; k < CRL_XSUM_LIMBS; k++) {
+        minus.limb[k] = ~y->limb[k] + carry;
+        carry = carry && minus.limb[k] == 0;
+    }
+    limbs_merge(x->limb, minus.limb, CRL_XSUM_LIMBS);
 }
 
 void crl_xsum_wide_merge(crl_xsum_wide *x, const crl_xsum_wide *y)

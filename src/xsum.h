@@ -56,6 +56,7 @@ typedef struct crl_spilled {
 typedef struct crl_spill {
     const crl_xsum *base;
     int64_t slots;
+    int64_t shift;         /* an item's slot: its index from base, plus shift */
     crl_spilled *items;
     int64_t count, cap;
     bool failed;   /* out of memory for an item: the cycle must fail      */
@@ -65,6 +66,10 @@ typedef struct crl_spill {
  * none may spill; a spill then is a programming error and aborts). */
 void crl_spill_begin(crl_spill *s, const crl_xsum *base, int64_t slots);
 void crl_spill_end(void);
+
+/* Makes s (begun on its own slots, or NULL) this thread's current list for
+ * a while; returns the list it replaces, to be swapped back. */
+crl_spill *crl_spill_swap(crl_spill *s);
 
 /* Records v for slot x in the current spill list. */
 void crl_xsum_spill(crl_xsum *x, double v);
@@ -110,6 +115,8 @@ static inline void crl_xsum_add(crl_xsum *x, double v)
 /* *x += y, exactly (the reduction operators' step). */
 void crl_xsum_merge(crl_xsum *x, const crl_xsum *y);
 void crl_xsum_wide_merge(crl_xsum_wide *x, const crl_xsum_wide *y);
+/* *x -= y, exactly. */
+void crl_xsum_merge_negated(crl_xsum *x, const crl_xsum *y);
 
 /* *x += v exactly, for any double (a non-finite one is counted). */
 void crl_xsum_wide_add(crl_xsum_wide *x, double v);

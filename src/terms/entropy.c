@@ -7,9 +7,9 @@
  *   H_{b,t} = -sum_i p_{b,t,i} log(p_{b,t,i} + eps),
  *   L = 1/(B T) sum_{b,t} H_{b,t} + reg/(B T) sum_{b,t} |s_{b,t}|^2.
  *
- * One packed slot: sum H, each element's as the fixed-order sum over
- * neurons of per-neuron sums over t.  The penalty's value comes from the
- * shared sum of S^2.  The gradient (docs/losses.md),
+ * One packed slot: sum H, each unit's (docs/losses.md "Exactness") as the
+ * fixed-order sum over neurons of per-neuron sums over its t.  The
+ * penalty's value comes from the shared sum of S^2.  The gradient (docs/losses.md),
  *
  *   dL/dS_j = ((q_j - sum_i p_i q_i) / Z + 2 reg S_j) / (B T),
  *   q_i = -log(p_i + eps) - p_i/(p_i + eps),
@@ -314,17 +314,16 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
     (void) slots;
     entropy *s = t->state;
     const crl_array *a = rows->array;
-    int64_t n = rows->n, time = a->time;
+    int64_t n = rows->n;
     double eps = t->param[EPS];
-    if (rows->t0 == 0) {
+    if (rows->first)
         for (int64_t i = 0; i < n; i++)
             s->h_sum[i] = 0;
-        if (s->keep_rows
-            && !crl_reserve(&s->row_sums, &s->row_sums_cap, KEPT * (rows->element + 1) * time,
-                            sizeof(double)))
-            return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the row sums of element %lld",
-                            (long long) rows->element);
-    }
+    if (s->keep_rows
+        && !crl_reserve(&s->row_sums, &s->row_sums_cap, KEPT * (rows->row + rows->count),
+                        sizeof(double)))
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the row sums of element %lld",
+                        (long long) rows->element);
     for (int64_t r = 0; r < rows->count; r++) {
         int64_t row = rows->t0 + r;
         const void *x = crl_array_row(a, rows->b, row);
@@ -341,7 +340,7 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
         if (negative)
             return report_negative(rows, row, err);
         if (s->keep_rows) {
-            double *kept = s->row_sums + KEPT * (rows->element * time + row);
+            double *kept = s->row_sums + KEPT * (rows->row + r);
             kept[0] = inv_z;
             kept[1] = in_float ? crl_sum_fixed_f32(s->a_float, n) : crl_sum_fixed(s->a, n);
             kept[2] = in_float;
@@ -350,7 +349,8 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
     return CRL_OK;
 }
 
-/* Sum over t of H_t = -(sum over neurons of h_sum), in a fixed order. */
+/* Sum over the unit's t of H_t = -(sum over neurons of h_sum), in a fixed
+ * order. */
 static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *slots, crl_error *err)
 {
     (void) err;
@@ -381,9 +381,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
     const crl_array *a = rows->array;
     int64_t n = rows->n;
     double eps = t->param[EPS];
-    const double *kept = s->keep_rows
-                             ? s->row_sums + KEPT * (rows->element * a->time + rows->t0)
-                             : NULL;
+    const double *kept = s->keep_rows ? s->row_sums + KEPT * rows->row : NULL;
     for (int64_t r = 0; r < rows->count; r++, kept += kept ? KEPT : 0) {
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
         double *out = grad + r * n;

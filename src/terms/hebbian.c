@@ -5,23 +5,34 @@
  *     dL/ds_{b,t} = sign(h_b) / (B T) (W + W^T) s_{b,t}
  *     dL/dW       = 1/(B T) sum_b sign(h_b) G_b
  *
- * Forward: one syrk per batch element (the upper triangle of G_b), then h_b
- * in double in a fixed order.  Backward: one gemm per block of rows,
- * S_rows (W + W^T), in the states' element type.
+ * Forward: one syrk per canonical unit of a batch element (CRL_TIME_UNIT
+ * steps; the upper triangle of G_b,u), and its weighted sum in double in a
+ * fixed order; h_b T is the exact sum of its units' (a wide accumulator),
+ * rounded once.  Backward: one gemm per block of rows, S_rows (W + W^T), in
+ * the states' element type.
  *
  * Reads: states (B, T, N), w_hebb (N x N, any dtype).
- * Slots: [0] sum_b |h_b|; with the gradient of w_hebb requested, then the
- * upper triangle of sum_b sign(h_b) G_b row by row (N (N + 1) / 2 slots), so
- * that dL/dW is the global sum, the same on every rank after the reduction.
+ * Slots, whole elements: [0] sum_b |h_b|; with the gradient of w_hebb
+ * requested, then the upper triangle of sum_b sign(h_b) G_b row by row
+ * (N (N + 1) / 2 slots), so that dL/dW is the global sum, the same on every
+ * rank after the reduction.  With blocks (crl_loss_set_block): [0] 0, [1]
+ * the number of elements some chunk holds only part of, [2, 2 + B) h_b T
+ * per global element (docs/losses.md "Decompositions": sign(h_b) is known
+ * only after the reduction), then the weight gradient's slots; an element
+ * a chunk holds whole adds sign(h_b) G_b at once, the sum of the units' G
+ * of a part is kept (exactly, per element) and added times sign(h_b) in a
+ * second reduction (add_more).
  *
- * Exactness: G_b is computed by BLAS from the rows of one element only (the
+ * Exactness: G_b,u is computed by BLAS from the rows of one unit only (the
  * kernels pack their operands, so neither the element's address nor the
- * stride between its rows changes the arithmetic), h_b and sign(h_b) G_b are
- * formed in double in a fixed order, and elements are combined exactly: a
- * running double per weight-gradient slot (vectorized) plus the exact error
- * of each addition (TwoSum) into the slot when it is not 0, the running
- * sums themselves at the end of each chunk (accumulate_end), so that the
- * slot holds sum_b sign(h_b) G_b exactly, whatever the grouping.
+ * stride between its rows changes the arithmetic), its weighted sum in
+ * double in a fixed order, and everything else is combined exactly: a
+ * one-unit element's sign(h_b) G_b into a running double per
+ * weight-gradient slot (vectorized) plus the exact error of each addition
+ * (TwoSum) into the slot when it is not 0, the running sums themselves at
+ * the end of each chunk (accumulate_end); the units of a longer element
+ * into exact accumulators first.  So each slot holds its sum exactly,
+ * whatever the grouping, and sum |h_b| is rounded once in both layouts.
  */
 #include "../internal.h"
 
@@ -66,6 +77,15 @@ static void blas_serial_end(int threads)
 #endif
 }
 
+/* An element some chunk of this rank holds only part of (blocks): the exact
+ * sum of the G of its units here, added times sign(h_b) by add_more. */
+typedef struct hebbian_part {
+    int64_t batch;            /* global element                               */
+    crl_xsum *gram;           /* N (N + 1) / 2                                */
+    int64_t gram_cap;         /* bytes                                        */
+    crl_spill spill;          /* what gram could not take                     */
+} hebbian_part;
+
 typedef struct hebbian_state {
     crl_dtype dtype;          /* the states' element type                     */
     int64_t n;
@@ -80,7 +100,19 @@ typedef struct hebbian_state {
     int64_t block_element, block_t0, block_rows;  /* which rows those are     */
     int64_t coef_cap, gram_cap, column_cap, wsym_cap, product_cap;  /* bytes */
     signed char *sign;        /* sign(h_b) by the element's running index     */
-    int64_t sign_cap;
+    int64_t *part_of;         /* by running index: the global element of a part
+                                 (blocks), else -1                            */
+    int64_t sign_cap, part_of_cap, n_signs;
+    crl_xsum_wide h_acc;      /* h_b T of the current element so far          */
+    crl_xsum *units;          /* N (N + 1) / 2: sum of the current element's
+                                 units' G (more than one unit)                */
+    crl_spill units_spill;    /* what units could not take                    */
+    int64_t units_cap;        /* bytes                                        */
+    hebbian_part *parts;      /* elements held in part (blocks)               */
+    int64_t n_parts, parts_cap;
+    int64_t h_slot, weight_slot;  /* first slot of h_b T (blocks), of dL/dW   */
+    bool blocked;
+    int64_t batch;            /* blocks: the global B                         */
     double *run;              /* N (N + 1) / 2: running sums of the chunk     */
     double *rest;             /* n: one row's TwoSum errors                   */
     int64_t run_cap, rest_cap;  /* bytes */
@@ -165,6 +197,7 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
                                    && crl_reserve(&s->product, &s->product_cap,
                                                  GEMM_ROWS * n * (int64_t) size, 1)))
               && crl_reserve(&s->sign, &s->sign_cap, a->batch, 1)
+              && crl_reserve(&s->part_of, &s->part_of_cap, a->batch, sizeof(int64_t))
               && (!want_weight
                   || (crl_reserve(&s->run, &s->run_cap, tri / 2 * (int64_t) sizeof(double), 1)
                       && crl_reserve(&s->rest, &s->rest_cap, n * (int64_t) sizeof(double), 1)));
@@ -177,7 +210,15 @@ static int prepare(crl_term *t, const crl_global *g, int64_t *slots, crl_error *
     s->block = NULL;   /* a new evaluation: no product block is current */
     if (want_weight)
         memset(s->run, 0, (size_t) (tri / 2) * sizeof(double));
-    *slots = 1 + (want_weight ? tri / 2 : 0);
+    s->blocked = g->place[0].blocked;
+    s->batch = s->blocked ? g->place[0].batch : 0;
+    s->h_slot = 2;
+    s->weight_slot = s->blocked ? 2 + s->batch : 1;
+    s->n_parts = 0;
+    s->n_signs = 0;
+    if (s->blocked && s->batch > INT64_MAX / 4 - tri / 2)
+        return crl_fail(err, CRL_ERR_INVALID, "a batch of %lld is too large", (long long) s->batch);
+    *slots = s->weight_slot + (want_weight ? tri / 2 : 0);
     return CRL_OK;
 }
 
@@ -280,37 +321,161 @@ static void accumulate_end(crl_term *t, crl_xsum *slots)
     }
 }
 
-/* One batch element: |h_b| into slot 0, sign(h_b) kept for the backward,
- * sign(h_b) G_b into the weight-gradient slots. */
-static int accumulate_element(crl_term *t, const crl_rows *element, crl_xsum *slots, crl_error *err)
+/* The upper triangle of the unit's G in s->gram into acc exactly (what it
+ * cannot take into spill, begun on acc). */
+static int add_gram(hebbian_state *s, crl_xsum *acc, crl_spill *spill, crl_error *err)
+{
+    int64_t n = s->n;
+    spill->base = acc;
+    spill->slots = n * (n + 1) / 2;
+    crl_spill *previous = crl_spill_swap(spill);
+    for (int64_t i = 0, k = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++, k++)
+            crl_xsum_add(&acc[k], s->dtype == CRL_FLOAT64 ? ((const double *) s->gram)[i * n + j]
+                                                          : ((const float *) s->gram)[i * n + j]);
+    crl_spill_swap(previous);
+    return spill->failed ? crl_fail(err, CRL_ERR_NOMEM, "out of memory for the Gram sums")
+                         : CRL_OK;
+}
+
+/* slots += sign acc exactly (acc's spilled values through the current list). */
+static void add_signed_sums(crl_xsum *slots, const crl_xsum *acc, const crl_spill *spill,
+                            int64_t count, double sign)
+{
+    for (int64_t k = 0; k < count; k++)
+        if (sign > 0)
+            crl_xsum_merge(&slots[k], &acc[k]);
+        else
+            crl_xsum_merge_negated(&slots[k], &acc[k]);
+    for (int64_t k = 0; k < spill->count; k++)
+        crl_xsum_add(&slots[spill->items[k].slot], sign * spill->items[k].value);
+}
+
+/* Zeroed exact sums of N (N + 1) / 2 entries at *acc (grown as needed). */
+static bool zeroed_sums(crl_xsum **acc, int64_t *cap, crl_spill *spill, int64_t tri)
+{
+    if (!crl_reserve(acc, cap, tri * (int64_t) sizeof(crl_xsum), 1))
+        return false;
+    if (tri > 0)
+        memset(*acc, 0, sizeof(crl_xsum) * (size_t) tri);
+    spill->count = 0;
+    spill->failed = false;
+    return true;
+}
+
+/* The part of global element batch this rank's chunks hold (blocks): found,
+ * or added with zeroed sums; NULL when out of memory. */
+static hebbian_part *part_for(hebbian_state *s, int64_t batch)
+{
+    for (int64_t k = s->n_parts - 1; k >= 0; k--)
+        if (s->parts[k].batch == batch)
+            return &s->parts[k];
+    int64_t cap = s->parts_cap, tri = s->n * (s->n + 1) / 2;
+    if (!crl_reserve(&s->parts, &s->parts_cap, s->n_parts + 1, sizeof *s->parts))
+        return NULL;
+    for (int64_t k = cap; k < s->parts_cap; k++)
+        s->parts[k] = (hebbian_part){0};
+    hebbian_part *part = &s->parts[s->n_parts];
+    if (!zeroed_sums(&part->gram, &part->gram_cap, &part->spill, s->want_weight_grad ? tri : 0))
+        return NULL;
+    part->batch = batch;
+    s->n_parts++;
+    return part;
+}
+
+/* One unit of a batch element: its G_u by syrk and sum_ij W_ij G_u,ij; after
+ * the chunk's last unit of the element, |h_b| and sign(h_b) G_b into the
+ * slots when the chunk holds the element whole, else (blocks) its part. */
+static int accumulate_element(crl_term *t, const crl_rows *unit, crl_xsum *slots, crl_error *err)
 {
     hebbian_state *s = t->state;
-    const crl_array *a = element->array;
-    int64_t time = element->count, e = element->element;
-    if (rows_ld(a, time) > INT_MAX || time > INT_MAX)
-        return crl_fail(err, CRL_ERR_INVALID,
-                        "states: time stride %lld or %lld time steps exceed BLAS's int",
-                        (long long) a->time_stride, (long long) time);
-    gram_upper(s, crl_array_row(a, element->b, 0), rows_ld(a, time), time);
-    double h = weighted_gram(s) / (double) time;
-    /* A NaN or infinite rate makes its diagonal entry of G_b, and so h_b,
-     * non-finite whatever W holds: this is the pass's check of the rates
-     * (no moments pass is needed for it); a finite h_b clears them all. */
-    if (!isfinite(h)) {
-        if (crl_report_nonfinite(a, CRL_ROLE_STATES, element->b, err) != CRL_OK)
+    const crl_array *a = unit->array;
+    const crl_place *place = unit->place;
+    int64_t rows = unit->count, e = unit->element, tri = s->n * (s->n + 1) / 2;
+    if (rows_ld(a, rows) > INT_MAX)
+        return crl_fail(err, CRL_ERR_INVALID, "states: time stride %lld exceeds BLAS's int",
+                        (long long) a->time_stride);
+    gram_upper(s, crl_array_row(a, unit->b, unit->t0), rows_ld(a, rows), rows);
+    double part = weighted_gram(s);
+    /* A NaN or infinite rate makes its diagonal entry of G_u, and so this
+     * sum, non-finite whatever W holds: this is the pass's check of the
+     * rates (no moments pass is needed for it). */
+    if (!isfinite(part)) {
+        if (crl_report_nonfinite(a, CRL_ROLE_STATES, unit->b, err) != CRL_OK)
             return err->code;
         return crl_fail(err, CRL_ERR_DOMAIN, "states[b=%lld]: S^T S overflows %s",
-                        (long long) element->b, s->dtype == CRL_FLOAT32 ? "float32" : "float64");
+                        (long long) unit->b, s->dtype == CRL_FLOAT32 ? "float32" : "float64");
     }
-    if (!crl_reserve(&s->sign, &s->sign_cap, e + 1, 1))
+    bool whole = crl_place_whole(place, a->time), single = whole && unit->t0 == 0 && unit->last;
+    int64_t batch = place->batch_offset + unit->b;
+    hebbian_part *held = NULL;
+    if (unit->t0 == 0) {
+        memset(&s->h_acc, 0, sizeof s->h_acc);
+        if (s->want_weight_grad && whole && !single
+            && !zeroed_sums(&s->units, &s->units_cap, &s->units_spill, tri))
+            return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the Gram sums");
+    }
+    if (!whole && (held = part_for(s, batch)) == NULL)
+        return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the part of element %lld",
+                        (long long) batch);
+    crl_xsum_wide_add(&s->h_acc, part);
+    if (s->blocked)
+        crl_xsum_add(&slots[s->h_slot + batch], part);
+    if (s->want_weight_grad && !single
+        && add_gram(s, whole ? s->units : held->gram, whole ? &s->units_spill : &held->spill, err)
+               != CRL_OK)
+        return err->code;
+    if (!unit->last)
+        return CRL_OK;
+    if (!crl_reserve(&s->sign, &s->sign_cap, e + 1, 1)
+        || !crl_reserve(&s->part_of, &s->part_of_cap, e + 1, sizeof(int64_t)))
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the sign of element %lld",
                         (long long) e);
-    double sign = crl_sign(h);
+    s->sign[e] = 0;
+    s->part_of[e] = whole ? -1 : batch;
+    s->n_signs = e + 1 > s->n_signs ? e + 1 : s->n_signs;
+    if (!whole) {
+        crl_xsum_add(&slots[1], 1.0);  /* one more part: a second reduction */
+        return CRL_OK;
+    }
+    double h = crl_xsum_wide_round(&s->h_acc) / (double) place->time, sign = crl_sign(h);
     s->sign[e] = (signed char) sign;
-    crl_xsum_add(&slots[0], fabs(h));
-    if (s->want_weight_grad && sign != 0)
-        add_signed_upper(s, slots + 1, sign);
+    if (!s->blocked)
+        crl_xsum_add(&slots[0], fabs(h));
+    if (s->want_weight_grad && sign != 0 && single)
+        add_signed_upper(s, slots + s->weight_slot, sign);
+    else if (s->want_weight_grad && sign != 0)
+        add_signed_sums(slots + s->weight_slot, s->units, &s->units_spill, tri, sign);
     return CRL_OK;
+}
+
+/* h_b of global element b from the reduced sums (blocks). */
+static double element_h(const hebbian_state *s, const crl_dd *slots, int64_t b, double time)
+{
+    return crl_dd_round(slots[s->h_slot + b]) / time;
+}
+
+/* Blocks: a second reduction adds sign(h_b) times the parts' sums of G. */
+static bool more(const crl_term *t, const crl_global *g, const crl_dd *slots)
+{
+    (void) g;
+    const hebbian_state *s = t->state;
+    return s->blocked && s->want_weight_grad && crl_dd_round(slots[1]) > 0;
+}
+
+static void add_more(crl_term *t, MPI_Comm comm, const crl_global *g, const crl_dd *slots,
+                     crl_xsum *more_slots, crl_error *err)
+{
+    (void) comm;
+    (void) err;
+    hebbian_state *s = t->state;
+    int64_t tri = s->n * (s->n + 1) / 2;
+    for (int64_t k = 0; k < s->n_parts; k++) {
+        const hebbian_part *part = &s->parts[k];
+        double sign = crl_sign(element_h(s, slots, part->batch, (double) g->time[0]));
+        if (sign != 0)
+            add_signed_sums(more_slots + s->weight_slot, part->gram, &part->spill, tri, sign);
+    }
 }
 
 static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_out *out,
@@ -320,12 +485,26 @@ static int finalize(crl_term *t, crl_global *g, const crl_dd *slots, crl_term_ou
     hebbian_state *s = t->state;
     const crl_population *pop = &g->pop[0];
     int64_t n = s->n;
-    out->value = crl_dd_round(crl_dd_div_d(slots[0], (double) pop->batch));
+    if (s->blocked) {
+        /* sum_b |h_b|, exactly, rounded once: the bits of slot 0's sum of
+         * whole elements. */
+        crl_xsum_wide sum;
+        memset(&sum, 0, sizeof sum);
+        for (int64_t b = 0; b < s->batch; b++)
+            crl_xsum_wide_add(&sum, fabs(element_h(s, slots, b, (double) pop->time)));
+        out->value = crl_dd_round(crl_dd_div_d(crl_xsum_wide_dd(&sum), (double) pop->batch));
+        for (int64_t k = 0; k < s->n_signs; k++)
+            if (s->part_of[k] >= 0)
+                s->sign[k] = (signed char) crl_sign(element_h(s, slots, s->part_of[k],
+                                                              (double) pop->time));
+    } else {
+        out->value = crl_dd_round(crl_dd_div_d(slots[0], (double) pop->batch));
+    }
     s->scale = t->weight / pop->count;
     double *d = g->weights.grad[CRL_ROLE_W_HEBB - CRL_FIRST_MATRIX_ROLE];
     if (d != NULL) {
         /* dL/dW = 1/(B T) sum_b sign(h_b) G_b, symmetric. */
-        const crl_dd *sum = slots + 1;
+        const crl_dd *sum = slots + s->weight_slot;
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = i; j < n; j++, sum++) {
                 double v = t->weight * (crl_dd_round(*sum) / pop->count);
@@ -416,6 +595,14 @@ static void destroy(crl_term *t)
         free(s->wsym);
         free(s->product);
         free(s->sign);
+        free(s->part_of);
+        free(s->units);
+        free(s->units_spill.items);
+        for (int64_t k = 0; k < s->parts_cap; k++) {
+            free(s->parts[k].gram);
+            free(s->parts[k].spill.items);
+        }
+        free(s->parts);
         free(s->run);
         free(s->rest);
         free(s);
@@ -439,6 +626,8 @@ const crl_term_class crl_term_hebbian = {
     .prepare = prepare,
     .accumulate_element = accumulate_element,
     .accumulate_end = accumulate_end,
+    .more = more,
+    .add_more = add_more,
     .finalize = finalize,
     .backward_rows = backward_rows,
     .destroy = destroy,
