@@ -9,6 +9,7 @@
  */
 #include "harness.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +119,12 @@ static void eval_blocks(const h_problem *p, const h_term *terms, int n_terms, bl
     crl_matrix *min[4] = {&in.w_in, &in.w_hid, &in.w_out, &in.w_hebb};
     crl_matrix *gmat[4] = {&grad.w_in, &grad.w_hid, &grad.w_out, &grad.w_hebb};
     for (int m = 0; m < 4; m++) {
-        wm[m] = malloc((size_t) (mr[m] * mc[m]) * dsize(p->dtype));
-        gw[m] = calloc((size_t) (mr[m] * mc[m]), dsize(p->dtype));
+        if (mats[m] == NULL)
+            mr[m] = mc[m] = 0;
+        wm[m] = malloc((size_t) (mr[m] * mc[m]) * dsize(p->dtype) + 1);
+        gw[m] = calloc((size_t) (mr[m] * mc[m]) + 1, dsize(p->dtype));
+        if (mats[m] == NULL)
+            continue;
         for (int64_t e = 0; e < mr[m] * mc[m]; e++)
             if (p->dtype == CRL_FLOAT32)
                 ((float *) wm[m])[e] = (float) mats[m][e];
@@ -146,19 +151,22 @@ static void eval_blocks(const h_problem *p, const h_term *terms, int n_terms, bl
             in.states = steps_of(p->dtype, s, k, p->N, t0, count);
             in.pred = steps_of(p->dtype, pr, k, p->K, t0, count);
             in.label = steps_of(p->dtype, lb, k, p->K, t0, count);
-            in.mask = steps_of(p->dtype, mk, k, p->K_mask, t0, count);
-            in.states1 = steps_of(p->dtype, s1, k1, p->N, 0, c == 0 ? k1.t.count : 0);
+            if (p->mask)
+                in.mask = steps_of(p->dtype, mk, k, p->K_mask, t0, count);
+            if (p->states1)
+                in.states1 = steps_of(p->dtype, s1, k1, p->N, 0, c == 0 ? k1.t.count : 0);
             grad.states = steps_of(p->dtype, gs, k, p->N, t0, count);
             grad.pred = steps_of(p->dtype, gp, k, p->K, t0, count);
             grad.label = steps_of(p->dtype, gl, k, p->K, t0, count);
-            grad.states1 = steps_of(p->dtype, gs1, k1, p->N, 0, c == 0 ? k1.t.count : 0);
+            if (p->states1)
+                grad.states1 = steps_of(p->dtype, gs1, k1, p->N, 0, c == 0 ? k1.t.count : 0);
             crl_array *ga[4] = {&grad.states, &grad.states1, &grad.pred, &grad.label};
             for (int r = 0; r < 4; r++)
                 if (!(grad_mask & (1u << r)))
                     *ga[r] = (crl_array){0};
             crl_block b = plane(p->B, p->T, k, t0), b1 = plane(p->B1, p->T1, k1, 0);
             assert_int_equal(crl_loss_set_block(loss, &b), CRL_OK);
-            assert_int_equal(crl_loss_set_block_states1(loss, &b1), CRL_OK);
+            assert_int_equal(crl_loss_set_block_states1(loss, p->states1 ? &b1 : NULL), CRL_OK);
             if (pass == 0)
                 crl_loss_accumulate(loss, &in, grad_mask ? &grad : NULL);
             else
@@ -316,6 +324,8 @@ static void check_blocks(const h_problem *p, const h_term *terms, int n_terms, u
 {
     h_result whole;
     h_eval_self(p, terms, n_terms, grad_mask, &whole);
+    if (whole.status != CRL_OK)
+        fprintf(stderr, "the whole input on one rank: %s\n", whole.message);
     h_assert_all(whole.status == CRL_OK);
     bool ok = true;
     for (int pattern = 0; pattern < 5; pattern++)
@@ -376,6 +386,42 @@ static void test_single_trial(void **state)
     h_problem_free(&p);
 }
 
+/* Crafted values (2^-80 .. 2^70, exact cancellation, sums on and next to a
+ * rounding tie) one per unit of a single trial, so that every block holds a
+ * different part of each sum. */
+static void test_crafted_single_trial(void **state)
+{
+    (void) state;
+    static const h_term crafted[] = {
+        {"l1", "fr", 1.0, "metric=l1"},
+        {"l2", "fr", 1.0, "metric=l2"},
+        {"sd", "fr_dist", 1.0, "metric=sd"},
+        {"lag", "state_pred", 1.0, "tau=1"},
+        {"lag600", "state_pred", 1.0, "tau=600"},
+        {"hebb", "hebbian", 1.0, ""},
+        {"mse", "mse", 1.0, ""},
+    };
+    const double values[] = {0x1p60, 1.0, 0x1p-53, 0x1p-80, -0x1p60, 0x1p70, -0x1p70, 0x1p-53};
+    enum { UNITS = sizeof values / sizeof values[0] };
+    for (int dtype = 0; dtype < 2; dtype++) {
+        h_problem p = {.dtype = dtype ? CRL_FLOAT64 : CRL_FLOAT32, .B = 1, .T = UNITS * U,
+                       .N = 2, .K = 1, .hebb = true};
+        h_problem_fill(&p, 18, 0.0, 1.0);
+        for (int64_t k = 0; k < p.T * p.N; k++)
+            p.states[k] = 0;
+        for (int u = 0; u < UNITS; u++) {
+            /* float32: 2^70 squared overflows its Gram products; 2^62 */
+            double v = dtype ? values[u] : (double) (float) (fabs(values[u]) > 0x1p62 ? values[u] / 0x1p8 : values[u]);
+            p.states[(u * U + 7 * u) * p.N] = v;
+            p.states[(u * U + U - 1) * p.N + 1] = -v;
+            p.pred[u * U + 3] = v;
+        }
+        check_blocks(&p, crafted, sizeof crafted / sizeof crafted[0], H_GRAD_STATES | H_GRAD_PRED
+                                                                          | H_GRAD_W_HEBB);
+        h_problem_free(&p);
+    }
+}
+
 /* A block must start at a unit and end at one or at T. */
 static void test_a_block_off_the_units_is_refused(void **state)
 {
@@ -412,6 +458,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_every_type_in_blocks_float32),
         cmocka_unit_test(test_each_type_alone_in_blocks),
         cmocka_unit_test(test_single_trial),
+        cmocka_unit_test(test_crafted_single_trial),
         cmocka_unit_test(test_a_block_off_the_units_is_refused),
         cmocka_unit_test(test_blocks_that_do_not_tile_are_refused),
     };
