@@ -43,6 +43,17 @@ typedef struct workload {
     bool time_split;            /* one trial: each rank holds a time block */
 } workload;
 
+/* all_state's composite, also that of the larger and the single-trial runs. */
+#define ALL_STATE_TERMS                                                                        \
+    {{"fr_l1", "fr", "metric=l1"},                                                             \
+     {"fr_l2", "fr", "metric=l2"},                                                             \
+     {"sd", "fr_dist", "metric=sd"},                                                           \
+     {"cv", "fr_dist", "metric=cv"},                                                           \
+     {"mean_ad", "fr_dist", "metric=mean_ad"},                                                 \
+     {"max_ad", "fr_dist", "metric=max_ad"},                                                   \
+     {"pred", "state_pred", "tau=1"},                                                          \
+     {"entropy", "entropy", "reg=10"}}
+
 static const workload workloads[] = {
     {"rnn_loss", 128, 500, 256,
      {{"rnn", "rnn",
@@ -50,37 +61,16 @@ static const workload workloads[] = {
        "lambda_fr_sd=0.05,lambda_fr_cv=0.02"}},
      2, 16, false, false, false},
     {"all_state", 128, 500, 256,
-     {{"fr_l1", "fr", "metric=l1"},
-      {"fr_l2", "fr", "metric=l2"},
-      {"sd", "fr_dist", "metric=sd"},
-      {"cv", "fr_dist", "metric=cv"},
-      {"mean_ad", "fr_dist", "metric=mean_ad"},
-      {"max_ad", "fr_dist", "metric=max_ad"},
-      {"pred", "state_pred", "tau=1"},
-      {"entropy", "entropy", "reg=10"}},
+     ALL_STATE_TERMS,
      0, 0, false, false, false},
     {"population_kl", 128, 500, 256, {{"kl", "population_kl", "symmetric=true,reg=1e-3"}}, 0, 0,
      true, false, false},
     {"hebbian", 64, 200, 512, {{"hebb", "hebbian", ""}}, 0, 0, false, true, false},
     {"all_state_large", 32, 1000, 2048,
-     {{"fr_l1", "fr", "metric=l1"},
-      {"fr_l2", "fr", "metric=l2"},
-      {"sd", "fr_dist", "metric=sd"},
-      {"cv", "fr_dist", "metric=cv"},
-      {"mean_ad", "fr_dist", "metric=mean_ad"},
-      {"max_ad", "fr_dist", "metric=max_ad"},
-      {"pred", "state_pred", "tau=1"},
-      {"entropy", "entropy", "reg=10"}},
+     ALL_STATE_TERMS,
      0, 0, false, false, false},
     {"single_trial", 1, 20000, 512,
-     {{"fr_l1", "fr", "metric=l1"},
-      {"fr_l2", "fr", "metric=l2"},
-      {"sd", "fr_dist", "metric=sd"},
-      {"cv", "fr_dist", "metric=cv"},
-      {"mean_ad", "fr_dist", "metric=mean_ad"},
-      {"max_ad", "fr_dist", "metric=max_ad"},
-      {"pred", "state_pred", "tau=1"},
-      {"entropy", "entropy", "reg=10"}},
+     ALL_STATE_TERMS,
      0, 0, false, false, true},
     {"single_trial_hebbian", 1, 20000, 512, {{"hebb", "hebbian", ""}}, 0, 0, false, true, true},
 };

@@ -251,6 +251,29 @@ static crl_tensors chunk_tensors(const crl_tensors *t, int64_t b0, int64_t count
     return c;
 }
 
+void h_result_values(const crl_loss *loss, const crl_context *ctx, h_result *out)
+{
+    snprintf(out->message, sizeof out->message, "%s", crl_context_error(ctx));
+    out->total = crl_loss_total(loss);
+    out->n_values = crl_loss_value_count(loss);
+    out->names = calloc((size_t) out->n_values + 1, sizeof *out->names);
+    out->lengths = calloc((size_t) out->n_values + 1, sizeof *out->lengths);
+    int64_t numbers = 0;
+    for (int64_t k = 0; k < out->n_values; k++) {
+        crl_loss_value(loss, k, &out->lengths[k]);
+        numbers += out->lengths[k];
+    }
+    out->values = calloc((size_t) numbers + 1, sizeof(double));
+    out->n_numbers = numbers;
+    numbers = 0;
+    for (int64_t k = 0; k < out->n_values; k++) {
+        snprintf(out->names[k], sizeof out->names[k], "%s", crl_loss_value_name(loss, k));
+        const double *v = crl_loss_value(loss, k, NULL);
+        memcpy(out->values + numbers, v, sizeof(double) * (size_t) out->lengths[k]);
+        numbers += out->lengths[k];
+    }
+}
+
 /* h_eval, whole (chunk 0) or in chunks of this rank's batch. */
 static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
                         h_range r, h_range r1, unsigned grad_mask, int64_t chunk, h_result *out)
@@ -337,25 +360,7 @@ static void eval_common(const h_problem *p, const h_term *terms, int n_terms, MP
                 break;
         }
     }
-    snprintf(out->message, sizeof out->message, "%s", crl_context_error(ctx));
-    out->total = crl_loss_total(loss);
-    out->n_values = crl_loss_value_count(loss);
-    out->names = calloc((size_t) out->n_values + 1, sizeof *out->names);
-    out->lengths = calloc((size_t) out->n_values + 1, sizeof *out->lengths);
-    int64_t numbers = 0;
-    for (int64_t k = 0; k < out->n_values; k++) {
-        crl_loss_value(loss, k, &out->lengths[k]);
-        numbers += out->lengths[k];
-    }
-    out->values = calloc((size_t) numbers + 1, sizeof(double));
-    out->n_numbers = numbers;
-    numbers = 0;
-    for (int64_t k = 0; k < out->n_values; k++) {
-        snprintf(out->names[k], sizeof out->names[k], "%s", crl_loss_value_name(loss, k));
-        const double *v = crl_loss_value(loss, k, NULL);
-        memcpy(out->values + numbers, v, sizeof(double) * (size_t) out->lengths[k]);
-        numbers += out->lengths[k];
-    }
+    h_result_values(loss, ctx, out);
     for (int k = 0; k < 4; k++) {
         if (gbufs[k]) {
             out->grad[k] = canonical(p, arrays[k], &out->grad_bytes[k]);

@@ -115,6 +115,9 @@ void h_eval(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,
             h_range r1, unsigned grad_mask, h_result *out);
 void h_result_free(h_result *res);
 
+/* The status message, total and values of loss's last evaluation into out. */
+void h_result_values(const crl_loss *loss, const crl_context *ctx, h_result *out);
+
 /* As h_eval with r1 empty, through crl_loss_accumulate / reduce / backward in
  * chunks of `chunk` batch elements of this rank's range r. */
 void h_eval_chunked(const h_problem *p, const h_term *terms, int n_terms, MPI_Comm comm,

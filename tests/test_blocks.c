@@ -178,25 +178,7 @@ static void eval_blocks(const h_problem *p, const h_term *terms, int n_terms, bl
             break;
     }
     out->status = status;
-    snprintf(out->message, sizeof out->message, "%s", crl_context_error(ctx));
-    out->total = crl_loss_total(loss);
-    out->n_values = crl_loss_value_count(loss);
-    out->names = calloc((size_t) out->n_values + 1, sizeof *out->names);
-    out->lengths = calloc((size_t) out->n_values + 1, sizeof *out->lengths);
-    int64_t numbers = 0;
-    for (int64_t v = 0; v < out->n_values; v++) {
-        crl_loss_value(loss, v, &out->lengths[v]);
-        numbers += out->lengths[v];
-    }
-    out->values = calloc((size_t) numbers + 1, sizeof(double));
-    out->n_numbers = numbers;
-    numbers = 0;
-    for (int64_t v = 0; v < out->n_values; v++) {
-        snprintf(out->names[v], sizeof out->names[v], "%s", crl_loss_value_name(loss, v));
-        memcpy(out->values + numbers, crl_loss_value(loss, v, NULL),
-               sizeof(double) * (size_t) out->lengths[v]);
-        numbers += out->lengths[v];
-    }
+    h_result_values(loss, ctx, out);
     void *gb[4] = {gs, gs1, gp, gl};
     size_t gbytes[4] = {rows * (size_t) p->N, rows1 * (size_t) p->N, rows * (size_t) p->K,
                         rows * (size_t) p->K};
