@@ -163,7 +163,15 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
     g->pop[1].array = &in->states1;
 
     bool ok = crl_agree_add(loss, loss->n_terms, "number of terms", -1, -1, false)
-              && crl_agree_add(loss, uses, "inputs used", -1, -1, false);
+              && crl_agree_add(loss, uses, "inputs used", -1, -1, false)
+              /* Blocks or whole elements on every rank, first: the items
+               * below are the same list either way. */
+              && crl_agree_add(loss, loss->place.blocked, "blocks (crl_loss_set_block)", -1, -1,
+                               false);
+    /* With blocks, one plane per population (the batch here; T below). */
+    for (int p = 0; p < 2 && ok && loss->place.blocked; p++)
+        ok = crl_agree_add(loss, place_set(loss, p)->batch, "batch of the blocks", -1,
+                           pop_role(p), false);
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         bool used = uses & CRL_USES(role);
         if (role < CRL_FIRST_MATRIX_ROLE) {
@@ -177,9 +185,12 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                 else if (crl_array_check(a, crl_role_name(role), err) == CRL_OK && want)
                     crl_array_check_grad(d, a, crl_role_name(role), err);
                 blame_role(err, role);
+                /* T: the arrays' time, or with blocks the plane's. */
+                int64_t time = loss->place.blocked
+                                   ? place_set(loss, role == CRL_ROLE_STATES1)->time
+                                   : a->time;
                 ok = ok && crl_agree_add(loss, a->dtype, "dtype", -1, role, false)
-                     && (loss->place.blocked
-                         || crl_agree_add(loss, a->time, "time steps", -1, role, false))
+                     && crl_agree_add(loss, time, "time steps", -1, role, false)
                      && crl_agree_add(loss, a->width, "width", -1, role, false);
             }
             if (used && want)
@@ -211,14 +222,6 @@ int crl_prepare(crl_loss *loss, const crl_tensors *in, const crl_tensors *grads,
                 g->grad_announced |= CRL_USES(role);
         }
     }
-    /* Blocks or whole elements on every rank; with blocks, one plane per
-     * population. */
-    ok = ok && crl_agree_add(loss, loss->place.blocked, "blocks (crl_loss_set_block)", -1, -1, false);
-    for (int p = 0; p < 2 && ok && loss->place.blocked; p++)
-        ok = crl_agree_add(loss, place_set(loss, p)->batch, "batch of the blocks", -1,
-                           pop_role(p), false)
-             && crl_agree_add(loss, place_set(loss, p)->time, "time steps of the blocks", -1,
-                              pop_role(p), false);
     if (err->code == CRL_OK)
         crl_place_chunk(loss, in, uses, g->place, err);
     g->time[0] = g->place[0].time;

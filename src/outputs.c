@@ -100,7 +100,7 @@ static int outputs_unit(crl_loss *loss, const crl_tensors *in, crl_xsum *payload
     for (int64_t t0 = u0; t0 < u1 && raw; t0 += rows) {
         int64_t count = u1 - t0 < rows ? u1 - t0 : rows;
         crl_sq_diff_rows_f32(crl_array_row(x, b, t0), x->time_stride, crl_array_row(y, b, t0),
-                             y->time_stride, t0, count, k, w->s1);
+                             y->time_stride, t0 - u0, count, k, w->s1);
     }
     for (int64_t t0 = u0; t0 < u1 && !raw; t0 += rows) {
         int64_t count = u1 - t0 < rows ? u1 - t0 : rows;

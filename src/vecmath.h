@@ -173,8 +173,8 @@ double crl_sum_fixed(const double *x, int64_t n);
  * order with sixteen lanes (k mod 16). */
 double crl_sum_fixed_f32(const float *x, int64_t n);
 
-/* The lanes of the output error's per-element sums for n columns: row t of
- * an element adds into lane t mod L of its column, so that a narrow output
+/* The lanes of the output error's per-unit sums for n columns: row t of
+ * a unit adds into lane t mod L of its column, so that a narrow output
  * (K = 2 of a network's readout) is not one chain of T dependent additions
  * per column.  L n accumulators, at least 16 for n < 16. */
 static inline int64_t crl_output_lanes(int64_t n)
@@ -184,7 +184,7 @@ static inline int64_t crl_output_lanes(int64_t n)
 
 /* acc[(t mod L) n + i] += (x[r * ldx + i] - y[r * ldy + i])^2 for rows
  * t = t0 + r, r < count, in turn (L = crl_output_lanes(n), t counted from
- * the element's first row): per-lane sums of squared differences in row
+ * the first row of the unit): per-lane sums of squared differences in row
  * order.  The _f32 form reads float32 rows, widening each value to double
  * first: the same operations, so the same bits as the double rows of their
  * widened values. */

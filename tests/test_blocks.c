@@ -361,11 +361,27 @@ static void test_each_type_alone_in_blocks(void **state)
 static void test_single_trial(void **state)
 {
     (void) state;
-    h_problem p = {.dtype = CRL_FLOAT32, .B = 1, .T = 5 * U + 7, .N = 4, .K = 2, .B1 = 1,
-                   .T1 = 3 * U, .N_in = 2, .N_out = 2, .hebb = true, .K_mask = 2};
-    h_problem_fill(&p, 14, 0.0, 2.0);
-    check_blocks(&p, every_type, N_TERMS, H_GRAD_ALL);
-    h_problem_free(&p);
+    for (int masked = 0; masked < 2; masked++)
+        for (int64_t k = 2; k <= 3; k++) {
+            /* K = 3: the output error's 5 lanes do not divide a unit. */
+            h_problem p = {.dtype = CRL_FLOAT32, .B = 1, .T = 5 * U + 7, .N = 4, .K = k,
+                           .B1 = 1, .T1 = 3 * U, .N_in = 2, .N_out = k, .hebb = true,
+                           .K_mask = masked ? k : 0};
+            h_problem_fill(&p, 14 + (uint64_t) k, 0.0, 2.0);
+            check_blocks(&p, every_type, N_TERMS, H_GRAD_ALL);
+            h_problem_free(&p);
+        }
+    /* mse alone: float32 pred and label without a mask take the raw rows;
+     * several inputs, since a lane moved by a block boundary changes a
+     * unit's sum only in its last bit, which the total may round away. */
+    static const h_term mse = {"mse", "mse", 1.0, ""};
+    for (uint64_t seed = 0; seed < 8; seed++)
+        for (int64_t k = 2; k <= 3; k++) {
+            h_problem p = {.dtype = CRL_FLOAT32, .B = 1, .T = 2 * U + 276, .N = 1, .K = k};
+            h_problem_fill(&p, 40 + seed, 0.0, 1.0);
+            check_blocks(&p, &mse, 1, H_GRAD_PRED | H_GRAD_LABEL);
+            h_problem_free(&p);
+        }
 }
 
 /* Crafted values (2^-80 .. 2^70, exact cancellation, sums on and next to a
@@ -433,6 +449,37 @@ static void test_blocks_that_do_not_tile_are_refused(void **state)
     h_problem_free(&p);
 }
 
+/* Blocks on some ranks and none on the others: the disagreement is named
+ * (with two ranks or more). */
+static void test_blocks_on_some_ranks_only_are_named(void **state)
+{
+    (void) state;
+    if (h_size < 2)
+        return;
+    h_problem p = make(CRL_FLOAT64, 19);
+    h_range mine = h_split(0, p.B, h_rank, h_size);
+    crl_context *ctx = NULL;
+    crl_loss *loss = NULL;
+    assert_int_equal(crl_context_create(MPI_COMM_WORLD, &ctx), CRL_OK);
+    assert_int_equal(crl_loss_create(ctx, &loss), CRL_OK);
+    assert_int_equal(crl_loss_add(loss, "f", "fr", 1.0, "metric=l1"), CRL_OK);
+    block k = {mine, {0, p.T}};
+    void *s = block_copy(&p, p.states, p.T, p.N, k);
+    crl_tensors in = {0};
+    in.states = crl_array_batch_major(p.dtype, mine.count ? s : NULL, mine.count, p.T, p.N);
+    crl_block b = plane(p.B, p.T, k, 0);
+    if (h_rank == 1)
+        assert_int_equal(crl_loss_set_block(loss, &b), CRL_OK);
+    h_result res = {0};
+    res.status = crl_loss_evaluate(loss, &in, NULL);
+    snprintf(res.message, sizeof res.message, "%s", crl_context_error(ctx));
+    h_assert_error(&res, CRL_ERR_INVALID, "blocks (crl_loss_set_block)");
+    crl_loss_destroy(&loss);
+    crl_context_destroy(&ctx);
+    free(s);
+    h_problem_free(&p);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -443,6 +490,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_crafted_single_trial),
         cmocka_unit_test(test_a_block_off_the_units_is_refused),
         cmocka_unit_test(test_blocks_that_do_not_tile_are_refused),
+        cmocka_unit_test(test_blocks_on_some_ranks_only_are_named),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "blocks");
 }

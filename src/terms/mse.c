@@ -22,13 +22,17 @@
  * lane in time order (crl_sq_diff_rows). */
 CRL_HOT void crl_output_error_rows(const crl_rows *v, double *restrict acc)
 {
+    /* Lanes count from the unit's first row (units start at local
+     * multiples of CRL_TIME_UNIT), so that no block boundary moves a row
+     * to another lane. */
+    int64_t t = v->t0 % CRL_TIME_UNIT;
     if (v->m == NULL) {
-        crl_sq_diff_rows(v->x, v->ld, v->y, v->ldy, v->t0, v->count, v->n, acc);
+        crl_sq_diff_rows(v->x, v->ld, v->y, v->ldy, t, v->count, v->n, acc);
         return;
     }
     int64_t lanes = crl_output_lanes(v->n);
     for (int64_t r = 0; r < v->count; r++) {
-        double *a = acc + ((v->t0 + r) % lanes) * v->n;
+        double *a = acc + ((t + r) % lanes) * v->n;
         for (int64_t j = 0; j < v->n; j++) {
             double d = crl_mask_at(v, r, j) * (v->x[r * v->ld + j] - v->y[r * v->ldy + j]);
             a[j] += d * d;
