@@ -1,7 +1,9 @@
 #!/bin/sh
 # python_binding.sh - the Python binding's tests (tests/python_binding.py):
 # 1 rank records results, ctrnn-loss evaluates the same inputs at 1 and 2
-# ranks (when this build has it), 2 ranks compare against both.
+# ranks (when this build has it), 2 ranks compare against both; time blocks
+# (part of both phases) once more at 3 and 4 ranks, where the tilings have
+# an empty rank and cut the batch and time both.
 #
 # Environment (set by `make check`): CRL_BUILDDIR (the build tree whose
 # libctrnnloss and ctrnn-loss are tested), MPIRUN, CRL_TEST_TIMEOUT (seconds
@@ -63,4 +65,6 @@ else
 fi
 
 run 2 compare "$work"
+run 3 blocks "$work"
+run 4 blocks "$work"
 exit 0
