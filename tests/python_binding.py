@@ -34,6 +34,7 @@ Every check counts; the failures of all ranks are summed at the end.
 """
 import json
 import os
+import re
 import sys
 
 from mpi4py import MPI
@@ -1015,8 +1016,13 @@ def check_numpy_block(case, whole, box, block, got, what):
 
 
 def check_time_slice():
-    """time_slice: unit-aligned, consecutive, covering, empty parts at unit
-    boundaries; refuses nonsense."""
+    """TIME_UNIT is the header's CRL_TIME_UNIT; time_slice: unit-aligned,
+    consecutive, covering, empty parts at unit boundaries; refuses nonsense."""
+    with open(os.path.join(TOP, "include", "ctrnnloss.h")) as f:
+        header = re.search(r"^#define CRL_TIME_UNIT (\d+)", f.read(), re.M)
+    check(header is not None and int(header.group(1)) == UNIT,
+          "ctrnnloss.TIME_UNIT %d is not CRL_TIME_UNIT of include/ctrnnloss.h (%s)"
+          % (UNIT, header and header.group(1)))
     for time in (1, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT, 1300):
         for parts in (1, 2, 3, 4, 7):
             slices = [ctrnnloss.time_slice(time, parts, k) for k in range(parts)]
