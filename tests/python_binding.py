@@ -999,6 +999,38 @@ def check_time_blocks(kinds=("time", "batch x time")):
     note("time blocks: %d block evaluations bitwise against the whole input" % count)
 
 
+def check_group_block():
+    """A CompositeLoss whose terms read different tensors in one role (two
+    populations, several losses reduced together) on blocks: the values
+    and gradients of the whole input on one rank."""
+    cfg = {"a": {"type": "fr", "params": {"metric": "l1"}, "lambda": 0.5},
+           "b": {"type": "fr_dist", "lambda": 2.0}}
+    box = tiling("batch x time", SIZE)[RANK]
+    block = ctrnnloss.Block(BLOCK_B, box[0], TIME_T, box[2])
+    whole = case_inputs("population_kl", np.float64, BLOCK_B, TIME_T, BLOCK_B, TIME_T)
+
+    def run(box, comm=None, block=None):
+        mine = block_inputs(whole, box)
+        total, parts = ct.CompositeLoss(cfg, comm=comm)(
+            {"a": {"states": mine["states"]}, "b": {"states": mine["states1"]}}, block=block)
+        total.backward()
+        return float(total), {k: float(v) for k, v in parts.items()}, \
+            mine["states"].grad.numpy(), mine["states1"].grad.numpy()
+
+    want = run((0, BLOCK_B, 0, TIME_T), comm=MPI.COMM_SELF)
+    try:
+        got = run(box, block=block)
+    except ctrnnloss.Error as exc:
+        check(False, "two populations on blocks: %s: %s" % (type(exc).__name__, exc))
+        return
+    check(got[:2] == want[:2], "two populations on blocks: %s, whole input %s"
+          % (got[:2], want[:2]))
+    b_lo, b_hi, t_lo, t_hi = box
+    check(same_bits(got[2], want[2][b_lo:b_hi, t_lo:t_hi])
+          and same_bits(got[3], want[3][b_lo:b_hi, t_lo:t_hi]),
+          "two populations on blocks: gradients differ from the whole input's")
+
+
 def check_numpy_block(case, whole, box, block, got, what):
     """ctrnnloss.numpy on the same block gives the torch front end's bits."""
     kind, _, roles = CASES[case]
@@ -1268,6 +1300,7 @@ def main():
     if phase == "blocks":
         check_time_slice()
         check_time_blocks()
+        check_group_block()
         check_block_errors()
         total = COMM.allreduce(failures)
         note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
@@ -1295,6 +1328,7 @@ def main():
     check_errors()
     check_time_slice()
     check_time_blocks()
+    check_group_block()
     check_block_errors()
     total = COMM.allreduce(failures)
     note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
