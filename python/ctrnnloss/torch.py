@@ -657,14 +657,21 @@ class _Criterion(_Module):
         self._positional = {}   # signature of positional tensors: _Plan or None
 
     def forward(self, *args, block=None, **kwargs):
-        if not kwargs and block is None:
+        if not kwargs:
             # Tensors passed by position (the usual call): the plan found
             # from the arguments themselves, without binding them to roles.
             key = _signature(self.batch_first, args)
             if key is not None:
                 plan = _memo(self._positional, key, lambda: self._positional_plan(args))
                 if plan is not None:   # its roles are the arguments' order
-                    return self._evaluate_plan(plan, args, ())[0]
+                    if block is None:
+                        return self._evaluate_plan(plan, args, ())[0]
+                    try:
+                        made = _core.block_of(block)
+                    except (TypeError, ValueError):
+                        pass   # raised on every rank by the general path
+                    else:
+                        return self._evaluate_plan(plan, args, (), made)[0]
         bound, error = _bound(self, args, kwargs)
         return self._evaluate(bound, call_error=error, block=block)[0]
 
