@@ -1107,20 +1107,29 @@ def check_block_errors():
     if SIZE >= 2:
         lo, hi = halves[RANK] if RANK < 2 else (0, 0)
         mis = torch.from_numpy(whole[:, lo:hi])
-        expect_error("a block boundary off the units", ctrnnloss.InvalidArgumentError, "",
+        expect_error("a block boundary off the units", ctrnnloss.InvalidArgumentError,
+                     "rank 0: states: block steps 0 .. %d: a block starts at a multiple of %d "
+                     "steps and ends at one or at T = %d" % (UNIT // 2 - 1, UNIT, TIME_T),
                      lambda: crit(mis, block=good._replace(time_offset=lo)))
+        # The library's agreement names the blocks (its label for the check).
         expect_error("a block on some ranks, none on the others",
-                     ctrnnloss.InvalidArgumentError, "",
+                     ctrnnloss.InvalidArgumentError, "blocks (crl_loss_set_block)",
                      lambda: crit(states, block=None if RANK == LAST else good))
-        expect_error("ranks' blocks with different T", ctrnnloss.InvalidArgumentError, "",
-                     lambda: crit(states, block=on_last(good._replace(time=TIME_T + 1))))
+        expect_error("ranks' blocks with different B", ctrnnloss.InvalidArgumentError,
+                     "ranks disagree on states: batch of the blocks (from %d to %d)"
+                     % (TIME_B, TIME_B + 1), lambda: crit(states, block=on_last(good._replace(
+                         batch=TIME_B + 1))))
         full = torch.from_numpy(whole)
         expect_error("blocks that overlap (all the whole input)",
-                     ctrnnloss.InvalidArgumentError, "",
+                     ctrnnloss.InvalidArgumentError, "the plane of B = %d and T = %d has %d"
+                     % (TIME_B, TIME_T, TIME_B * TIME_T),
                      lambda: crit(full, block=ctrnnloss.Block(TIME_B, 0, TIME_T, 0)))
-    expect_error("a block past T", ctrnnloss.InvalidArgumentError, "",
+    expect_error("a block past T", ctrnnloss.InvalidArgumentError,
+                 "lie beyond T = %d" % (TIME_T - 1),
                  lambda: crit(states, block=good._replace(time=TIME_T - 1)))
-    expect_error("a block past B", ctrnnloss.InvalidArgumentError, "",
+    expect_error("a block past B", ctrnnloss.InvalidArgumentError,
+                 "rank %d: states: block elements %d .. %d lie beyond the batch of %d"
+                 % (LAST, TIME_B, TIME_B, TIME_B),
                  lambda: crit(states, block=on_last(good._replace(batch_offset=TIME_B))))
     # After all of that, blocks and whole elements still work.
     want = evaluate_torch("fr_dist_cv", {"states": torch.from_numpy(whole).requires_grad_()},

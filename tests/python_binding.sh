@@ -33,7 +33,9 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/ctrnn-loss-python.XXXXXX") || exit 99
 trap 'rm -rf "$work"' EXIT
 
-# run NP ARGS...: the test script on NP ranks, bounded by the timeout.
+# run NP ARGS...: the test script on NP ranks, bounded by the timeout; a
+# failure is remembered (the phases after it still run, for their reports).
+failed=0
 run() {
     np=$1
     shift
@@ -42,10 +44,11 @@ run() {
     timeout -k 10 "$timeout" "$mpirun" $preload -np "$np" "$python" "$here/python_binding.py" "$@"
     rc=$?
     { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && echo "TIMEOUT after $timeout s with $np rank(s)"
-    [ $rc -eq 0 ] || { echo "FAILED with $np rank(s) (exit $rc)"; exit 1; }
+    [ $rc -eq 0 ] || { echo "FAILED with $np rank(s) (exit $rc)"; failed=1; }
 }
 
 run 1 record "$work"
+[ $failed -eq 0 ] || exit 1   # nothing recorded to compare against
 
 cli=$builddir/src/cli/ctrnn-loss
 if [ -x "$cli" ]; then
@@ -67,4 +70,4 @@ fi
 run 2 compare "$work"
 run 3 blocks "$work"
 run 4 blocks "$work"
-exit 0
+exit $failed

@@ -55,6 +55,18 @@ def _describe(role, x, batch_first):
                           tuple(s // x.itemsize for s in x.strides), batch_first)
 
 
+def _empty_chunk(role, x, batch_first):
+    """A batched array of elements but no time steps (x[:, s] of a block's
+    empty s) as the library's empty chunk, no elements of one step; x
+    itself otherwise."""
+    if role in _lib.BATCHED_ROLES and isinstance(x, np.ndarray) and x.ndim == 3:
+        steps, elements = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
+        if steps == 0 and elements > 0:
+            return np.lib.stride_tricks.as_strided(
+                x, (0, 1, x.shape[2]) if batch_first else (1, 0, x.shape[2]), (x.itemsize,) * 3)
+    return x
+
+
 class _Evaluator:
     """What every criterion shares: a Loss and the evaluation of it."""
 
@@ -81,11 +93,15 @@ class _Evaluator:
                                                     ", ".join(named)))
         inputs, grads, buffers = {}, {}, {}
         for name, (role, x) in named.items():
+            shape = getattr(x, "shape", None)
+            if block is not None:
+                x = _empty_chunk(role, x, self.batch_first)
             inputs[role] = _describe(role, x, self.batch_first)
             if name in grad and not isinstance(inputs[role], _core.Problem):
                 # Overwritten by the library: no zeroing.
                 buffers[name] = np.empty(x.shape, dtype=x.dtype)
                 grads[role] = _describe(role, buffers[name], self.batch_first)
+                buffers[name] = buffers[name].reshape(shape)   # x's own, where x was stepless
         tin, problems = self.loss.inputs(inputs)
         if call_error is not None:
             problems["call"] = call_error

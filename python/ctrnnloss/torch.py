@@ -217,6 +217,23 @@ class _Call:
         return [g if need else None for g, need in zip(out, needs)], tgrad
 
 
+def _empty_chunks(inputs, batch_first):
+    """inputs {role: value} with each batched tensor of elements but no time
+    steps (x[:, s] of a block's empty s) as the library's empty chunk, no
+    elements of one step: a view of it (autograd still reaches x, whose
+    gradient is as empty); inputs itself when there is none."""
+    out = inputs
+    for role, x in inputs.items():
+        if role in _lib.BATCHED_ROLES and isinstance(x, torch.Tensor) and x.dim() == 3:
+            steps, elements = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
+            if steps == 0 and elements > 0:
+                if out is inputs:
+                    out = dict(inputs)
+                out[role] = x.as_strided((0, 1, x.shape[2]) if batch_first
+                                         else (1, 0, x.shape[2]), (1, 1, 1))
+    return out
+
+
 def _unbatch(out, roles, batched):
     """Under DDP (batched: the number of ranks) the weight gradients, global
     already, are not multiplied: DDP's average of equal values is the value."""
@@ -292,6 +309,7 @@ class _Plan:
         self.gradable = tuple(role not in _core.NO_GRADIENT for role in roles)
         self.shapes = tuple((tuple(x.shape), x.dtype) for x in tensors)
         self.batch_first = None
+        self.stepless = False   # a batched tensor without time steps (_empty_chunks)
         self.scalars = None   # [(index, name)] of the values, when all are numbers
         self.grads = {}       # needs: (crl_tensors, [(input index, its field)])
 
@@ -461,6 +479,7 @@ class _Module(torch.nn.Module):
                 block = _core.block_of(block)
             except (TypeError, ValueError) as exc:
                 block, call_error = None, call_error or exc
+            inputs = _empty_chunks(inputs, self.batch_first)
         if call_error is None:
             plan = self._plan_of(inputs)
             if plan is not None:
@@ -489,6 +508,7 @@ class _Module(torch.nn.Module):
         dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs), torch.float64)
         plan = _Plan(loss, roles, tensors, tin, dtype)
         plan.batch_first = self.batch_first
+        plan.stepless = _empty_chunks(inputs, self.batch_first) is not inputs
         return plan
 
     def _evaluate_plan(self, plan, tensors, parts, block=None):
@@ -541,6 +561,8 @@ class _Module(torch.nn.Module):
         the total is the sum of the terms' values in order (bitwise the
         total of one loss of every term); block: the crl_block of every
         set's batched inputs, or None."""
+        if block is not None:
+            groups = [(loss, _empty_chunks(inputs, self.batch_first)) for loss, inputs in groups]
         grad_on = torch.is_grad_enabled() and not any(g[0].forward_only for g in groups)
         dtype = torch.float64
         batches, keep = [], False
@@ -669,8 +691,8 @@ class _Criterion(_Module):
                     try:
                         made = _core.block_of(block)
                     except (TypeError, ValueError):
-                        pass   # raised on every rank by the general path
-                    else:
+                        made = None   # raised on every rank by the general path
+                    if made is not None and not plan.stepless:
                         return self._evaluate_plan(plan, args, (), made)[0]
         bound, error = _bound(self, args, kwargs)
         return self._evaluate(bound, call_error=error, block=block)[0]
