@@ -1031,6 +1031,34 @@ def check_group_block():
           "two populations on blocks: gradients differ from the whole input's")
 
 
+def check_empty_blocks():
+    """Rank 0 holds the whole input, the others empty blocks of every form
+    (no steps, no elements, neither): the whole input's bits, torch and
+    NumPy."""
+    whole = case_inputs("fr_dist_cv", np.float64, TIME_B, TIME_T)["states"]
+    forms = [whole, whole[:, :0], whole[:0, :0], whole[:0, :5]]
+    mine = forms[RANK % len(forms)] if RANK else whole
+    block = ctrnnloss.Block(TIME_B, 0, TIME_T, 0)
+    want = evaluate_torch("fr_dist_cv", {"states": torch.from_numpy(whole).requires_grad_()},
+                          comm=MPI.COMM_SELF)
+    try:
+        x = torch.from_numpy(mine).requires_grad_()
+        got = evaluate_torch("fr_dist_cv", {"states": x}, block=block)
+        result = cnp.FiringRateDistLoss(metric="cv")(mine, grad=True, block=block)
+    except ctrnnloss.Error as exc:
+        check(False, "empty blocks: %s: %s" % (type(exc).__name__, exc))
+        return
+    check(got[0] == want[0] and result.total == want[0],
+          "empty blocks: total %r (numpy %r), whole input %r" % (got[0], result.total, want[0]))
+    check(got[2]["states"].shape == mine.shape and result.grads["states"].shape == mine.shape,
+          "empty blocks: gradient shapes %s (numpy %s), input %s" % (
+              got[2]["states"].shape, result.grads["states"].shape, mine.shape))
+    if RANK == 0:
+        check(same_bits(got[2]["states"], want[2]["states"])
+              and same_bits(result.grads["states"], want[2]["states"]),
+              "empty blocks: rank 0's gradient differs from the whole input's")
+
+
 def check_numpy_block(case, whole, box, block, got, what):
     """ctrnnloss.numpy on the same block gives the torch front end's bits."""
     kind, _, roles = CASES[case]
@@ -1309,6 +1337,7 @@ def main():
     if phase == "blocks":
         check_time_slice()
         check_time_blocks()
+        check_empty_blocks()
         check_group_block()
         check_block_errors()
         total = COMM.allreduce(failures)
@@ -1337,6 +1366,7 @@ def main():
     check_errors()
     check_time_slice()
     check_time_blocks()
+    check_empty_blocks()
     check_group_block()
     check_block_errors()
     total = COMM.allreduce(failures)

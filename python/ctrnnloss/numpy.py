@@ -56,12 +56,10 @@ def _describe(role, x, batch_first):
 
 
 def _empty_chunk(role, x, batch_first):
-    """A batched array of elements but no time steps (x[:, s] of a block's
-    empty s) as the library's empty chunk, no elements of one step; x
-    itself otherwise."""
+    """A batched array without time steps (x[:, s] of a block's empty s) as
+    the library's empty chunk, no elements of one step; x itself otherwise."""
     if role in _lib.BATCHED_ROLES and isinstance(x, np.ndarray) and x.ndim == 3:
-        steps, elements = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
-        if steps == 0 and elements > 0:
+        if x.shape[1 if batch_first else 0] == 0:
             return np.lib.stride_tricks.as_strided(
                 x, (0, 1, x.shape[2]) if batch_first else (1, 0, x.shape[2]), (x.itemsize,) * 3)
     return x

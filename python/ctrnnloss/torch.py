@@ -218,15 +218,14 @@ class _Call:
 
 
 def _empty_chunks(inputs, batch_first):
-    """inputs {role: value} with each batched tensor of elements but no time
-    steps (x[:, s] of a block's empty s) as the library's empty chunk, no
-    elements of one step: a view of it (autograd still reaches x, whose
-    gradient is as empty); inputs itself when there is none."""
+    """inputs {role: value} with each batched tensor without time steps
+    (x[:, s] of a block's empty s) as the library's empty chunk, no elements
+    of one step: a view of it (autograd still reaches x, whose gradient is
+    as empty); inputs itself when there is none."""
     out = inputs
     for role, x in inputs.items():
         if role in _lib.BATCHED_ROLES and isinstance(x, torch.Tensor) and x.dim() == 3:
-            steps, elements = (x.shape[1], x.shape[0]) if batch_first else x.shape[:2]
-            if steps == 0 and elements > 0:
+            if x.shape[1 if batch_first else 0] == 0:
                 if out is inputs:
                     out = dict(inputs)
                 out[role] = x.as_strided((0, 1, x.shape[2]) if batch_first
