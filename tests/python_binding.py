@@ -1059,6 +1059,43 @@ def check_empty_blocks():
               "empty blocks: rank 0's gradient differs from the whole input's")
 
 
+def check_states1_block():
+    """PopulationKL with states1 on a plane of its own (B1 = 2, T1 = 700,
+    split along time, block1=) beside states on the batch x time tiling:
+    the whole inputs' bits, torch and NumPy; block1 alone is refused."""
+    b1, t1 = 2, 700
+    box = tiling("batch x time", SIZE)[RANK]
+    steps = ctrnnloss.time_slice(t1, SIZE, RANK)
+    block = ctrnnloss.Block(BLOCK_B, box[0], TIME_T, box[2])
+    block1 = ctrnnloss.Block(b1, 0, t1, steps.start)
+    whole = case_inputs("population_kl", np.float64, BLOCK_B, TIME_T, b1, t1)
+    params = CASES["population_kl"][1]
+    want = evaluate_torch("population_kl", block_inputs(whole, (0, BLOCK_B, 0, TIME_T)),
+                          comm=MPI.COMM_SELF)
+    b_lo, b_hi, t_lo, t_hi = box
+    p = torch.from_numpy(whole["states"][b_lo:b_hi, t_lo:t_hi]).requires_grad_()
+    q = torch.from_numpy(whole["states1"][:, steps]).requires_grad_()
+    criterion = ct.PopulationKL(**params)
+    try:
+        criterion(p, q, block=block, block1=block1).backward()
+        result = cnp.PopulationKL(**params)(p.detach().numpy(), q.detach().numpy(), grad=True,
+                                            block=block, block1=block1)
+    except ctrnnloss.Error as exc:
+        check(False, "states1's own block: %s: %s" % (type(exc).__name__, exc))
+        return
+    check(criterion.total == want[0] and result.total == want[0],
+          "states1's own block: total %r (numpy %r), whole inputs %r"
+          % (criterion.total, result.total, want[0]))
+    for what, grads in (("torch", {"states": p.grad.numpy(), "states1": q.grad.numpy()}),
+                        ("numpy", {"states": result.grads["states_0"],
+                                   "states1": result.grads["states_1"]})):
+        check(same_bits(grads["states"], want[2]["states"][b_lo:b_hi, t_lo:t_hi])
+              and same_bits(grads["states1"], want[2]["states1"][:, steps]),
+              "states1's own block (%s): gradients differ from the whole inputs'" % what)
+    expect_error("block1 without block", ValueError, "block1 (the block of states1) needs "
+                 "block= as well", lambda: criterion(p, q, block1=block1))
+
+
 def check_numpy_block(case, whole, box, block, got, what):
     """ctrnnloss.numpy on the same block gives the torch front end's bits."""
     kind, _, roles = CASES[case]
@@ -1338,6 +1375,7 @@ def main():
         check_time_slice()
         check_time_blocks()
         check_empty_blocks()
+        check_states1_block()
         check_group_block()
         check_block_errors()
         total = COMM.allreduce(failures)
@@ -1367,6 +1405,7 @@ def main():
     check_time_slice()
     check_time_blocks()
     check_empty_blocks()
+    check_states1_block()
     check_group_block()
     check_block_errors()
     total = COMM.allreduce(failures)

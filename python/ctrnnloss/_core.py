@@ -252,6 +252,11 @@ rank passes whole batch elements, all T steps of each.
   global input (whole batch elements on one rank included); the gradients
   are those of this rank's tensors, the local block.
 
+states1 (PopulationKL's second population, which may have its own B1 and
+T1) follows the block unless the call also gives block1=Block(B1, ..., T1,
+...), its own block under the same rules (with block= for the other
+inputs, an empty block where a rank holds none of them).
+
 Checked at the call, collectively: wrong types (TypeError) and negative
 offsets or B, T < 1 (ValueError) by the binding, the rest by the library
 (InvalidArgumentError on every rank)."""
@@ -325,18 +330,43 @@ def block_of(block):
     return made
 
 
+def blocks_of(block, block1=None):
+    """The blocks of a call's block= and block1= (states1's own): block_of
+    of block, or (that, block_of of block1) where block1 is given."""
+    main = None if block is None else block_of(block)
+    if block1 is None:
+        return main
+    if main is None:
+        raise ValueError("ctrnnloss: block1 (the block of states1) needs block= as well, the "
+                         "block of the other inputs (an empty one where a rank holds none)")
+    return main, block_of(block1)
+
+
+def apply_block(ptr, block):
+    """Not collective.  crl_loss_set_block (and, for a pair from blocks_of,
+    crl_loss_set_block_states1) of a crl_loss; the first failing status."""
+    one = None
+    if block.__class__ is tuple:
+        block, one = block
+    status = lib.crl_loss_set_block(ptr, ctypes.byref(block))
+    if status == _lib.OK:
+        status = lib.crl_loss_set_block_states1(ptr, None if one is None else ctypes.byref(one))
+    return status
+
+
 def set_block(handle, block, context):
     """Not collective.  The block of the chunk a crl_loss handle accumulates
-    or back-propagates next (a crl_block, or None for whole elements, set
-    only when the handle holds another); False, the handle's evaluation
-    refused with the library's message, where the library refuses it."""
+    or back-propagates next (a crl_block, a pair from blocks_of, or None for
+    whole elements, set only when the handle holds another); False, the
+    handle's evaluation refused with the library's message, where the
+    library refuses it."""
     if block is None:
         if handle.blocked:
             lib.crl_loss_set_block(handle.ptr, None)
             handle.blocked = False
         return True
     handle.blocked = True
-    status = lib.crl_loss_set_block(handle.ptr, ctypes.byref(block))
+    status = apply_block(handle.ptr, block)
     if status != _lib.OK:
         lib.crl_loss_refuse(handle.ptr, status, context.message().encode(errors="replace"))
         return False
@@ -471,7 +501,7 @@ class Evaluation:
                 lib.crl_loss_set_term_grad_scale(ptr, name.encode(), s)
         if self.block is not None:
             # Set again before the chunk's backward (crl_loss_set_block).
-            lib.crl_loss_set_block(ptr, ctypes.byref(self.block))
+            apply_block(ptr, self.block)
         status = lib.crl_loss_backward(ptr, ctypes.byref(self.tin), ctypes.byref(tgrad))
         if term_scales:
             for name in term_scales:
@@ -569,16 +599,17 @@ class Loss:
         evaluation.total, evaluation.values, evaluation.block = total, values, block
         return total, values, evaluation
 
-    def evaluate(self, inputs, grads, block=None):
+    def evaluate(self, inputs, grads, block=None, block1=None):
         """Collective.  inputs: {role: crl_array/crl_matrix or Problem};
         grads: {role: gradient buffer description} (the library writes the
-        gradient into them); block: a Block of the batched inputs, or None.
+        gradient into them); block: a Block of the batched inputs, or None;
+        block1: states1's own, or None.
         Returns (total, {value name: float or ndarray}); raises Error on
         every rank if the library fails."""
         tin, problems = self.inputs(inputs)
-        if block is not None:
+        if block is not None or block1 is not None:
             try:
-                block = block_of(block)
+                block = blocks_of(block, block1)
             except (TypeError, ValueError) as exc:
                 problems["call"], block = exc, None
         announced = None

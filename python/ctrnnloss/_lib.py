@@ -106,6 +106,7 @@ _PROTOTYPES = {
     "crl_loss_reduce": (ctypes.c_int, [_P]),
     "crl_loss_backward": (ctypes.c_int, [_P, ctypes.POINTER(Tensors), ctypes.POINTER(Tensors)]),
     "crl_loss_set_block": (ctypes.c_int, [_P, ctypes.POINTER(Block)]),
+    "crl_loss_set_block_states1": (ctypes.c_int, [_P, ctypes.POINTER(Block)]),
     "crl_loss_set_grad_mode": (ctypes.c_int, [_P, ctypes.c_int]),
     "crl_loss_set_grad_scale": (ctypes.c_int, [_P, ctypes.c_double]),
     "crl_loss_set_term_grad_scale": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_double]),

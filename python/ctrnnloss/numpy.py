@@ -72,12 +72,12 @@ class _Evaluator:
         self.batch_first = batch_first
         self.loss = _core.Loss(terms, comm)
 
-    def _evaluate(self, named, grad, call_error=None, block=None):
+    def _evaluate(self, named, grad, call_error=None, block=None, block1=None):
         """Collective.  named: {input name: (role, array)}; grad: False, True
-        (every input given) or input names; block: a Block, or None."""
-        if block is not None:
+        (every input given) or input names; block, block1: Blocks, or None."""
+        if block is not None or block1 is not None:
             try:
-                block = _core.block_of(block)
+                block = _core.blocks_of(block, block1)
             except (TypeError, ValueError) as exc:
                 block, call_error = None, call_error or exc
         if grad is True:   # every input that has a gradient
@@ -134,10 +134,11 @@ class _Criterion(_Evaluator):
             return [(self.term_type, self.term_type, 1.0, self.params)]
         super().__init__(terms, comm, batch_first)
 
-    def __call__(self, *args, grad=False, block=None, **kwargs):
+    def __call__(self, *args, grad=False, block=None, block1=None, **kwargs):
         """Collective.  The criterion's inputs; grad=True for the gradients of
         all of them, or a list of input names; block: a ctrnnloss.Block when
-        the batched arrays are a block of the global (batch, time) plane.
+        the batched arrays are a block of the global (batch, time) plane
+        (block1: states1's own, PopulationKL's second population).
         Returns a Result (gradients keyed by the criterion's argument
         names, of this rank's arrays)."""
         try:
@@ -146,7 +147,8 @@ class _Criterion(_Evaluator):
         except TypeError as exc:
             bound, error = {}, exc
         names = {role: a for a, role, _ in self.arguments}
-        return self._evaluate({names[r]: (r, x) for r, x in bound.items()}, grad, error, block)
+        return self._evaluate({names[r]: (r, x) for r, x in bound.items()}, grad, error, block,
+                              block1)
 
     def __repr__(self):
         return "%s(%s)" % (type(self).__name__,
@@ -203,10 +205,10 @@ class CompositeLoss(_Evaluator):
     def __init__(self, loss_cfg, *, comm=None, batch_first=True):
         super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first)
 
-    def __call__(self, loss_input_dict=None, *, grad=False, block=None, **inputs):
+    def __call__(self, loss_input_dict=None, *, grad=False, block=None, block1=None, **inputs):
         try:
             roles, error = _core.composite_inputs(loss_input_dict, inputs), None
         except (TypeError, ValueError) as exc:
             roles, error = {}, exc
         return self._evaluate({role: (role, x) for role, x in roles.items()}, grad, error,
-                              block)
+                              block, block1)

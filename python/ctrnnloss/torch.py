@@ -466,16 +466,16 @@ class _Module(torch.nn.Module):
         return loss.inputs({r: _describe(r, x, self.batch_first)
                             for r, x in zip(roles, tensors)})
 
-    def _evaluate(self, inputs, parts=(), call_error=None, block=None):
+    def _evaluate(self, inputs, parts=(), call_error=None, block=None, block1=None):
         """Collective.  (total, parts...) as 0-d tensors, differentiable where
-        inputs require gradients; parts are value names; block: the call's
-        block= (a Block), or None.  A call whose signature has a _Plan takes
-        the short path; the others (an input the library cannot read, a
-        gradient that must be known at accumulate, a loss without gradient)
-        the general one."""
-        if block is not None:
+        inputs require gradients; parts are value names; block, block1: the
+        call's block= and block1= (Blocks), or None.  A call whose signature
+        has a _Plan takes the short path; the others (an input the library
+        cannot read, a gradient that must be known at accumulate, a loss
+        without gradient) the general one."""
+        if block is not None or block1 is not None:
             try:
-                block = _core.block_of(block)
+                block = _core.blocks_of(block, block1)
             except (TypeError, ValueError) as exc:
                 block, call_error = None, call_error or exc
             inputs = _empty_chunks(inputs, self.batch_first)
@@ -677,8 +677,8 @@ class _Criterion(_Module):
         self._forms = {}   # call form: ((role, argument index or keyword), ...)
         self._positional = {}   # signature of positional tensors: _Plan or None
 
-    def forward(self, *args, block=None, **kwargs):
-        if not kwargs:
+    def forward(self, *args, block=None, block1=None, **kwargs):
+        if not kwargs and block1 is None:
             # Tensors passed by position (the usual call): the plan found
             # from the arguments themselves, without binding them to roles.
             key = _signature(self.batch_first, args)
@@ -694,7 +694,7 @@ class _Criterion(_Module):
                     if made is not None and not plan.stepless:
                         return self._evaluate_plan(plan, args, (), made)[0]
         bound, error = _bound(self, args, kwargs)
-        return self._evaluate(bound, call_error=error, block=block)[0]
+        return self._evaluate(bound, call_error=error, block=block, block1=block1)[0]
 
     def _positional_plan(self, args):
         """The plan of positional tensors, through the roles they bind to."""
@@ -732,11 +732,11 @@ class RNNLoss(_Criterion):
         self.components = ("mse",) + tuple(p for p in self._PARTS[1:]
                                            if float(self.params.get("lambda_" + p, 0)) != 0)
 
-    def forward(self, *args, block=None, **kwargs):
+    def forward(self, *args, block=None, block1=None, **kwargs):
         bound, error = _bound(self, args, kwargs)
         bound = _model_weights(self.model, bound) if error is None else bound
         total, *parts = self._evaluate(bound, ["rnn." + p for p in self.components], error,
-                                       block)
+                                       block, block1)
         return total, torch.stack(parts)
 
 
@@ -799,7 +799,8 @@ class CompositeLoss(_Module):
     different tensors in one role (two 'fr' terms on two populations) are
     evaluated on their own sets of inputs, still in that one reduction (the
     same pattern of tensors to terms on every rank).  block=ctrnnloss.Block
-    as the criteria take it: every set of inputs lies in that block.  Returns
+    (and block1=) as the criteria take them: every set of inputs lies in
+    that block.  Returns
     (total, {name: weighted value}), each a differentiable 0-d tensor."""
 
     def __init__(self, loss_cfg, *, comm=None, batch_first=True, ddp=False):
@@ -814,17 +815,17 @@ class CompositeLoss(_Module):
                 [t for t in self.loss.terms if t.name in members], self.loss.context.comm)
         return loss
 
-    def forward(self, loss_input_dict=None, *, block=None, **inputs):
+    def forward(self, loss_input_dict=None, *, block=None, block1=None, **inputs):
         names = [t.name for t in self.loss.terms]
         try:
             groups, error = _core.composite_groups(loss_input_dict, inputs, names), None
         except (TypeError, ValueError) as exc:
             groups, error = [(tuple(names), {})], exc
         if len(groups) == 1:
-            total, *parts = self._evaluate(groups[0][1], names, error, block)
+            total, *parts = self._evaluate(groups[0][1], names, error, block, block1)
         else:
             try:
-                block = None if block is None else _core.block_of(block)
+                block = _core.blocks_of(block, block1)
             except (TypeError, ValueError) as exc:
                 block, error = None, exc
             total, *parts = self._evaluate_groups(
