@@ -6,6 +6,7 @@ tests/python_binding.sh in phases, each a separate mpirun:
     mpirun -np 1 python3 python_binding.py record DIR    1 rank: results -> DIR
     ctrnn-loss eval on the files of DIR/cli (1 and 2 ranks; the driver)
     mpirun -np 2 python3 python_binding.py compare DIR   2 ranks: against DIR
+    mpirun -np P python3 python_binding.py blocks DIR    P = 3, 4: time blocks only
 
 Both phases also check the training path (gradient buffers reused only
 when nothing holds them, calls pending a backward, double backward), nn4n's
@@ -21,12 +22,19 @@ included) and in the time-major layout, bitwise equal to the 1-rank results;
 the command-line tool's values and gradients bitwise equal to the binding's;
 one training step equal to the 1-rank one (loss and rate gradients bitwise,
 weights to 1e-12); the example's loss goes down.
-Both: bad inputs on the last rank only raise the same error on every rank.
+blocks (3 and 4 ranks, also part of both phases above): time sharding, the
+cases on long inputs (T = 1300, three CRL_TIME_UNIT units) cut into a block
+of the (batch, time) plane per rank (along time only, one trial, an empty
+rank where there are more ranks than units; batch x time), values and the
+assembled gradients bitwise those of the whole input on one rank; wrong
+blocks raise the same error on every rank.
+All: bad inputs on the last rank only raise the same error on every rank.
 
 Every check counts; the failures of all ranks are summed at the end.
 """
 import json
 import os
+import re
 import sys
 
 from mpi4py import MPI
@@ -130,20 +138,21 @@ def available(case):
     return case_types(case) <= set(TYPES)
 
 
-def make_criterion(module, case, batch_first=True):
+def make_criterion(module, case, batch_first=True, comm=None):
     kind, params, _ = CASES[case]
     cls = getattr(module, kind)
     if kind == "CompositeLoss":
-        return cls(params, batch_first=batch_first)
-    return cls(batch_first=batch_first, **params)
+        return cls(params, batch_first=batch_first, comm=comm)
+    return cls(batch_first=batch_first, comm=comm, **params)
 
 
-def case_inputs(case, dtype):
+def case_inputs(case, dtype, batch=B, time=T, batch1=B1, time1=T1):
     """The whole batch of every input of a case (the same on every rank),
     batch-major, as float64 NumPy arrays rounded to dtype."""
     rng = np.random.RandomState(sorted(CASES).index(case))
-    shapes = dict(states=(B, T, N), states1=(B1, T1, N), pred=(B, T, K), label=(B, T, K),
-                  w_in=(N, N_IN), w_hid=(N, N), w_out=(K, N), w_hebb=(N, N), mask=(B, T, K))
+    shapes = dict(states=(batch, time, N), states1=(batch1, time1, N), pred=(batch, time, K),
+                  label=(batch, time, K), w_in=(N, N_IN), w_hid=(N, N), w_out=(K, N),
+                  w_hebb=(N, N), mask=(batch, time, K))
     out = {}
     for role in CASES[case][2]:
         x = rng.standard_normal(shapes[role])
@@ -182,13 +191,14 @@ def local_inputs(whole, split, time_major=False):
     return out
 
 
-def call(criterion, case, inputs):
-    """Evaluates a torch criterion on inputs by role; returns the total tensor."""
+def call(criterion, case, inputs, **options):
+    """Evaluates a torch criterion on inputs by role (options: block=);
+    returns the total tensor."""
     kind, params, roles = CASES[case]
     if kind == "CompositeLoss":
-        return criterion(**inputs)[0]
+        return criterion(**inputs, **options)[0]
     names = {role: arg for arg, role, _ in ctrnnloss._core.CRITERIA[kind].arguments}
-    out = criterion(**{names[r]: inputs[r] for r in roles})
+    out = criterion(**{names[r]: inputs[r] for r in roles}, **options)
     return out[0] if kind == "RNNLoss" else out
 
 
@@ -262,9 +272,10 @@ def check_numpy_front_end(case, dtype, total, values, grads):
               % (case, dtype.__name__, role))
 
 
-def check_reference(case, dtype, total, values, grads):
+def check_reference(case, dtype, total, values, grads, whole=None, what=None):
     """Values and gradients against scripts/reference.py, in float64 from the
-    same (rounded) inputs: 1e-12 for float64 inputs, 1e-5 for float32."""
+    same (rounded) inputs (whole: those of case_inputs by default): 1e-12
+    for float64 inputs, 1e-5 for float32."""
     if reference is None:
         return
     kind, params, roles = CASES[case]
@@ -277,11 +288,11 @@ def check_reference(case, dtype, total, values, grads):
         terms = [reference.Term(type_, type_, 1.0, params)]
     inputs = {r: torch.tensor(x, dtype=torch.float64,
                               requires_grad=r not in ctrnnloss._core.NO_GRADIENT)
-              for r, x in case_inputs(case, dtype).items()}
+              for r, x in (case_inputs(case, dtype) if whole is None else whole).items()}
     ref_total, ref_values = reference.evaluate(terms, inputs)
     ref_total.backward()
     rtol = 1e-12 if dtype == np.float64 else 1e-5
-    what = "%s %s" % (case, np.dtype(dtype).name)
+    what = what or "%s %s" % (case, np.dtype(dtype).name)
     check(close(total, float(ref_total), rtol), "%s: total %r, reference %r"
           % (what, total, float(ref_total)))
     for name, v in ref_values:
@@ -717,6 +728,7 @@ def expect_error(what, cls, needle, run):
         got = (type(exc).__name__, str(exc))
         check(isinstance(exc, cls), "%s: raised %s (%s), expected %s"
               % (what, type(exc).__name__, exc, cls.__name__))
+    check(got[0] != "no error", "%s: no error raised, expected %s" % (what, cls.__name__))
     every = COMM.allgather(got)
     check(all(g == every[0] for g in every), "%s: ranks disagree: %s" % (what, every))
     check(needle in got[1], "%s: message %r lacks %r" % (what, got[1], needle))
@@ -830,6 +842,367 @@ def check_errors():
     good = float(hebb(states, weights))
     check(good == float(ct.HebbianLoss()(states, weights)), "a criterion works after errors")
     note("errors: checked on rank %d of %d" % (LAST, SIZE))
+
+
+# ---------------------------------------------------------- time blocks ---
+
+# Time sharding: long inputs (several CRL_TIME_UNIT units) cut into blocks of
+# the (batch, time) plane, one per rank.  TIME_B = 1: a single trial split
+# along time; BLOCK_B elements: a batch x time split.
+TIME_T, TIME_B, BLOCK_B = 1300, 1, 3
+UNIT = ctrnnloss.TIME_UNIT
+# Every case with a batched input (a new term type's case joins by itself).
+BLOCK_CASES = [c for c in CASES if set(CASES[c][2]) & set(ctrnnloss._lib.BATCHED_ROLES)]
+
+
+def tiling(kind, size):
+    """[(b_lo, b_hi, t_lo, t_hi)] of each rank: 'time' (one trial, the units
+    shared out by time_slice, an empty rank where there are more ranks than
+    units) or 'batch x time' (BLOCK_B elements: at 2 ranks a time split of
+    the whole batch, at 3 a whole-time block beside a time-split one, at 4 a
+    2 x 2 grid, beyond that 2 x (size // 2) and empty ranks)."""
+    if kind == "time":
+        return [(0, TIME_B, s.start, s.stop) for s in
+                (ctrnnloss.time_slice(TIME_T, size, k) for k in range(size))]
+    b, t = BLOCK_B, TIME_T
+    tilings = {1: [(0, b, 0, t)], 2: [(0, b, 0, 2 * UNIT), (0, b, 2 * UNIT, t)],
+               3: [(0, 1, 0, t), (1, b, 0, UNIT), (1, b, UNIT, t)],
+               4: [(0, 1, 0, 2 * UNIT), (0, 1, 2 * UNIT, t), (1, b, 0, 2 * UNIT),
+                   (1, b, 2 * UNIT, t)]}
+    if size in tilings:
+        return tilings[size]
+    columns = size // 2
+    out = [(rb, hb, s.start, s.stop) for rb, hb in ((0, 1), (1, b))
+           for s in (ctrnnloss.time_slice(t, columns, k) for k in range(columns))]
+    return out + [(0, 0, 0, 0)] * (size - len(out))
+
+
+def block_inputs(whole, box, time_major=False):
+    """This rank's torch views of the box (b_lo, b_hi, t_lo, t_hi) of whole,
+    batch-major, or (T, B, .) views of time-major copies."""
+    b_lo, b_hi, t_lo, t_hi = box
+    out = {}
+    for role, x in whole.items():
+        t = torch.from_numpy(x)
+        if x.ndim == 3:
+            if time_major:
+                t = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))[t_lo:t_hi,
+                                                                                b_lo:b_hi]
+            else:
+                t = t[b_lo:b_hi, t_lo:t_hi]
+        out[role] = t.requires_grad_(role not in ctrnnloss._core.NO_GRADIENT)
+    return out
+
+
+def evaluate_torch(case, inputs, time_major=False, comm=None, criterion=None, **options):
+    """(total, values, {role: gradient (batch-major)}) of the torch criterion
+    of a case on inputs by role; options: block=."""
+    criterion = criterion or make_criterion(ct, case, batch_first=not time_major, comm=comm)
+    call(criterion, case, inputs, **options).backward()
+    grads = {}
+    for role, t in inputs.items():
+        if role not in ctrnnloss._core.NO_GRADIENT:
+            g = t.grad.numpy()
+            grads[role] = g.transpose(1, 0, 2) if time_major and g.ndim == 3 else g
+    return criterion.total, criterion.values, grads
+
+
+def same_results(what, got, want):
+    """Bitwise equal (total, values, gradients); the batched gradients only
+    where got has them of the same shape (the caller assembles blocks)."""
+    total, values, grads = got
+    check(total == want[0], "%s: total %r, whole input %r" % (what, total, want[0]))
+    check(set(values) == set(want[1]), "%s: values %s, whole input %s"
+          % (what, sorted(values), sorted(want[1])))
+    for name, v in values.items():
+        check(name in want[1] and same_bits(np.float64(v) if np.isscalar(v) else v,
+                                            np.float64(want[1][name]) if np.isscalar(
+                                                want[1][name]) else want[1][name]),
+              "%s: value %s = %r, whole input %r" % (what, name, v, want[1].get(name)))
+    for role, g in grads.items():
+        check(same_bits(g, want[2][role]), "%s: gradient of %s differs from the whole input's"
+              % (what, role))
+
+
+def assemble(what, boxes, grads, shape_of):
+    """Rank 0: the batched gradients of every rank's box put in place in
+    global arrays ({role: array}); an element covered twice or never fails."""
+    every = COMM.gather(grads, root=0)
+    if RANK != 0:
+        return None
+    out = {}
+    for role in grads:
+        full = np.full(shape_of[role], np.nan, dtype=grads[role].dtype)
+        count = np.zeros(shape_of[role][:2], dtype=np.int64)
+        for (b_lo, b_hi, t_lo, t_hi), mine in zip(boxes, every):
+            check(mine[role].shape == (b_hi - b_lo, t_hi - t_lo, shape_of[role][2]),
+                  "%s: rank gradient of %s has shape %s" % (what, role, mine[role].shape))
+            full[b_lo:b_hi, t_lo:t_hi] = mine[role]
+            count[b_lo:b_hi, t_lo:t_hi] += 1
+        check(bool(np.all(count == 1)), "%s: the blocks do not tile the plane" % what)
+        out[role] = full
+    return out
+
+
+def check_time_blocks(kinds=("time", "batch x time")):
+    """Every case on the blocks of each tiling at this rank count: values
+    and assembled gradients bitwise those of the whole input on one rank
+    (MPI.COMM_SELF), NumPy's bitwise torch's, time-major too (float64); the
+    whole input against scripts/reference.py; the criterion used for blocks
+    then gives whole-element calls their usual bits."""
+    count = 0
+    for kind in kinds:
+        boxes = tiling(kind, SIZE)
+        box = boxes[RANK]
+        batch = TIME_B if kind == "time" else BLOCK_B
+        block = ctrnnloss.Block(batch, box[0], TIME_T, box[2])
+        for case in BLOCK_CASES:
+            if not available(case):
+                continue
+            for dtype in (np.float32, np.float64):
+                what = "%s %s, %s blocks at %d ranks" % (case, np.dtype(dtype).name, kind, SIZE)
+                whole = case_inputs(case, dtype, batch, TIME_T, batch, TIME_T)
+                shapes = {r: x.shape for r, x in whole.items() if x.ndim == 3}
+                want = evaluate_torch(case, block_inputs(whole, (0, batch, 0, TIME_T)),
+                                      comm=MPI.COMM_SELF)
+                if RANK == 0:
+                    check_reference(case, dtype, *want, whole=whole, what="%s %s, %s input "
+                                    "(%d, %d)" % (case, np.dtype(dtype).name, kind, batch,
+                                                  TIME_T))
+                layouts = (False, True) if dtype == np.float64 else (False,)
+                for time_major in layouts:
+                    label = what + (" time-major" if time_major else "")
+                    criterion = make_criterion(ct, case, batch_first=not time_major)
+                    try:
+                        got = evaluate_torch(case, block_inputs(whole, box, time_major),
+                                             time_major, criterion=criterion, block=block)
+                    except ctrnnloss.Error as exc:
+                        check(False, "%s: %s: %s" % (label, type(exc).__name__, exc))
+                        continue
+                    count += 1
+                    replicated = {r: g for r, g in got[2].items() if g.ndim == 2}
+                    same_results(label, got[:2] + (replicated,), want)
+                    full = assemble(label, boxes, {r: g for r, g in got[2].items()
+                                                   if g.ndim == 3}, shapes)
+                    for role, g in (full or {}).items():
+                        check(same_bits(g, want[2][role]), "%s: gradient of %s, assembled "
+                              "from the blocks, differs from the whole input's" % (label, role))
+                    if time_major:
+                        continue
+                    check_numpy_block(case, whole, box, block, got, label)
+                    # The same criterion on whole elements again, no block.
+                    lo, hi = shard(batch, RANK, SIZE, "even")
+                    again = evaluate_torch(case, block_inputs(whole, (lo, hi, 0, TIME_T)),
+                                           criterion=criterion)
+                    fresh = evaluate_torch(case, block_inputs(whole, (lo, hi, 0, TIME_T)))
+                    same_results(label + ", then whole elements without a block", again, fresh)
+    note("time blocks: %d block evaluations bitwise against the whole input" % count)
+
+
+def check_group_block():
+    """A CompositeLoss whose terms read different tensors in one role (two
+    populations, several losses reduced together) on blocks: the values
+    and gradients of the whole input on one rank."""
+    cfg = {"a": {"type": "fr", "params": {"metric": "l1"}, "lambda": 0.5},
+           "b": {"type": "fr_dist", "lambda": 2.0}}
+    box = tiling("batch x time", SIZE)[RANK]
+    block = ctrnnloss.Block(BLOCK_B, box[0], TIME_T, box[2])
+    whole = case_inputs("population_kl", np.float64, BLOCK_B, TIME_T, BLOCK_B, TIME_T)
+
+    def run(box, comm=None, block=None):
+        mine = block_inputs(whole, box)
+        total, parts = ct.CompositeLoss(cfg, comm=comm)(
+            {"a": {"states": mine["states"]}, "b": {"states": mine["states1"]}}, block=block)
+        total.backward()
+        return float(total), {k: float(v) for k, v in parts.items()}, \
+            mine["states"].grad.numpy(), mine["states1"].grad.numpy()
+
+    want = run((0, BLOCK_B, 0, TIME_T), comm=MPI.COMM_SELF)
+    try:
+        got = run(box, block=block)
+    except ctrnnloss.Error as exc:
+        check(False, "two populations on blocks: %s: %s" % (type(exc).__name__, exc))
+        return
+    check(got[:2] == want[:2], "two populations on blocks: %s, whole input %s"
+          % (got[:2], want[:2]))
+    b_lo, b_hi, t_lo, t_hi = box
+    check(same_bits(got[2], want[2][b_lo:b_hi, t_lo:t_hi])
+          and same_bits(got[3], want[3][b_lo:b_hi, t_lo:t_hi]),
+          "two populations on blocks: gradients differ from the whole input's")
+
+
+def check_empty_blocks():
+    """Rank 0 holds the whole input, the others empty blocks of every form
+    (no steps, no elements, neither): the whole input's bits, torch and
+    NumPy."""
+    whole = case_inputs("fr_dist_cv", np.float64, TIME_B, TIME_T)["states"]
+    forms = [whole, whole[:, :0], whole[:0, :0], whole[:0, :5]]
+    mine = forms[RANK % len(forms)] if RANK else whole
+    block = ctrnnloss.Block(TIME_B, 0, TIME_T, 0)
+    want = evaluate_torch("fr_dist_cv", {"states": torch.from_numpy(whole).requires_grad_()},
+                          comm=MPI.COMM_SELF)
+    try:
+        x = torch.from_numpy(mine).requires_grad_()
+        got = evaluate_torch("fr_dist_cv", {"states": x}, block=block)
+        result = cnp.FiringRateDistLoss(metric="cv")(mine, grad=True, block=block)
+    except ctrnnloss.Error as exc:
+        check(False, "empty blocks: %s: %s" % (type(exc).__name__, exc))
+        return
+    check(got[0] == want[0] and result.total == want[0],
+          "empty blocks: total %r (numpy %r), whole input %r" % (got[0], result.total, want[0]))
+    check(got[2]["states"].shape == mine.shape and result.grads["states"].shape == mine.shape,
+          "empty blocks: gradient shapes %s (numpy %s), input %s" % (
+              got[2]["states"].shape, result.grads["states"].shape, mine.shape))
+    if RANK == 0:
+        check(same_bits(got[2]["states"], want[2]["states"])
+              and same_bits(result.grads["states"], want[2]["states"]),
+              "empty blocks: rank 0's gradient differs from the whole input's")
+
+
+def check_states1_block():
+    """PopulationKL with states1 on a plane of its own (B1 = 2, T1 = 700,
+    split along time, block1=) beside states on the batch x time tiling:
+    the whole inputs' bits, torch and NumPy; block1 alone is refused."""
+    b1, t1 = 2, 700
+    box = tiling("batch x time", SIZE)[RANK]
+    steps = ctrnnloss.time_slice(t1, SIZE, RANK)
+    block = ctrnnloss.Block(BLOCK_B, box[0], TIME_T, box[2])
+    block1 = ctrnnloss.Block(b1, 0, t1, steps.start)
+    whole = case_inputs("population_kl", np.float64, BLOCK_B, TIME_T, b1, t1)
+    params = CASES["population_kl"][1]
+    want = evaluate_torch("population_kl", block_inputs(whole, (0, BLOCK_B, 0, TIME_T)),
+                          comm=MPI.COMM_SELF)
+    b_lo, b_hi, t_lo, t_hi = box
+    p = torch.from_numpy(whole["states"][b_lo:b_hi, t_lo:t_hi]).requires_grad_()
+    q = torch.from_numpy(whole["states1"][:, steps]).requires_grad_()
+    criterion = ct.PopulationKL(**params)
+    try:
+        criterion(p, q, block=block, block1=block1).backward()
+        result = cnp.PopulationKL(**params)(p.detach().numpy(), q.detach().numpy(), grad=True,
+                                            block=block, block1=block1)
+    except ctrnnloss.Error as exc:
+        check(False, "states1's own block: %s: %s" % (type(exc).__name__, exc))
+        return
+    check(criterion.total == want[0] and result.total == want[0],
+          "states1's own block: total %r (numpy %r), whole inputs %r"
+          % (criterion.total, result.total, want[0]))
+    for what, grads in (("torch", {"states": p.grad.numpy(), "states1": q.grad.numpy()}),
+                        ("numpy", {"states": result.grads["states_0"],
+                                   "states1": result.grads["states_1"]})):
+        check(same_bits(grads["states"], want[2]["states"][b_lo:b_hi, t_lo:t_hi])
+              and same_bits(grads["states1"], want[2]["states1"][:, steps]),
+              "states1's own block (%s): gradients differ from the whole inputs'" % what)
+    expect_error("block1 without block", ValueError, "block1 (the block of states1) needs "
+                 "block= as well", lambda: criterion(p, q, block1=block1))
+
+
+def check_numpy_block(case, whole, box, block, got, what):
+    """ctrnnloss.numpy on the same block gives the torch front end's bits."""
+    kind, _, roles = CASES[case]
+    b_lo, b_hi, t_lo, t_hi = box
+    mine = {r: x[b_lo:b_hi, t_lo:t_hi] if x.ndim == 3 else x for r, x in whole.items()}
+    criterion = make_criterion(cnp, case)
+    if kind == "CompositeLoss":
+        result = criterion(grad=True, block=block, **mine)
+        grads = result.grads
+    else:
+        names = {role: arg for arg, role, _ in ctrnnloss._core.CRITERIA[kind].arguments}
+        result = criterion(grad=True, block=block, **{names[r]: mine[r] for r in roles})
+        grads = {r: result.grads[names[r]] for r in roles if names[r] in result.grads}
+    same_results(what + " (numpy)", (result.total, result.values, grads), got)
+
+
+def check_time_slice():
+    """TIME_UNIT is the header's CRL_TIME_UNIT; time_slice: unit-aligned,
+    consecutive, covering, empty parts at unit boundaries; refuses nonsense."""
+    with open(os.path.join(TOP, "include", "ctrnnloss.h")) as f:
+        header = re.search(r"^#define CRL_TIME_UNIT (\d+)", f.read(), re.M)
+    check(header is not None and int(header.group(1)) == UNIT,
+          "ctrnnloss.TIME_UNIT %d is not CRL_TIME_UNIT of include/ctrnnloss.h (%s)"
+          % (UNIT, header and header.group(1)))
+    for time in (1, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT, 1300):
+        for parts in (1, 2, 3, 4, 7):
+            slices = [ctrnnloss.time_slice(time, parts, k) for k in range(parts)]
+            ok = slices[0].start == 0 and slices[-1].stop == time and all(
+                a.stop == b.start for a, b in zip(slices, slices[1:])) and all(
+                s.start % UNIT == 0 and (s.stop % UNIT == 0 or s.stop == time)
+                and s.stop >= s.start for s in slices)
+            check(ok, "time_slice(%d, %d, k): %s" % (time, parts, slices))
+    check(ctrnnloss.time_slice(1300, 4, 0) == slice(0, 0), "time_slice(1300, 4, 0) is empty")
+    for args in ((1300, 0, 0), (1300, 2, 2), (-1, 1, 0)):
+        try:
+            ctrnnloss.time_slice(*args)
+            got = "no error"
+        except ValueError as exc:
+            got = str(exc)
+        check("time_slice" in got, "time_slice%s: %s" % (args, got))
+
+
+def check_block_errors():
+    """Blocks wrong on one rank (or disagreeing) raise the same error on
+    every rank; the criterion works afterwards."""
+    boxes = tiling("time", SIZE)
+    b_lo, b_hi, t_lo, t_hi = boxes[RANK]
+    whole = case_inputs("fr_dist_cv", np.float64, TIME_B, TIME_T)["states"]
+    states = torch.from_numpy(whole[:, t_lo:t_hi])
+    good = ctrnnloss.Block(TIME_B, 0, TIME_T, t_lo)
+    crit = ct.FiringRateDistLoss(metric="cv")
+    ncrit = cnp.FiringRateDistLoss(metric="cv")
+
+    def on_last(bad, usual=good):
+        return bad if RANK == LAST else usual
+
+    expect_error("a negative time offset on one rank", ValueError,
+                 "ctrnnloss: block.time_offset = -1; it must be >= 0",
+                 lambda: crit(states, block=on_last(good._replace(time_offset=-1))))
+    expect_error("a negative time offset on one rank (numpy)", ValueError,
+                 "ctrnnloss: block.time_offset = -1; it must be >= 0",
+                 lambda: ncrit(states.numpy(), block=on_last(good._replace(time_offset=-1))))
+    expect_error("T = 0 in a block", ValueError, "block.time = 0; it must be >= 1",
+                 lambda: crit(states, block=good._replace(time=0)))
+    expect_error("a float offset", TypeError, "block.batch_offset must be an integer, not 0.0",
+                 lambda: crit(states, block=on_last(good._replace(batch_offset=0.0))))
+    expect_error("a block that is not one", TypeError, "block must be a ctrnnloss.Block",
+                 lambda: crit(states, block=on_last((TIME_B, 0, TIME_T))))
+    expect_error("CompositeLoss, a bad block", ValueError, "block.batch = 0",
+                 lambda: ct.CompositeLoss({"a": {"type": "fr"}})(
+                     states=states, block=good._replace(batch=0)))
+    # What the library checks: alignment, disagreement, tiling, bounds.
+    halves = [(0, UNIT // 2), (UNIT // 2, TIME_T)]
+    if SIZE >= 2:
+        lo, hi = halves[RANK] if RANK < 2 else (0, 0)
+        mis = torch.from_numpy(whole[:, lo:hi])
+        expect_error("a block boundary off the units", ctrnnloss.InvalidArgumentError,
+                     "rank 0: states: block steps 0 .. %d: a block starts at a multiple of %d "
+                     "steps and ends at one or at T = %d" % (UNIT // 2 - 1, UNIT, TIME_T),
+                     lambda: crit(mis, block=good._replace(time_offset=lo)))
+        # The library's agreement names the blocks (its label for the check).
+        expect_error("a block on some ranks, none on the others",
+                     ctrnnloss.InvalidArgumentError, "blocks (crl_loss_set_block)",
+                     lambda: crit(states, block=None if RANK == LAST else good))
+        expect_error("ranks' blocks with different B", ctrnnloss.InvalidArgumentError,
+                     "ranks disagree on states: batch of the blocks (from %d to %d)"
+                     % (TIME_B, TIME_B + 1), lambda: crit(states, block=on_last(good._replace(
+                         batch=TIME_B + 1))))
+        full = torch.from_numpy(whole)
+        expect_error("blocks that overlap (all the whole input)",
+                     ctrnnloss.InvalidArgumentError, "the plane of B = %d and T = %d has %d"
+                     % (TIME_B, TIME_T, TIME_B * TIME_T),
+                     lambda: crit(full, block=ctrnnloss.Block(TIME_B, 0, TIME_T, 0)))
+    expect_error("a block past T", ctrnnloss.InvalidArgumentError,
+                 "lie beyond T = %d" % (TIME_T - 1),
+                 lambda: crit(states, block=good._replace(time=TIME_T - 1)))
+    expect_error("a block past B", ctrnnloss.InvalidArgumentError,
+                 "rank %d: states: block elements %d .. %d lie beyond the batch of %d"
+                 % (LAST, TIME_B, TIME_B, TIME_B),
+                 lambda: crit(states, block=on_last(good._replace(batch_offset=TIME_B))))
+    # After all of that, blocks and whole elements still work.
+    want = evaluate_torch("fr_dist_cv", {"states": torch.from_numpy(whole).requires_grad_()},
+                          comm=MPI.COMM_SELF)
+    got = evaluate_torch("fr_dist_cv", {"states": states.clone().requires_grad_()},
+                         block=good, criterion=crit)
+    same_results("a block after errors", got[:2] + ({},), want)
+    note("block errors: checked on rank %d of %d" % (LAST, SIZE))
 
 
 # ------------------------------------------------------------- training ---
@@ -998,6 +1371,16 @@ def main():
     if reference is None:
         note("SKIP: reference comparison (no scripts/reference.py in this tree)")
     saved_path = os.path.join(directory, "record.npz")
+    if phase == "blocks":
+        check_time_slice()
+        check_time_blocks()
+        check_empty_blocks()
+        check_states1_block()
+        check_group_block()
+        check_block_errors()
+        total = COMM.allreduce(failures)
+        note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
+        return 1 if total else 0
     if phase == "record":
         check(SIZE == 1, "record runs on 1 rank")
         saved = record_cases(directory)
@@ -1019,6 +1402,12 @@ def main():
     check_call_forms()
     check_catalogue()
     check_errors()
+    check_time_slice()
+    check_time_blocks()
+    check_empty_blocks()
+    check_states1_block()
+    check_group_block()
+    check_block_errors()
     total = COMM.allreduce(failures)
     note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
     return 1 if total else 0

@@ -1,7 +1,9 @@
 #!/bin/sh
 # python_binding.sh - the Python binding's tests (tests/python_binding.py):
 # 1 rank records results, ctrnn-loss evaluates the same inputs at 1 and 2
-# ranks (when this build has it), 2 ranks compare against both.
+# ranks (when this build has it), 2 ranks compare against both; time blocks
+# (part of both phases) once more at 3 and 4 ranks, where the tilings have
+# an empty rank and cut the batch and time both.
 #
 # Environment (set by `make check`): CRL_BUILDDIR (the build tree whose
 # libctrnnloss and ctrnn-loss are tested), MPIRUN, CRL_TEST_TIMEOUT (seconds
@@ -31,7 +33,9 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/ctrnn-loss-python.XXXXXX") || exit 99
 trap 'rm -rf "$work"' EXIT
 
-# run NP ARGS...: the test script on NP ranks, bounded by the timeout.
+# run NP ARGS...: the test script on NP ranks, bounded by the timeout; a
+# failure is remembered (the phases after it still run, for their reports).
+failed=0
 run() {
     np=$1
     shift
@@ -40,10 +44,11 @@ run() {
     timeout -k 10 "$timeout" "$mpirun" $preload -np "$np" "$python" "$here/python_binding.py" "$@"
     rc=$?
     { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && echo "TIMEOUT after $timeout s with $np rank(s)"
-    [ $rc -eq 0 ] || { echo "FAILED with $np rank(s) (exit $rc)"; exit 1; }
+    [ $rc -eq 0 ] || { echo "FAILED with $np rank(s) (exit $rc)"; failed=1; }
 }
 
 run 1 record "$work"
+[ $failed -eq 0 ] || exit 1   # nothing recorded to compare against
 
 cli=$builddir/src/cli/ctrnn-loss
 if [ -x "$cli" ]; then
@@ -63,4 +68,6 @@ else
 fi
 
 run 2 compare "$work"
-exit 0
+run 3 blocks "$work"
+run 4 blocks "$work"
+exit $failed

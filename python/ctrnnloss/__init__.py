@@ -10,6 +10,8 @@ mpi4py.MPI first, which initializes MPI.
 
 This module holds what both front ends share:
   Loss(terms, comm)      a loss of named terms on library array descriptions
+  Block, TIME_UNIT,      time sharding: where a rank's tensors lie in the
+  time_slice()           global (batch, time) plane (block= of every call)
   term_types()           the catalogue {type: (summary, [ParamSpec])}
   Error and subclasses   the library's errors (the same on every rank)
 """
@@ -18,11 +20,11 @@ from ._lib import path as library_path
 from . import _core
 from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
                     FileError, OutOfMemoryError, MPIError, Loss, ParamSpec, term_types,
-                    term_params)
+                    term_params, Block, TIME_UNIT, time_slice)
 
 library_version = _core.lib.crl_version().decode()
 __version__ = library_version
 
 __all__ = ["Error", "InvalidArgumentError", "DomainError", "NonFiniteError", "FileError",
            "OutOfMemoryError", "MPIError", "Loss", "ParamSpec", "term_types", "term_params",
-           "library_path", "library_version"]
+           "library_path", "library_version", "Block", "TIME_UNIT", "time_slice"]

@@ -12,6 +12,7 @@ input on one rank never leaves the others blocked in the reduction.
 """
 import ctypes
 import inspect
+import operator
 from collections import namedtuple
 
 import numpy as np
@@ -227,14 +228,160 @@ def describe(role, dtype, data, shape, strides, batch_first=True):
     return _lib.Matrix(dtype, data or None, rows, cols, sr if rows > 1 else cols)
 
 
+# ---------------------------------------------------------- time blocks ---
+
+TIME_UNIT = _lib.TIME_UNIT
+
+Block = namedtuple("Block", "batch batch_offset time time_offset")
+Block.__module__ = "ctrnnloss"
+Block.__doc__ = """Block(batch, batch_offset, time, time_offset): where the batched
+tensors a rank passes lie in the global (batch, time) plane (time sharding).
+
+A call with block=Block(B, b0, T, t0) says that this rank's batched inputs
+(states, states1, pred, label, mask), of local shape (B_local, T_local, .),
+hold global batch elements b0 .. b0 + B_local - 1 of B and global time steps
+t0 .. t0 + T_local - 1 of T.  Without a block (block=None, the default) every
+rank passes whole batch elements, all T steps of each.
+
+- The blocks of all ranks must tile the plane: every (element, step) in
+  exactly one rank's block (the reduction checks that they cover B * T rows).
+- A block starts at a multiple of ctrnnloss.TIME_UNIT (512) and ends at one
+  or at T; ctrnnloss.time_slice(T, parts, k) gives such boundaries.
+- Every rank passes a block, or none does, with the same B and T.
+- The results are bitwise those of any other decomposition of the same
+  global input (whole batch elements on one rank included); the gradients
+  are those of this rank's tensors, the local block.
+
+states1 (PopulationKL's second population, which may have its own B1 and
+T1) follows the block unless the call also gives block1=Block(B1, ..., T1,
+...), its own block under the same rules (with block= for the other
+inputs, an empty block where a rank holds none of them).
+
+Checked at the call, collectively: wrong types (TypeError) and negative
+offsets or B, T < 1 (ValueError) by the binding, the rest by the library
+(InvalidArgumentError on every rank)."""
+
+
+# What the criteria's docstrings say of time sharding.
+BLOCK_NOTE = """
+
+        Every call also takes block=ctrnnloss.Block(B, b0, T, t0) when the
+        batched inputs are a block of the global (batch, time) plane (time
+        sharding; see ctrnnloss.Block)."""
+
+
+def time_slice(time, parts, index):
+    """The slice of global time steps of part index of parts along a time
+    axis of length time: consecutive runs of whole TIME_UNIT units (the last
+    unit ends at time), as even as possible in units; a part beyond the
+    number of units is empty, slice(t, t) at a unit boundary.  With
+    s = time_slice(T, size, rank): x[:, s] and Block(B, 0, T, s.start)."""
+    time, parts, index = operator.index(time), operator.index(parts), operator.index(index)
+    if time < 0 or parts < 1 or not 0 <= index < parts:
+        raise ValueError("ctrnnloss.time_slice: time %d >= 0, parts %d >= 1 and index %d in "
+                         "0 .. parts - 1 needed" % (time, parts, index))
+    units = -(-time // TIME_UNIT)
+    return slice(min(index * units // parts * TIME_UNIT, time),
+                 min((index + 1) * units // parts * TIME_UNIT, time))
+
+
+_BLOCK_FIELDS = (("batch", 1), ("batch_offset", 0), ("time", 1), ("time_offset", 0))
+_blocks = {}   # Block: its crl_block (the blocks of recent calls)
+
+
+def block_of(block):
+    """The crl_block of a call's block= (a Block, or a tuple of its four
+    integers); TypeError or ValueError for what the binding can tell is
+    wrong without the inputs' shapes (the library checks the rest)."""
+    try:
+        made = _blocks.get(block)
+    except TypeError:   # unhashable: not a tuple of integers
+        made = None
+    if made is not None:
+        # Only blocks of Python ints are kept; an equal tuple of other
+        # numbers (1.0 == 1) is checked afresh.
+        for value in block:
+            if value.__class__ is not int:
+                break
+        else:
+            return made
+    if not isinstance(block, tuple) or len(block) != 4:
+        raise TypeError("ctrnnloss: block must be a ctrnnloss.Block(batch, batch_offset, "
+                        "time, time_offset), not %r" % (block,))
+    values = []
+    for (name, least), value in zip(_BLOCK_FIELDS, block):
+        try:
+            if isinstance(value, (bool, np.bool_)):
+                raise TypeError
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError("ctrnnloss: block.%s must be an integer, not %r"
+                            % (name, value)) from None
+        if not least <= value < 2 ** 63:
+            raise ValueError("ctrnnloss: block.%s = %d; it must be %s" % (
+                name, value, ">= 1" if least else ">= 0") if value < least else
+                "ctrnnloss: block.%s = %d is too large" % (name, value))
+        values.append(value)
+    made = _lib.Block(*values)
+    if all(value.__class__ is int for value in block):
+        if len(_blocks) >= 32:
+            _blocks.clear()
+        _blocks[block] = made
+    return made
+
+
+def blocks_of(block, block1=None):
+    """The blocks of a call's block= and block1= (states1's own): block_of
+    of block, or (that, block_of of block1) where block1 is given."""
+    main = None if block is None else block_of(block)
+    if block1 is None:
+        return main
+    if main is None:
+        raise ValueError("ctrnnloss: block1 (the block of states1) needs block= as well, the "
+                         "block of the other inputs (an empty one where a rank holds none)")
+    return main, block_of(block1)
+
+
+def apply_block(ptr, block):
+    """Not collective.  crl_loss_set_block (and, for a pair from blocks_of,
+    crl_loss_set_block_states1) of a crl_loss; the first failing status."""
+    one = None
+    if block.__class__ is tuple:
+        block, one = block
+    status = lib.crl_loss_set_block(ptr, ctypes.byref(block))
+    if status == _lib.OK:
+        status = lib.crl_loss_set_block_states1(ptr, None if one is None else ctypes.byref(one))
+    return status
+
+
+def set_block(handle, block, context):
+    """Not collective.  The block of the chunk a crl_loss handle accumulates
+    or back-propagates next (a crl_block, a pair from blocks_of, or None for
+    whole elements, set only when the handle holds another); False, the
+    handle's evaluation refused with the library's message, where the
+    library refuses it."""
+    if block is None:
+        if handle.blocked:
+            lib.crl_loss_set_block(handle.ptr, None)
+            handle.blocked = False
+        return True
+    handle.blocked = True
+    status = apply_block(handle.ptr, block)
+    if status != _lib.OK:
+        lib.crl_loss_refuse(handle.ptr, status, context.message().encode(errors="replace"))
+        return False
+    return True
+
+
 # ----------------------------------------------------------------- loss ---
 
 
-def forward_group(parts, keep=True):
+def forward_group(parts, keep=True, block=None):
     """Collective.  Loss.forward of several losses on one context, parts
     [(loss, tin, problems, announced)], with one reduction for all
-    (crl_loss_reduce_group); a list of (total, values, Evaluation or None)."""
-    handles = [loss._begin(tin, problems, announced)
+    (crl_loss_reduce_group); a list of (total, values, Evaluation or None).
+    block: the crl_block of every part's inputs, or None."""
+    handles = [loss._begin(tin, problems, announced, block)
                for loss, tin, problems, announced in parts]
     if len(handles) == 1:
         status = lib.crl_loss_reduce(handles[0].ptr)
@@ -246,7 +393,7 @@ def forward_group(parts, keep=True):
         for _, _, problems, _ in parts:
             every.update({k: v for k, v in problems.items() if k not in every})
         parts[0][0]._fail(status, every)
-    return [loss._end(h, tin, problems, keep)
+    return [loss._end(h, tin, problems, keep, block)
             for (loss, tin, problems, _), h in zip(parts, handles)]
 
 
@@ -308,6 +455,9 @@ class _Handle:
                 return
         lib.crl_loss_set_grad_mode(self.ptr, _lib.GRAD_OVERWRITE)
         self.busy = False
+        # Whether the crl_loss may hold a block (crl_loss_set_block): a call
+        # without one sets NULL only then.
+        self.blocked = False
         # The crl_loss's gradient scale (crl_loss_set_grad_scale; it stays
         # until changed; None: unknown): set only when it changes.
         self.scale = 1.0
@@ -321,7 +471,9 @@ class _Handle:
 class Evaluation:
     """A reduced evaluation of a Loss, waiting for its backward pass: the
     crl_loss that holds the global statistics (not handed to another call
-    until this object is gone) and the inputs as passed."""
+    until this object is gone), the inputs as passed and their block."""
+
+    block = None   # the crl_block of the inputs, or None (whole elements)
 
     def __init__(self, loss, handle, tin, problems):
         self.loss, self.handle, self.tin, self.problems = loss, handle, tin, problems
@@ -347,6 +499,9 @@ class Evaluation:
         if term_scales:
             for name, s in term_scales.items():
                 lib.crl_loss_set_term_grad_scale(ptr, name.encode(), s)
+        if self.block is not None:
+            # Set again before the chunk's backward (crl_loss_set_block).
+            apply_block(ptr, self.block)
         status = lib.crl_loss_backward(ptr, ctypes.byref(self.tin), ctypes.byref(tgrad))
         if term_scales:
             for name in term_scales:
@@ -409,16 +564,17 @@ class Loss:
             t = self._tensors[signature] = make()
         return t
 
-    def forward(self, tin, problems, announced=None, keep=True):
+    def forward(self, tin, problems, announced=None, keep=True, block=None):
         """Collective.  The accumulate pass and the reduction (values only)
         of the inputs tin (a crl_tensors; problems {role: reason} for those
         the front end could not pass); announced: a crl_tensors of the
-        gradient buffers that must be known now (hebbian's w_hebb), or None.
-        Returns (total, values, Evaluation or None): the evaluation, for
-        the backward pass, when keep."""
-        return forward_group([(self, tin, problems, announced)], keep)[0]
+        gradient buffers that must be known now (hebbian's w_hebb), or None;
+        block: the crl_block of the batched inputs (block_of), or None for
+        whole batch elements.  Returns (total, values, Evaluation or None):
+        the evaluation, for the backward pass, when keep."""
+        return forward_group([(self, tin, problems, announced)], keep, block)[0]
 
-    def _begin(self, tin, problems, announced):
+    def _begin(self, tin, problems, announced, block=None):
         """Not collective: the accumulate pass of this rank's inputs, or its
         refusal; the crl_loss handle that holds it."""
         handle = self._free_handle()
@@ -427,12 +583,12 @@ class Loss:
             # the reduction fails on every rank with the reason, and _fail
             # raises it on every rank.
             lib.crl_loss_refuse(handle.ptr, _lib.ERR_INVALID, _refusal(problems).encode())
-        else:
+        elif set_block(handle, block, self.context):
             lib.crl_loss_accumulate(handle.ptr, ctypes.byref(tin),
                                     ctypes.byref(announced) if announced is not None else None)
         return handle
 
-    def _end(self, handle, tin, problems, keep):
+    def _end(self, handle, tin, problems, keep, block=None):
         """After a successful reduction: (total, values, Evaluation or None)."""
         ptr = handle.ptr
         total, values = lib.crl_loss_total(ptr), self._values(ptr)
@@ -440,22 +596,30 @@ class Loss:
             return total, values, None
         handle.busy = True
         evaluation = Evaluation(self, handle, _lib.Tensors.from_buffer_copy(tin), problems)
-        evaluation.total, evaluation.values = total, values
+        evaluation.total, evaluation.values, evaluation.block = total, values, block
         return total, values, evaluation
 
-    def evaluate(self, inputs, grads):
+    def evaluate(self, inputs, grads, block=None, block1=None):
         """Collective.  inputs: {role: crl_array/crl_matrix or Problem};
         grads: {role: gradient buffer description} (the library writes the
-        gradient into them).  Returns (total, {value name: float or
-        ndarray}); raises Error on every rank if the library fails."""
+        gradient into them); block: a Block of the batched inputs, or None;
+        block1: states1's own, or None.
+        Returns (total, {value name: float or ndarray}); raises Error on
+        every rank if the library fails."""
         tin, problems = self.inputs(inputs)
+        if block is not None or block1 is not None:
+            try:
+                block = blocks_of(block, block1)
+            except (TypeError, ValueError) as exc:
+                problems["call"], block = exc, None
         announced = None
         if grads:
             announced = _lib.Tensors()
             for role, desc in grads.items():
                 if role not in problems:
                     setattr(announced, role, desc)
-        total, values, evaluation = self.forward(tin, problems, announced, keep=bool(grads))
+        total, values, evaluation = self.forward(tin, problems, announced, keep=bool(grads),
+                                                 block=block)
         if grads:
             evaluation.backward({r: d for r, d in grads.items() if r not in problems}, 1.0)
         return total, values

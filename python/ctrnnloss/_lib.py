@@ -36,6 +36,9 @@ FLOAT32, FLOAT64 = 1, 2
 PARAM_REAL, PARAM_INT, PARAM_BOOL, PARAM_CHOICE = 1, 2, 3, 4
 GRAD_ACCUMULATE, GRAD_OVERWRITE = 0, 1
 ERR_INVALID = 1
+# CRL_TIME_UNIT (a macro, which ctypes cannot read): a time block starts at a
+# multiple of it and ends at one or at T.
+TIME_UNIT = 512
 
 # The input roles, in the order of crl_tensors: five batched arrays (the
 # mask optional, without a gradient), then four replicated matrices.
@@ -60,6 +63,12 @@ class Tensors(ctypes.Structure):
     """crl_tensors: the inputs (or gradient buffers) of an evaluation, by role."""
     _fields_ = [(role, Array) for role in BATCHED_ROLES] + \
                [(role, Matrix) for role in ROLES[len(BATCHED_ROLES):]]
+
+
+class Block(ctypes.Structure):
+    """crl_block: where a rank's chunks lie in the global (batch, time) plane."""
+    _fields_ = [("batch", c_int64), ("batch_offset", c_int64), ("time", c_int64),
+                ("time_offset", c_int64)]
 
 
 class ParamInfo(ctypes.Structure):
@@ -96,6 +105,8 @@ _PROTOTYPES = {
     "crl_loss_accumulate": (ctypes.c_int, [_P, ctypes.POINTER(Tensors), ctypes.POINTER(Tensors)]),
     "crl_loss_reduce": (ctypes.c_int, [_P]),
     "crl_loss_backward": (ctypes.c_int, [_P, ctypes.POINTER(Tensors), ctypes.POINTER(Tensors)]),
+    "crl_loss_set_block": (ctypes.c_int, [_P, ctypes.POINTER(Block)]),
+    "crl_loss_set_block_states1": (ctypes.c_int, [_P, ctypes.POINTER(Block)]),
     "crl_loss_set_grad_mode": (ctypes.c_int, [_P, ctypes.c_int]),
     "crl_loss_set_grad_scale": (ctypes.c_int, [_P, ctypes.c_double]),
     "crl_loss_set_term_grad_scale": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_double]),

@@ -32,6 +32,18 @@ that need a gradient, with the incoming gradient folded in (scaled as each
 element is stored), written into buffers that are reused from step to step
 once nothing holds them any more.  Double backward (create_graph=True) is
 not supported.
+
+Time sharding: a rank may hold a block of the (batch, time) plane instead of
+whole batch elements.  Pass block=ctrnnloss.Block(B, b0, T, t0) with the
+call: this rank's batched tensors (B_local, T_local, .) are global elements
+b0 .. b0 + B_local - 1 and global steps t0 .. t0 + T_local - 1 of a (B, T, .)
+input.  Every rank passes a block (or none) with the same B and T, the
+blocks tile the plane, and time boundaries lie at multiples of
+ctrnnloss.TIME_UNIT (512) or at T.  The loss is bitwise that of the whole
+input; backward gives d(global loss)/d(this rank's block):
+
+    s = ctrnnloss.time_slice(T, comm.size, comm.rank)   # unit-aligned steps
+    loss = criterion(rates[:, s], block=ctrnnloss.Block(B, 0, T, s.start))
 """
 import ctypes
 import math
@@ -43,16 +55,18 @@ import torch
 
 from . import _core, _lib
 from ._core import (Error, InvalidArgumentError, DomainError, NonFiniteError,
-                    MPIError, OutOfMemoryError, FileError)
+                    MPIError, OutOfMemoryError, FileError, Block, TIME_UNIT, time_slice)
 
 __all__ = list(_core.CRITERIA) + ["CompositeLoss", "Error", "InvalidArgumentError",
                                   "DomainError", "NonFiniteError", "MPIError",
-                                  "OutOfMemoryError", "FileError"]
+                                  "OutOfMemoryError", "FileError", "Block", "TIME_UNIT",
+                                  "time_slice"]
 
 _DTYPES = {torch.float32: _lib.FLOAT32, torch.float64: _lib.FLOAT64}
 # What a call uses on the fast path, looked up once.
 lib_accumulate, lib_reduce = _lib.lib.crl_loss_accumulate, _lib.lib.crl_loss_reduce
 lib_total, lib_value = _lib.lib.crl_loss_total, _lib.lib.crl_loss_value
+_set_block = _core.set_block
 # Where a tensor lives, for a call's signature (older torch: its device).
 _WHERE = "is_cpu" if hasattr(torch.Tensor, "is_cpu") else "device"
 _STRIDED = torch.strided
@@ -203,6 +217,22 @@ class _Call:
         return [g if need else None for g, need in zip(out, needs)], tgrad
 
 
+def _empty_chunks(inputs, batch_first):
+    """inputs {role: value} with each batched tensor without time steps
+    (x[:, s] of a block's empty s) as the library's empty chunk, no elements
+    of one step: a view of it (autograd still reaches x, whose gradient is
+    as empty); inputs itself when there is none."""
+    out = inputs
+    for role, x in inputs.items():
+        if role in _lib.BATCHED_ROLES and isinstance(x, torch.Tensor) and x.dim() == 3:
+            if x.shape[1 if batch_first else 0] == 0:
+                if out is inputs:
+                    out = dict(inputs)
+                out[role] = x.as_strided((0, 1, x.shape[2]) if batch_first
+                                         else (1, 0, x.shape[2]), (1, 1, 1))
+    return out
+
+
 def _unbatch(out, roles, batched):
     """Under DDP (batched: the number of ranks) the weight gradients, global
     already, are not multiplied: DDP's average of equal values is the value."""
@@ -278,6 +308,7 @@ class _Plan:
         self.gradable = tuple(role not in _core.NO_GRADIENT for role in roles)
         self.shapes = tuple((tuple(x.shape), x.dtype) for x in tensors)
         self.batch_first = None
+        self.stepless = False   # a batched tensor without time steps (_empty_chunks)
         self.scalars = None   # [(index, name)] of the values, when all are numbers
         self.grads = {}       # needs: (crl_tensors, [(input index, its field)])
 
@@ -435,17 +466,24 @@ class _Module(torch.nn.Module):
         return loss.inputs({r: _describe(r, x, self.batch_first)
                             for r, x in zip(roles, tensors)})
 
-    def _evaluate(self, inputs, parts=(), call_error=None):
+    def _evaluate(self, inputs, parts=(), call_error=None, block=None, block1=None):
         """Collective.  (total, parts...) as 0-d tensors, differentiable where
-        inputs require gradients; parts are value names.  A call whose
-        signature has a _Plan takes the short path; the others (an input the
-        library cannot read, a gradient that must be known at accumulate, a
-        loss without gradient) the general one."""
+        inputs require gradients; parts are value names; block, block1: the
+        call's block= and block1= (Blocks), or None.  A call whose signature
+        has a _Plan takes the short path; the others (an input the library
+        cannot read, a gradient that must be known at accumulate, a loss
+        without gradient) the general one."""
+        if block is not None or block1 is not None:
+            try:
+                block = _core.blocks_of(block, block1)
+            except (TypeError, ValueError) as exc:
+                block, call_error = None, call_error or exc
+            inputs = _empty_chunks(inputs, self.batch_first)
         if call_error is None:
             plan = self._plan_of(inputs)
             if plan is not None:
-                return self._evaluate_plan(plan, tuple(inputs.values()), parts)
-        return self._evaluate_groups([(self.loss, inputs)], parts, call_error)
+                return self._evaluate_plan(plan, tuple(inputs.values()), parts, block)
+        return self._evaluate_groups([(self.loss, inputs)], parts, call_error, block)
 
     def _plan_of(self, inputs):
         """The _Plan of the signature of inputs {role: value} (roles in call
@@ -469,12 +507,13 @@ class _Module(torch.nn.Module):
         dtype = next((inputs[r].dtype for r in _RESULT_ROLES if r in inputs), torch.float64)
         plan = _Plan(loss, roles, tensors, tin, dtype)
         plan.batch_first = self.batch_first
+        plan.stepless = _empty_chunks(inputs, self.batch_first) is not inputs
         return plan
 
-    def _evaluate_plan(self, plan, tensors, parts):
+    def _evaluate_plan(self, plan, tensors, parts, block=None):
         """Collective.  _evaluate of a call whose signature has a plan: one
         loss, inputs the library reads as they are (tensors: in the order of
-        plan.roles)."""
+        plan.roles); block: their crl_block, or None."""
         loss = self.loss
         for handle in loss.handles:
             if not handle.busy:
@@ -493,7 +532,11 @@ class _Module(torch.nn.Module):
                     keep = True
                     break
         ptr = handle.ptr
-        lib_accumulate(ptr, ref, None)
+        if block is not None or handle.blocked:
+            if _set_block(handle, block, loss.context):
+                lib_accumulate(ptr, ref, None)
+        else:
+            lib_accumulate(ptr, ref, None)
         status = lib_reduce(ptr)
         if status:   # not CRL_OK
             loss._fail(status, {})
@@ -507,13 +550,18 @@ class _Module(torch.nn.Module):
                 torch.tensor(values[name], dtype=dtype) for name in parts)
         handle.busy = True
         call = _PlanCall(self, plan, handle, tin, tensors, total, values, tuple(parts))
+        if block is not None:
+            call.block = block
         return _LossFunction.apply(call, *tensors)
 
-    def _evaluate_groups(self, groups, parts=(), call_error=None):
+    def _evaluate_groups(self, groups, parts=(), call_error=None, block=None):
         """Collective.  _evaluate of [(loss, inputs)], one loss per set of
         inputs, with one reduction for all; parts are the values by name,
         the total is the sum of the terms' values in order (bitwise the
-        total of one loss of every term)."""
+        total of one loss of every term); block: the crl_block of every
+        set's batched inputs, or None."""
+        if block is not None:
+            groups = [(loss, _empty_chunks(inputs, self.batch_first)) for loss, inputs in groups]
         grad_on = torch.is_grad_enabled() and not any(g[0].forward_only for g in groups)
         dtype = torch.float64
         batches, keep = [], False
@@ -540,7 +588,8 @@ class _Module(torch.nn.Module):
             batches.append((loss, roles, tensors, tin, problems, announced, announce))
         attributes = self.__dict__   # plain attributes, without Module.__setattr__
         attributes["result_dtype"] = dtype
-        results = _core.forward_group([(b[0], b[3], b[4], b[6]) for b in batches], keep)
+        results = _core.forward_group([(b[0], b[3], b[4], b[6]) for b in batches], keep,
+                                      block)
         values = {}
         for _, v, _ in results:
             values.update(v)
@@ -608,8 +657,8 @@ def _bound(module, args, kwargs):
 class _Criterion(_Module):
     """One criterion, a loss of one term (named after its type, lambda
     1): Criterion(*params, comm=None, batch_first=True, ddp=False,
-    **params), called with its inputs, returns the global loss as a 0-d
-    tensor."""
+    **params), called with its inputs (and block=, see ctrnnloss.Block),
+    returns the global loss as a 0-d tensor."""
     term_type = None
     arguments = ()    # (argument name, role, aliases), in call order
     positional = ()   # the constructor's positional parameters (nn4n's order)
@@ -618,7 +667,7 @@ class _Criterion(_Module):
         super().__init_subclass__(**kwargs)
         spec = _core.CRITERIA[cls.__name__]
         cls.term_type, cls.arguments, cls.positional = spec.type, spec.arguments, spec.positional
-        cls.__doc__ = _core.inspect.cleandoc(spec.doc)
+        cls.__doc__ = _core.inspect.cleandoc(spec.doc + _core.BLOCK_NOTE)
 
     def __init__(self, *args, comm=None, batch_first=True, ddp=False, **params):
         def terms():
@@ -628,17 +677,24 @@ class _Criterion(_Module):
         self._forms = {}   # call form: ((role, argument index or keyword), ...)
         self._positional = {}   # signature of positional tensors: _Plan or None
 
-    def forward(self, *args, **kwargs):
-        if not kwargs:
+    def forward(self, *args, block=None, block1=None, **kwargs):
+        if not kwargs and block1 is None:
             # Tensors passed by position (the usual call): the plan found
             # from the arguments themselves, without binding them to roles.
             key = _signature(self.batch_first, args)
             if key is not None:
                 plan = _memo(self._positional, key, lambda: self._positional_plan(args))
                 if plan is not None:   # its roles are the arguments' order
-                    return self._evaluate_plan(plan, args, ())[0]
+                    if block is None:
+                        return self._evaluate_plan(plan, args, ())[0]
+                    try:
+                        made = _core.block_of(block)
+                    except (TypeError, ValueError):
+                        made = None   # raised on every rank by the general path
+                    if made is not None and not plan.stepless:
+                        return self._evaluate_plan(plan, args, (), made)[0]
         bound, error = _bound(self, args, kwargs)
-        return self._evaluate(bound, call_error=error)[0]
+        return self._evaluate(bound, call_error=error, block=block, block1=block1)[0]
 
     def _positional_plan(self, args):
         """The plan of positional tensors, through the roles they bind to."""
@@ -676,10 +732,11 @@ class RNNLoss(_Criterion):
         self.components = ("mse",) + tuple(p for p in self._PARTS[1:]
                                            if float(self.params.get("lambda_" + p, 0)) != 0)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args, block=None, block1=None, **kwargs):
         bound, error = _bound(self, args, kwargs)
         bound = _model_weights(self.model, bound) if error is None else bound
-        total, *parts = self._evaluate(bound, ["rnn." + p for p in self.components], error)
+        total, *parts = self._evaluate(bound, ["rnn." + p for p in self.components], error,
+                                       block, block1)
         return total, torch.stack(parts)
 
 
@@ -741,8 +798,10 @@ class CompositeLoss(_Module):
     w_hebb).  All terms are evaluated in one reduction; terms given
     different tensors in one role (two 'fr' terms on two populations) are
     evaluated on their own sets of inputs, still in that one reduction (the
-    same pattern of tensors to terms on every rank).  Returns (total, {name:
-    weighted value}), each a differentiable 0-d tensor."""
+    same pattern of tensors to terms on every rank).  block=ctrnnloss.Block
+    (and block1=) as the criteria take them: every set of inputs lies in
+    that block.  Returns
+    (total, {name: weighted value}), each a differentiable 0-d tensor."""
 
     def __init__(self, loss_cfg, *, comm=None, batch_first=True, ddp=False):
         super().__init__(lambda: _core.composite_terms(loss_cfg), comm, batch_first, ddp)
@@ -756,15 +815,20 @@ class CompositeLoss(_Module):
                 [t for t in self.loss.terms if t.name in members], self.loss.context.comm)
         return loss
 
-    def forward(self, loss_input_dict=None, **inputs):
+    def forward(self, loss_input_dict=None, *, block=None, block1=None, **inputs):
         names = [t.name for t in self.loss.terms]
         try:
             groups, error = _core.composite_groups(loss_input_dict, inputs, names), None
         except (TypeError, ValueError) as exc:
             groups, error = [(tuple(names), {})], exc
         if len(groups) == 1:
-            total, *parts = self._evaluate(groups[0][1], names, error)
+            total, *parts = self._evaluate(groups[0][1], names, error, block, block1)
         else:
+            try:
+                block = _core.blocks_of(block, block1)
+            except (TypeError, ValueError) as exc:
+                block, error = None, exc
             total, *parts = self._evaluate_groups(
-                [(self._group_loss(members), roles) for members, roles in groups], names)
+                [(self._group_loss(members), roles) for members, roles in groups], names,
+                error, block)
         return total, dict(zip(names, parts))
