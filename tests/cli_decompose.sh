@@ -1,15 +1,12 @@
 #!/bin/sh
 # cli_decompose.sh - --decompose: bad values refused on every rank with one
-# message (status 2), a time split refused where --states1 has another
-# shape (status 1) and auto falling back to the batch there, the choice of
-# auto reported in meta.decomposition, a bad value located at its global
+# message (status 2), the choice of auto reported in meta.decomposition
+# (and in the table), a bad value located at its global
 # step when the time is split, and the last, partial unit of T read by
 # the rank that holds it.
 . "$(dirname "$0")/cli-lib.sh"
 
-mkdir "$WORK/one" && "$TOOL" gen "$WORK/one" --B 1 --T 2600 --N 3 --K 2 --B1 1 --T1 2600 \
-    && mkdir "$WORK/other" && "$TOOL" gen "$WORK/other" --B 1 --T 2600 --N 3 --K 2 --B1 2 \
-        --T1 700 || exit 99
+mkdir "$WORK/one" && "$TOOL" gen "$WORK/one" --B 1 --T 2600 --N 3 || exit 99
 S=$WORK/one/states.npy
 NP=$(max_ranks)
 
@@ -27,20 +24,6 @@ if [ "$NP" -ge 2 ]; then
 fi
 mpi_each 1 eval --states "$S" --term fr --decompose
 expect_failure 2 "--decompose" 1 eval --decompose
-
-echo "== --states1 of another shape"
-if [ "$NP" -ge 2 ]; then
-    mpi_each 2 eval --states "$WORK/other/states.npy" --states1 "$WORK/other/states1.npy" \
-        --term k=population_kl --decompose 1x2
-    expect_failure 1 "--decompose 1x2 splits the time steps, which every batched input must" \
-        2 eval --states1 'B1 = 2, T1 = 700' --decompose 1x2
-    expect_contains "$WORK/err" "B1 = 2, T1 = 700" "the message gives states1's shape"
-    mpi 2 eval --states "$WORK/other/states.npy" --states1 "$WORK/other/states1.npy" \
-        --term k=population_kl --json
-    expect_ok "auto with --states1 of another shape"
-    expect_contains "$WORK/out" '"decomposition": {"batch": 2, "time": 1}}' \
-        "auto falls back to the batch"
-fi
 
 echo "== auto"
 # B = 1, T = 2600 (6 units): P = 1 batch, 2 1x2, 3 1x3, 4 1x3 (one rank

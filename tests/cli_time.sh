@@ -1,8 +1,9 @@
 #!/bin/sh
 # cli_time.sh - time sharding: a single long trial (B = 1, T = 2600: five
 # units of 512 steps and a partial sixth) and two shorter ones (B = 2,
-# T = 1100: three units) split over 1-4 ranks along the time (--decompose
-# auto, 1xPt, 2x2), with empty ranks and uneven ranges, and along chunks
+# T = 1100: three units; and B = 1 with --states1 of B1 = 2, T1 = 700)
+# split over 1-4 ranks along the time (--decompose auto, 1xPt, 2x2), with
+# empty ranks and uneven ranges, and along chunks
 # (--memory too small for one element's steps), batch- and time-major: the
 # JSON and every gradient file bitwise those of the in-memory reference
 # (tests/npy-tool ref: one process, whole elements), and meta.decomposition
@@ -12,7 +13,8 @@
 # (CRL_TIME_TERMS=COUPLED).
 . "$(dirname "$0")/cli-lib.sh"
 
-# gen NAME B T [OPTIONS]: the inputs, states1 of the same shape.
+# gen NAME B T [OPTIONS]: the inputs, states1 of the same shape unless
+# OPTIONS say otherwise.
 gen() {
     name=$1 b=$2 t=$3
     shift 3
@@ -22,6 +24,7 @@ gen() {
 gen one 1 2600
 gen onetm 1 2600 --time-major
 gen two 2 1100
+gen other 1 2600 --B1 2 --T1 700               # states1 split over its own plane
 
 INPUTS="states states1 pred label mask w_in w_hid w_out w_hebb"
 CORE="--term r=rnn:lambda_mse=1,lambda_in=0.1,lambda_hid=0.2,lambda_out=0.3,lambda_fr=0.5,lambda_fr_sd=0.2,lambda_fr_cv=0.3,correction=1
@@ -93,6 +96,9 @@ if [ "$TERMS" = CORE ]; then
     check one CORE 2 "--decompose batch" 2 1 # rank 1 empty
     check onetm CORE 1 "$SMALL" 1 1
     check onetm CORE 4 "--decompose 2x2 $SMALL" 2 2
+    check other CORE 1 "$SMALL" 1 1
+    check other CORE 4 "" 1 3                  # states1: 2 units over 3 ranks
+    check other CORE 4 "--decompose 2x2" 2 2
 fi
 
 finish

@@ -238,8 +238,7 @@ static int evaluate(eval_run *r)
         return CLI_EXIT_FAILED;
     }
     eval_check_grad_dir(r, &err);
-    if (err.code == CRL_OK)
-        eval_decompose(r, &err);
+    eval_decompose(r);
     if (err.code == CRL_OK)
         eval_allocate(r, &err);
     if (err.code == CRL_OK)

@@ -85,12 +85,10 @@ typedef struct eval_run {
     int64_t neurons;
     /* The decomposition: ranks along batch and along time (rank r holds
      * block (r / time_ranks, r % time_ranks) of the grid, nothing when r >=
-     * batch_ranks * time_ranks), and the global B and T it splits. */
+     * batch_ranks * time_ranks), and the global B and T it splits (states1
+     * the same grid over its own B1 and T1). */
     int64_t batch_ranks, time_ranks;
     int64_t batch, time;
-    /* Whether the time can be split at all: there are batched inputs and
-     * they all have the same B and T (--states1 the others' shape). */
-    bool splittable;
     /* Whether the chunks are described with crl_loss_set_block: on every
      * rank alike when the time is split over ranks or chunks. */
     bool blocks;
@@ -125,9 +123,9 @@ int eval_open_inputs(eval_run *r);
 /* Not collective (the same headers everywhere give the same verdict):
  * checks dtypes and shapes and sets the global sizes. */
 int eval_check_shapes(eval_run *r, crl_error *err);
-/* Not collective (the same verdict everywhere): the decomposition and this
+/* Not collective (the same grid everywhere): the decomposition and this
  * rank's block of each batched input. */
-int eval_decompose(eval_run *r, crl_error *err);
+void eval_decompose(eval_run *r);
 /* Local (the caller agrees): chunk size and buffers. */
 int eval_allocate(eval_run *r, crl_error *err);
 /* Local: every rank reads every weight matrix whole and describes it. */

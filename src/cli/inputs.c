@@ -228,10 +228,11 @@ static void choose_grid(int64_t batch, int64_t time, int64_t ranks, int64_t *bat
  * Pb ranks and the time steps of range pt of T over Pt ranks, each split as
  * evenly as possible with the first ones one more (elements, or units of
  * CRL_TIME_UNIT steps: a range starts at a multiple of it and ends at one
- * or at T; a rank may get none).  With Pt = 1 every input is split by its
- * own batch (--states1 by B1), as before time sharding.
+ * or at T; a rank may get none).  --states1 is split by the same grid
+ * over its own B1 and T1 (crl_loss_set_block_states1).  With Pt = 1 the
+ * blocks are slices of the batch, as before time sharding.
  */
-int eval_decompose(eval_run *r, crl_error *err)
+void eval_decompose(eval_run *r)
 {
     int64_t ranks = crl_context_size(r->ctx), rank = crl_context_rank(r->ctx);
     const input *states1 = &r->in[CRL_ROLE_STATES1], *plane = NULL;
@@ -242,30 +243,18 @@ int eval_decompose(eval_run *r, crl_error *err)
         plane = states1;
     r->batch = plane != NULL ? plane->batch : 0;
     r->time = plane != NULL ? plane->time : 0;
-    r->splittable = plane != NULL
-                    && (!states1->given
-                        || (states1->batch == plane->batch && states1->time == plane->time));
 
     r->batch_ranks = ranks;
     r->time_ranks = 1;
     if (r->opt.decompose == DECOMPOSE_GRID) {
-        if (r->opt.grid_time > 1 && plane != NULL && !r->splittable)
-            return crl_fail(err, CRL_ERR_INVALID,
-                            "--decompose %lldx%lld splits the time steps, which every batched "
-                            "input must then share: %s has B1 = %lld, T1 = %lld but %s has B = "
-                            "%lld, T = %lld (use --decompose batch)",
-                            (long long) r->opt.grid_batch, (long long) r->opt.grid_time,
-                            states1->label, (long long) states1->batch,
-                            (long long) states1->time, plane->label, (long long) plane->batch,
-                            (long long) plane->time);
         r->batch_ranks = r->opt.grid_batch;
         r->time_ranks = r->opt.grid_time;
-    } else if (r->opt.decompose == DECOMPOSE_AUTO && r->splittable && r->batch < ranks) {
+    } else if (r->opt.decompose == DECOMPOSE_AUTO && plane != NULL && r->batch < ranks) {
         choose_grid(r->batch, r->time, ranks, &r->batch_ranks, &r->time_ranks);
     }
     r->blocks = r->time_ranks > 1 && plane != NULL;
 
-    int64_t cells = r->batch_ranks * r->time_ranks, units = time_units(r->time);
+    int64_t cells = r->batch_ranks * r->time_ranks;
     int64_t part_batch = rank / r->time_ranks, part_time = rank % r->time_ranks;
     for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
         input *x = &r->in[role];
@@ -278,7 +267,8 @@ int eval_decompose(eval_run *r, crl_error *err)
             shard(x->batch, part_batch, r->batch_ranks, &x->shard_start, &x->shard_count);
         if (r->time_ranks == 1)
             continue;
-        int64_t first, count, most = (units + r->time_ranks - 1) / r->time_ranks;
+        int64_t units = time_units(x->time), first, count;
+        int64_t most = (units + r->time_ranks - 1) / r->time_ranks;
         shard(units, part_time, r->time_ranks, &first, &count);
         /* Units of a range are at most T / CRL_TIME_UNIT + 1: no overflow. */
         int64_t end = (first + count) * CRL_TIME_UNIT;
@@ -288,7 +278,6 @@ int eval_decompose(eval_run *r, crl_error *err)
         if (x->time_count <= 0 || x->shard_count == 0) /* an empty block */
             x->shard_start = x->shard_count = x->time_start = x->time_count = 0;
     }
-    return CRL_OK;
 }
 
 /* Bytes one batch element of a block takes in the chunk buffers (each
@@ -317,8 +306,7 @@ static int64_t element_bytes(const eval_run *r, bool step)
  * needs no second read); and when not even one fits, one element and as
  * many units of CRL_TIME_UNIT steps as fit, at least one (the chunks then
  * split the time: r->blocks; alike on every rank, as it depends on global
- * sizes only) - or, when the time cannot be split (--states1 of another
- * shape), one whole element.  The buffers are allocated once and reused by
+ * sizes only).  The buffers are allocated once and reused by
  * every chunk of both passes, so a run faults in at most the budget, not
  * its shard.
  */
@@ -333,7 +321,7 @@ static void chunk_size(eval_run *r, int64_t largest)
         return;
     }
     int64_t per = element_bytes(r, false), fit = per > 0 ? r->opt.memory / per : largest;
-    if (fit < 1 && r->splittable) {
+    if (per > 0 && fit < 1) {
         int64_t units = r->opt.memory / element_bytes(r, true) / CRL_TIME_UNIT;
         int64_t steps = (units > 1 ? units : 1) * CRL_TIME_UNIT;
         if (steps < r->chunk_time) {
@@ -500,8 +488,9 @@ int eval_transfer_chunk(const eval_run *r, const input *x, crl_npy_file *f, bool
 /* Describes chunk c of each batched input, reading it when read is set. */
 int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
 {
-    /* An empty chunk: no elements of all T steps. */
-    crl_block block = {r->batch, 0, r->time, 0};
+    /* Empty chunks: no elements of all T steps.  states1 has a block of its
+     * own plane; the other inputs share theirs. */
+    crl_block block = {r->batch, 0, r->time, 0}, block1 = {0};
     for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
         input *x = &r->in[role];
         if (!x->given)
@@ -509,10 +498,12 @@ int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
         eval_chunk_range(r, x, c, &x->chunk_start, &x->chunk_count, &x->chunk_step,
                          &x->chunk_steps);
         int64_t count = x->chunk_count, steps = count > 0 ? x->chunk_steps : x->time;
+        crl_block *place = role == CRL_ROLE_STATES1 ? &block1 : &block;
+        place->batch = x->batch;
+        place->time = x->time;
         if (count > 0) {
-            /* Every batched input alike when r->blocks. */
-            block.batch_offset = x->chunk_start;
-            block.time_offset = x->chunk_step;
+            place->batch_offset = x->chunk_start;
+            place->time_offset = x->chunk_step;
         }
         if (read && count > 0) {
             double t = MPI_Wtime();
@@ -532,7 +523,10 @@ int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
         if (x->want_grad)
             *array_of(&r->grads, role) = layout(r->dtype, grad, count, steps, x->width);
     }
-    if (r->blocks && crl_loss_set_block(r->loss, &block) != CRL_OK)
+    if (r->blocks
+        && (crl_loss_set_block(r->loss, &block) != CRL_OK
+            || (r->in[CRL_ROLE_STATES1].given
+                && crl_loss_set_block_states1(r->loss, &block1) != CRL_OK)))
         return crl_fail(err, crl_context_status(r->ctx), "%s", cli_context_error(r->ctx));
     return CRL_OK;
 }
