@@ -85,7 +85,7 @@ expect_contains "$WORK/out" '"terms": {"r": ' "JSON terms"
 for part in mse in hid out fr fr_sd fr_cv; do
     expect_contains "$WORK/out" "\"r.$part\": " "JSON reports r.$part"
 done
-expect_contains "$WORK/out" '"meta": {"ranks": 3, "batch": 7, "time": 6, "neurons": 5, "dtype": "float64"}}' \
+expect_contains "$WORK/out" '"meta": {"ranks": 3, "batch": 7, "time": 6, "neurons": 5, "dtype": "float64", "decomposition": {"batch": 3, "time": 1}}}' \
     "JSON meta"
 [ "$(wc -l <"$WORK/out")" -eq 1 ] && pass || fail "--json printed more than one line"
 # 17 significant digits: the total reads back exactly (checked by printf).
@@ -94,7 +94,7 @@ total=$(sed 's/^{"total": \([^,]*\),.*/\1/' "$WORK/out")
 # shellcheck disable=SC2086
 mpi 2 eval $ALL $RNN
 expect_ok "eval, table"
-expect_contains "$WORK/out" "ctrnn-loss eval: 2 rank(s), batch 7, time 6, neurons 5, float64" "table header"
+expect_contains "$WORK/out" "ctrnn-loss eval: 2 rank(s), batch 7, time 6, neurons 5, float64, decomposition 2x1 (batch x time)" "table header"
 expect_contains "$WORK/out" "    r.fr_sd " "table lists the parts"
 expect_contains "$WORK/out" "  total " "table total"
 # A term named after its type; lambda scales the whole term.
@@ -237,7 +237,7 @@ for np in 1 3; do
     cp "$WORK/out" "$WORK/untimed.json"
     [ ! -s "$WORK/err" ] && pass || fail "$what: stderr without --timing: $(cat "$WORK/err")"
     json_check "$WORK/untimed.json" '"timing" not in j' "$what: a \"timing\" key without --timing"
-    expect_contains "$WORK/untimed.json" '"dtype": "float64"}}' "$what: JSON ends with meta"
+    expect_contains "$WORK/untimed.json" '"decomposition": {"batch": '"$np"', "time": 1}}}' "$what: JSON ends with meta"
     # shellcheck disable=SC2086
     mpi "$np" eval $TIMED --grad-dir "$WORK/gt" --json --timing
     expect_ok "$what --json"

@@ -91,6 +91,12 @@ extern double cli_startup_seconds, cli_started;
  * phase, not NULL), a "timing" object after "meta". */
 void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta,
                     const double *timing);
+/* The same with the decomposition (not NULL: ranks along the batch and
+ * along the time) as "decomposition": {"batch": Pb, "time": Pt} at the end
+ * of "meta".  (Not a field of cli_meta: tests/npy-tool's reference fills
+ * one in without it.) */
+void cli_print_json_decomposed(FILE *out, const crl_loss *loss, const cli_meta *meta,
+                               const int64_t *decomposition, const double *timing);
 
 /* The seconds per phase, one a line, for ranks ranks (the maximum over
  * them). */

@@ -4,12 +4,16 @@
  * Stages, each ending with every rank knowing the same status:
  *   1. options (eval_options.c), terms and the loss (eval_terms.c);
  *   2. inputs (inputs.c): open, check shapes and dtypes, read the weights;
- *   3. forward: this rank's shard of the batch, K elements at a time (as
- *      many as --memory holds, or --chunk-batch; crl_loss_accumulate per
- *      chunk, into buffers reused by every chunk), then one crl_loss_reduce;
+ *   3. forward: this rank's block of the (batch, time) plane (a slice of
+ *      the batch, or with time sharding also a range of the time steps:
+ *      inputs.c), K elements at a time (as many as --memory holds, or
+ *      --chunk-batch; a range of steps at a time when not even one element
+ *      fits; crl_loss_accumulate per chunk, after crl_loss_set_block when
+ *      the time is split, into buffers reused by every chunk), then one
+ *      crl_loss_reduce;
  *   4. backward (--grad-dir): the same chunks again (re-read unless the shard
  *      is one chunk), crl_loss_backward overwriting the gradient buffers,
- *      each rank writing its slice of the gradient files (grad_files.c);
+ *      each rank writing its blocks of the gradient files (grad_files.c);
  *   5. rank 0 prints the values (and, with --timing, the seconds of each
  *      phase, the maximum over the ranks).
  * Local failures (a short read, memory) are agreed on (crl_agree) before the
@@ -22,10 +26,10 @@
 
 /*
  * A failed reduction's message, independent of the rank count: the library
- * names a bad element by its index in the chunk a rank gave it
+ * names a bad element by its indices in the chunk a rank gave it
  * ("rank 2: states[b=0, t=2, i=5]"; crl_context_error_info has the rank,
- * the input and b); this says the element's index in the file instead,
- * without the rank.  Collective.
+ * the input, b and t); this says the element's indices in the file
+ * instead, without the rank.  Collective.
  */
 static void locate_chunk(eval_run *r, int64_t failed_chunk, char *out, size_t cap)
 {
@@ -34,24 +38,36 @@ static void locate_chunk(eval_run *r, int64_t failed_chunk, char *out, size_t ca
     snprintf(out, cap, "%s", cli_context_error(r->ctx));
     if (info.rank < 0 || info.role < 0 || info.role >= CRL_FIRST_MATRIX_ROLE || info.b < 0)
         return;
-    int64_t start = -1;
+    int64_t start[2] = {-1, -1}, batch_count, time_count;
     const input *x = &r->in[info.role];
     if (crl_context_rank(r->ctx) == info.rank && x->given)
-        start = x->shard_start + failed_chunk * r->chunk;
-    if (MPI_Bcast(&start, 1, MPI_INT64_T, info.rank, crl_context_comm(r->ctx)) != MPI_SUCCESS
-        || start < 0)
+        eval_chunk_range(r, x, failed_chunk, &start[0], &batch_count, &start[1], &time_count);
+    if (MPI_Bcast(start, 2, MPI_INT64_T, info.rank, crl_context_comm(r->ctx)) != MPI_SUCCESS
+        || start[0] < 0)
         return;
-    char local[96], global[96], prefix[32];
-    const char *name = crl_role_name(info.role);
+    char local[128], global[128], prefix[32];
+    const char *name = crl_role_name(info.role), *text = info.message, *at = NULL;
     snprintf(prefix, sizeof prefix, "rank %d: ", info.rank);
-    snprintf(local, sizeof local, "%s[b=%lld,", name, (long long) info.b);
-    snprintf(global, sizeof global, "%s[b=%lld,", name, (long long) (start + info.b));
-    const char *text = info.message, *at = strstr(text, local);
     if (strncmp(text, prefix, strlen(prefix)) == 0)
         text += strlen(prefix);
+    if (info.t >= 0) {
+        snprintf(local, sizeof local, "%s[b=%lld, t=%lld,", name, (long long) info.b,
+                 (long long) info.t);
+        snprintf(global, sizeof global, "%s[b=%lld, t=%lld,", name,
+                 (long long) (start[0] + info.b), (long long) (start[1] + info.t));
+        at = strstr(text, local);
+    }
     if (at == NULL) {
-        snprintf(out, cap, "%s (%s[b=...] counts from batch element %lld of the file)",
-                 text, name, (long long) start);
+        snprintf(local, sizeof local, "%s[b=%lld,", name, (long long) info.b);
+        snprintf(global, sizeof global, "%s[b=%lld,", name, (long long) (start[0] + info.b));
+        at = start[1] == 0 ? strstr(text, local) : NULL;
+    }
+    if (at == NULL) {
+        char steps[64] = "";
+        if (start[1] != 0)
+            snprintf(steps, sizeof steps, ", t=... from step %lld", (long long) start[1]);
+        snprintf(out, cap, "%s (%s[b=...] counts from batch element %lld%s of the file)", text,
+                 name, (long long) start[0], steps);
         return;
     }
     snprintf(out, cap, "%.*s%s%s", (int) (at - text), text, global, at + strlen(local));
@@ -158,6 +174,7 @@ static void report(const eval_run *r)
     static const int primary[] = {CRL_ROLE_STATES, CRL_ROLE_PRED, CRL_ROLE_LABEL,
                                   CRL_ROLE_STATES1};
     cli_meta meta = {crl_context_size(ctx), 0, 0, r->neurons, r->dtype};
+    const int64_t decomposition[2] = {r->batch_ranks, r->time_ranks};
     for (int k = 0; k < 4; k++)
         if (r->in[primary[k]].given) {
             meta.batch = r->in[primary[k]].batch;
@@ -165,11 +182,14 @@ static void report(const eval_run *r)
             break;
         }
     if (r->opt.json) {
-        cli_print_json(stdout, r->loss, &meta, r->opt.timing ? r->phase : NULL);
+        cli_print_json_decomposed(stdout, r->loss, &meta, decomposition,
+                                  r->opt.timing ? r->phase : NULL);
     } else {
-        printf("ctrnn-loss eval: %d rank(s), batch %lld, time %lld, neurons %lld, %s\n",
+        printf("ctrnn-loss eval: %d rank(s), batch %lld, time %lld, neurons %lld, %s, "
+               "decomposition %lldx%lld (batch x time)\n",
                meta.ranks, (long long) meta.batch, (long long) meta.time,
-               (long long) meta.neurons, cli_dtype_name(meta.dtype));
+               (long long) meta.neurons, cli_dtype_name(meta.dtype),
+               (long long) decomposition[0], (long long) decomposition[1]);
         cli_print_table(stdout, r->loss);
         if (r->opt.grad_dir) {
             printf("gradients written to %s:", r->opt.grad_dir);
@@ -218,6 +238,7 @@ static int evaluate(eval_run *r)
         return CLI_EXIT_FAILED;
     }
     eval_check_grad_dir(r, &err);
+    eval_decompose(r);
     if (err.code == CRL_OK)
         eval_allocate(r, &err);
     if (err.code == CRL_OK)

@@ -5,14 +5,16 @@
 
 #include <getopt.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char eval_usage[] =
     "usage: mpirun -np P ctrnn-loss eval [INPUTS] (--term SPEC | --config FILE)... [OPTIONS]\n"
     "\n"
     "Evaluates a loss of named terms on NumPy .npy files; rank r reads only its\n"
-    "own slice of the batch.  Batched inputs are (B, T, .) arrays, or (T, B, .)\n"
-    "with --time-major; weights are 2-D.  float32 ('<f4') or float64 ('<f8'),\n"
-    "C order, format 1.0-3.0, one dtype for all inputs.\n"
+    "own block of the batch (and of the time steps when B < P; see --decompose).\n"
+    "Batched inputs are (B, T, .) arrays, or (T, B, .) with --time-major; weights\n"
+    "are 2-D.  float32 ('<f4') or float64 ('<f8'), C order, format 1.0-3.0, one\n"
+    "dtype for all inputs.\n"
     "\n"
     "inputs:\n"
     "  --states FILE      firing rates S (B, T, N)\n"
@@ -26,6 +28,15 @@ static const char eval_usage[] =
     "  --w-out FILE       output weights (K, N)\n"
     "  --w-hebb FILE      Hebbian weights (N, N)\n"
     "  --time-major       batched inputs are (T, B, .) instead of (B, T, .)\n"
+    "\n"
+    "sharding (identical results for every choice):\n"
+    "  --decompose HOW    how the P ranks split the (batch, time) plane: auto\n"
+    "                     (default: batch when B >= P, else the grid of smallest\n"
+    "                     blocks), batch (slices of the batch only), or PbxPt,\n"
+    "                     e.g. 2x2: Pb ranks along the batch times Pt along the\n"
+    "                     time, Pb*Pt <= P (the ranks beyond hold nothing); rank r\n"
+    "                     holds batch slice r / Pt and time range r % Pt, time\n"
+    "                     ranges in whole units of 512 steps\n"
     "\n"
     "terms (at least one; added in command-line order):\n"
     "  --term SPEC        NAME=TYPE[:key=value,...], e.g. 'act=fr:metric=l1,lambda=0.1';\n"
@@ -42,9 +53,11 @@ static const char eval_usage[] =
     "                     leaves the earlier set; d_*.npy of inputs not given go\n"
     "  --memory SIZE      memory per rank for a chunk of the batched inputs and\n"
     "                     their gradients (default 32M): each rank reads and\n"
-    "                     evaluates its shard in chunks of as many batch elements\n"
-    "                     as fit, at least one; SIZE in bytes or with K, M, G, T\n"
-    "                     (powers of 1024), e.g. 512M (identical results)\n"
+    "                     evaluates its block in chunks of as many batch elements\n"
+    "                     as fit, or when not one fits, of one element and as many\n"
+    "                     units of 512 time steps as fit, at least one; SIZE in\n"
+    "                     bytes or with K, M, G, T (powers of 1024), e.g. 512M\n"
+    "                     (identical results)\n"
     "  --chunk-batch K    chunks of K batch elements instead, whatever --memory\n"
     "                     says (identical results)\n"
     "  --progress WHEN    progress bar on stderr: auto (when run from a terminal,\n"
@@ -85,6 +98,7 @@ enum {
     OPT_MEMORY,
     OPT_PROGRESS,
     OPT_TIMING,
+    OPT_DECOMPOSE,
 };
 
 static const struct option long_options[] = {
@@ -106,9 +120,51 @@ static const struct option long_options[] = {
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"progress", required_argument, NULL, OPT_PROGRESS},
     {"timing", no_argument, NULL, OPT_TIMING},
+    {"decompose", required_argument, NULL, OPT_DECOMPOSE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/* --decompose auto, batch or PbxPt (Pb*Pt at most the rank count: the same
+ * verdict on every rank). */
+static int parse_decompose(crl_context *ctx, const char *text, eval_options *o)
+{
+    static const char *const words[] = {"auto", "batch", NULL};
+    int word = cli_choice(text, words);
+    if (word >= 0) {
+        o->decompose = word == 0 ? DECOMPOSE_AUTO : DECOMPOSE_BATCH;
+        return CLI_EXIT_OK;
+    }
+    const char *times = strchr(text, 'x');
+    char batch[32];
+    size_t len = times != NULL ? (size_t) (times - text) : 0;
+    if (times == NULL || len == 0 || len >= sizeof batch) {
+        cli_error(ctx, "--decompose '%s' is not auto, batch or PbxPt (ranks along the batch x "
+                  "along the time, e.g. 2x2)", text);
+        return CLI_EXIT_USAGE;
+    }
+    memcpy(batch, text, len);
+    batch[len] = '\0';
+    /* cli_parse_count would take a sign or leading blanks. */
+    if (batch[0] < '0' || batch[0] > '9' || times[1] < '0' || times[1] > '9'
+        || !cli_parse_count(batch, 1, &o->grid_batch)
+        || !cli_parse_count(times + 1, 1, &o->grid_time)) {
+        cli_error(ctx, "--decompose '%s' is not auto, batch or PbxPt with whole numbers Pb, "
+                  "Pt >= 1 (ranks along the batch x along the time, e.g. 2x2)", text);
+        return CLI_EXIT_USAGE;
+    }
+    int ranks = crl_context_size(ctx);
+    if (o->grid_batch > ranks || o->grid_time > ranks / o->grid_batch) {
+        char need[32] = "more";
+        if (o->grid_time <= INT64_MAX / o->grid_batch)
+            snprintf(need, sizeof need, "%lld", (long long) (o->grid_batch * o->grid_time));
+        cli_error(ctx, "--decompose '%s' needs %s ranks but the run has %d: Pb*Pt must be at "
+                  "most the rank count", text, need, ranks);
+        return CLI_EXIT_USAGE;
+    }
+    o->decompose = DECOMPOSE_GRID;
+    return CLI_EXIT_OK;
+}
 
 /* Returns CLI_EXIT_OK, CLI_EXIT_USAGE, or -1 for --help. */
 int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
@@ -169,6 +225,10 @@ int eval_parse_options(crl_context *ctx, int argc, char **argv, eval_options *o)
             }
             break;
         }
+        case OPT_DECOMPOSE:
+            if (parse_decompose(ctx, optarg, o) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
+            break;
         case 'h': return -1;
         default: return cli_option_failure(ctx, c, argv, long_options, "eval");
         }

@@ -1,7 +1,7 @@
 /*
  * grad_files.c - the gradient files of `ctrnn-loss eval --grad-dir`, written
  * as one set: rank 0 prepares a new generation of the directory (grad_set.h),
- * every rank writes its slices of each file in it with MPI-IO, and rank 0
+ * every rank writes its blocks of each file in it with MPI-IO, and rank 0
  * makes the generation the directory's set once every rank has written its
  * part and every file is closed.  A failure, SIGINT, SIGTERM or SIGHUP
  * before that removes the generation; a killed run's generation is removed
@@ -133,18 +133,17 @@ int grad_files_create(eval_run *r)
     return CLI_EXIT_OK;
 }
 
-/* Writes this rank's slices of the gradients of chunk c; rank 0 also writes
- * the weight gradients (whole, the same on every rank) after the first. */
+/* Writes this rank's blocks of the gradients of chunk c (the current one of
+ * eval_load_chunk); rank 0 also writes the weight gradients (whole, the
+ * same on every rank) after the first. */
 int grad_files_write(eval_run *r, int64_t c, crl_error *err)
 {
-    int axis = r->opt.time_major ? 1 : 0;
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         input *x = &r->in[role];
         if (!x->want_grad)
             continue;
         if (x->batched && x->chunk_count > 0
-            && crl_npy_write_slice(&x->grad_file, axis, x->shard_start + c * r->chunk,
-                                   x->chunk_count, x->grad, err) != CRL_OK)
+            && eval_transfer_chunk(r, x, &x->grad_file, true, x->grad, err) != CRL_OK)
             return err->code;
         if (!x->batched && c == 0 && crl_context_rank(r->ctx) == 0
             && crl_npy_write_slice(&x->grad_file, 0, 0, x->time, x->grad, err) != CRL_OK)

@@ -1,8 +1,9 @@
 /*
  * inputs.c - the input files of `ctrnn-loss eval` as crl_tensors: open
  * (rank 0 reads each header), check shapes and dtypes (the same headers
- * everywhere, so the same verdict), shard the batch over the ranks, read the
- * weights (every rank, whole) and the batched inputs chunk by chunk.
+ * everywhere, so the same verdict), decompose the (batch, time) plane over
+ * the ranks (--decompose), read the weights (every rank, whole) and each
+ * rank's block of the batched inputs chunk by chunk.
  */
 #include "cli/eval.h"
 
@@ -172,25 +173,125 @@ int eval_check_shapes(eval_run *r, crl_error *err)
     return err->code;
 }
 
-/* This rank's share of B elements over P ranks: the first B mod P ranks
+/* Part part's share of n items over parts parts: the first n mod parts
  * get one more. */
-static void shard(int64_t batch, int rank, int size, int64_t *start, int64_t *count)
+static void shard(int64_t n, int64_t part, int64_t parts, int64_t *start, int64_t *count)
 {
-    int64_t base = batch / size, extra = batch % size;
-    *start = rank * base + (rank < extra ? rank : extra);
-    *count = base + (rank < extra);
+    int64_t base = n / parts, extra = n % parts;
+    *start = part * base + (part < extra ? part : extra);
+    *count = base + (part < extra);
 }
 
-/* Bytes one batch element takes in the chunk buffers: each batched input's
- * T x W values, twice for an input with a gradient; at most INT64_MAX. */
-static int64_t element_bytes(const eval_run *r)
+/* Units of CRL_TIME_UNIT steps in time steps (the last one may be partial). */
+static int64_t time_units(int64_t time)
+{
+    return time / CRL_TIME_UNIT + (time % CRL_TIME_UNIT != 0);
+}
+
+/*
+ * --decompose auto when B < P.  Of the grids Pb x Pt <= P with Pb <= B and
+ * Pt at most the units of T, the one whose largest block is smallest (in
+ * batch elements x units: the slowest rank's work), among those the one of
+ * fewest ranks (a rank more is one more partial sum in the reduction, a
+ * split of time one more block boundary), then the one of most ranks along
+ * batch.  Exact factorizations of P are not sought: B = 1, T = 6 units on 4
+ * ranks is 1 x 3 (2 units each, the fourth rank empty), as fast as 1 x 4
+ * (2, 2, 1, 1).  A grid with Pt = 1 is the batch decomposition: Pb = P.
+ * O(B) steps.
+ */
+static void choose_grid(int64_t batch, int64_t time, int64_t ranks, int64_t *batch_ranks,
+                        int64_t *time_ranks)
+{
+    int64_t units = time_units(time), best = INT64_MAX, best_used = 0;
+    *batch_ranks = ranks;
+    *time_ranks = 1;
+    for (int64_t b = 1; b <= batch && b <= ranks; b++) {
+        int64_t most = ranks / b < units ? ranks / b : units;
+        int64_t per = (units + most - 1) / most, t = (units + per - 1) / per;
+        /* At most B x units <= B x T: no overflow. */
+        int64_t load = (batch + b - 1) / b * per, used = b * t;
+        if (load < best || (load == best && used <= best_used)) {
+            best = load;
+            best_used = used;
+            *batch_ranks = b;
+            *time_ranks = t;
+        }
+    }
+    if (*time_ranks == 1)
+        *batch_ranks = ranks;
+}
+
+/*
+ * The decomposition (--decompose) and this rank's block of each batched
+ * input.  Rank r holds block (pb, pt) = (r / Pt, r % Pt) of the Pb x Pt
+ * grid, nothing when r >= Pb Pt: the batch elements of slice pb of B over
+ * Pb ranks and the time steps of range pt of T over Pt ranks, each split as
+ * evenly as possible with the first ones one more (elements, or units of
+ * CRL_TIME_UNIT steps: a range starts at a multiple of it and ends at one
+ * or at T; a rank may get none).  --states1 is split by the same grid
+ * over its own B1 and T1 (crl_loss_set_block_states1).  With Pt = 1 the
+ * blocks are slices of the batch, as before time sharding.
+ */
+void eval_decompose(eval_run *r)
+{
+    int64_t ranks = crl_context_size(r->ctx), rank = crl_context_rank(r->ctx);
+    const input *states1 = &r->in[CRL_ROLE_STATES1], *plane = NULL;
+    for (int role = 0; role < CRL_FIRST_MATRIX_ROLE && plane == NULL; role++)
+        if (r->in[role].given && role != CRL_ROLE_STATES1)
+            plane = &r->in[role];
+    if (plane == NULL && states1->given)
+        plane = states1;
+    r->batch = plane != NULL ? plane->batch : 0;
+    r->time = plane != NULL ? plane->time : 0;
+
+    r->batch_ranks = ranks;
+    r->time_ranks = 1;
+    if (r->opt.decompose == DECOMPOSE_GRID) {
+        r->batch_ranks = r->opt.grid_batch;
+        r->time_ranks = r->opt.grid_time;
+    } else if (r->opt.decompose == DECOMPOSE_AUTO && plane != NULL && r->batch < ranks) {
+        choose_grid(r->batch, r->time, ranks, &r->batch_ranks, &r->time_ranks);
+    }
+    r->blocks = r->time_ranks > 1 && plane != NULL;
+
+    int64_t cells = r->batch_ranks * r->time_ranks;
+    int64_t part_batch = rank / r->time_ranks, part_time = rank % r->time_ranks;
+    for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
+        input *x = &r->in[role];
+        if (!x->given)
+            continue;
+        x->shard_start = x->shard_count = 0;
+        x->time_start = 0;
+        x->time_count = x->span = x->time;
+        if (rank < cells)
+            shard(x->batch, part_batch, r->batch_ranks, &x->shard_start, &x->shard_count);
+        if (r->time_ranks == 1)
+            continue;
+        int64_t units = time_units(x->time), first, count;
+        int64_t most = (units + r->time_ranks - 1) / r->time_ranks;
+        shard(units, part_time, r->time_ranks, &first, &count);
+        /* Units of a range are at most T / CRL_TIME_UNIT + 1: no overflow. */
+        int64_t end = (first + count) * CRL_TIME_UNIT;
+        x->time_start = first * CRL_TIME_UNIT;
+        x->time_count = end < x->time ? end - x->time_start : x->time - x->time_start;
+        x->span = most * CRL_TIME_UNIT < x->time ? most * CRL_TIME_UNIT : x->time;
+        if (x->time_count <= 0 || x->shard_count == 0) /* an empty block */
+            x->shard_start = x->shard_count = x->time_start = x->time_count = 0;
+    }
+}
+
+/* Bytes one batch element of a block takes in the chunk buffers (each
+ * batched input's span x W values, twice for an input with a gradient), or
+ * one time step of it (step set); at most INT64_MAX. */
+static int64_t element_bytes(const eval_run *r, bool step)
 {
     int64_t total = 0, one;
     for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
         const input *x = &r->in[role];
         if (!x->given)
             continue;
-        if (!crl_mul_size(x->time * x->width, (int64_t) crl_dtype_size(r->dtype), &one)
+        if (!crl_mul_size(step ? x->width : x->span * x->width, (int64_t) crl_dtype_size(r->dtype),
+                          &one)
             || !crl_mul_size(one, x->want_grad ? 2 : 1, &one) || one > INT64_MAX - total)
             return INT64_MAX;
         total += one;
@@ -199,38 +300,55 @@ static int64_t element_bytes(const eval_run *r)
 }
 
 /*
- * Batch elements per chunk: --chunk-batch when given, else as many as the
- * memory budget holds, at least one (an element larger than the budget is
- * read alone) and at most the largest shard (one chunk: the backward pass
- * needs no second read).  The buffers are allocated once and reused by
+ * Batch elements and time steps per chunk: --chunk-batch elements of whole
+ * blocks when given; else as many elements of whole blocks as the memory
+ * budget holds, at most the largest shard (one chunk: the backward pass
+ * needs no second read); and when not even one fits, one element and as
+ * many units of CRL_TIME_UNIT steps as fit, at least one (the chunks then
+ * split the time: r->blocks; alike on every rank, as it depends on global
+ * sizes only).  The buffers are allocated once and reused by
  * every chunk of both passes, so a run faults in at most the budget, not
  * its shard.
  */
-static int64_t chunk_size(const eval_run *r, int64_t largest)
+static void chunk_size(eval_run *r, int64_t largest)
 {
-    if (r->opt.chunk_batch > 0)
-        return r->opt.chunk_batch;
-    int64_t per = element_bytes(r), fit = per > 0 ? r->opt.memory / per : largest;
+    r->chunk_time = 0;
+    for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++)
+        if (r->in[role].given && r->in[role].span > r->chunk_time)
+            r->chunk_time = r->in[role].span;
+    if (r->opt.chunk_batch > 0) {
+        r->chunk = r->opt.chunk_batch;
+        return;
+    }
+    int64_t per = element_bytes(r, false), fit = per > 0 ? r->opt.memory / per : largest;
+    if (per > 0 && fit < 1) {
+        int64_t units = r->opt.memory / element_bytes(r, true) / CRL_TIME_UNIT;
+        int64_t steps = (units > 1 ? units : 1) * CRL_TIME_UNIT;
+        if (steps < r->chunk_time) {
+            r->chunk_time = steps;
+            r->blocks = true;
+        }
+    }
     fit = fit < largest ? fit : largest;
-    return fit > 1 ? fit : 1;
+    r->chunk = fit > 1 ? fit : 1;
 }
 
-/* Shards, chunk size and buffers (local; the caller agrees on errors). */
+/* Chunk size and buffers (local; the caller agrees on errors). */
 int eval_allocate(eval_run *r, crl_error *err)
 {
-    int rank = crl_context_rank(r->ctx), size = crl_context_size(r->ctx);
     size_t element = crl_dtype_size(r->dtype);
-    int64_t largest = 0;
+    int64_t largest = 0, longest = 0;
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         input *x = &r->in[role];
         x->want_grad = x->given && r->opt.grad_dir != NULL && eval_roles[role].grad_file != NULL;
-        if (x->given && x->batched) {
-            shard(x->batch, rank, size, &x->shard_start, &x->shard_count);
+        if (x->given && x->batched && x->shard_count > 0) {
             largest = x->shard_count > largest ? x->shard_count : largest;
+            longest = x->time_count > longest ? x->time_count : longest;
         }
     }
-    r->chunk = chunk_size(r, largest);
-    r->chunks = largest > 0 ? (largest + r->chunk - 1) / r->chunk : 1;
+    chunk_size(r, largest);
+    r->chunks_time = longest > r->chunk_time ? (longest + r->chunk_time - 1) / r->chunk_time : 1;
+    r->chunks = (largest > 0 ? (largest + r->chunk - 1) / r->chunk : 1) * r->chunks_time;
     r->steps = r->chunks * (r->opt.grad_dir != NULL ? 2 : 1);
     for (int role = 0; role < CRL_ROLE_COUNT; role++) {
         input *x = &r->in[role];
@@ -240,7 +358,8 @@ int eval_allocate(eval_run *r, crl_error *err)
         int64_t elements = x->time * x->width;
         if (x->batched) {
             x->capacity = x->shard_count < r->chunk ? x->shard_count : r->chunk;
-            elements *= x->capacity;
+            x->capacity_steps = x->time_count < r->chunk_time ? x->time_count : r->chunk_time;
+            elements = x->capacity * x->capacity_steps * x->width;
         }
         if (elements == 0)
             continue;
@@ -316,36 +435,99 @@ static uint64_t digest_bytes(uint64_t h, const void *data, size_t n)
     return h;
 }
 
+void eval_chunk_range(const eval_run *r, const input *x, int64_t c, int64_t *batch_start,
+                      int64_t *batch_count, int64_t *time_start, int64_t *time_count)
+{
+    int64_t first = c / r->chunks_time * r->chunk, step = c % r->chunks_time * r->chunk_time;
+    int64_t count = x->shard_count - first, steps = x->time_count - step;
+    count = count < 0 ? 0 : count > r->chunk ? r->chunk : count;
+    steps = steps < 0 ? 0 : steps > r->chunk_time ? r->chunk_time : steps;
+    if (count == 0 || steps == 0)
+        *batch_start = *batch_count = *time_start = *time_count = 0;
+    else {
+        *batch_start = x->shard_start + first;
+        *batch_count = count;
+        *time_start = x->time_start + step;
+        *time_count = steps;
+    }
+}
+
+/*
+ * The current chunk of x between buf and f.  Whole elements are one slice
+ * of the file's batch axis.  A part of the time steps is a slice of the
+ * second axis (time; batch with --time-major) within a range of the first:
+ * f's header narrowed to that range for the one call, then restored, so
+ * that the transfer is npy.c's (pieces, a short write's reason, f's
+ * write-behind of contiguous writes: a batch-major chunk of one element).
+ */
+int eval_transfer_chunk(const eval_run *r, const input *x, crl_npy_file *f, bool write,
+                        void *buf, crl_error *err)
+{
+    bool time_major = r->opt.time_major;
+    int axis = time_major ? 1 : 0;
+    if (x->chunk_step == 0 && x->chunk_steps == x->time)
+        return write ? crl_npy_write_slice(f, axis, x->chunk_start, x->chunk_count, buf, err)
+                     : crl_npy_read_slice(f, axis, x->chunk_start, x->chunk_count, buf, err);
+    int64_t outer_start = time_major ? x->chunk_step : x->chunk_start;
+    int64_t outer_count = time_major ? x->chunk_steps : x->chunk_count;
+    int64_t inner_start = time_major ? x->chunk_start : x->chunk_step;
+    int64_t inner_count = time_major ? x->chunk_count : x->chunk_steps;
+    crl_npy_header whole = f->header, *h = &f->header;
+    /* Within the file's data: no overflow. */
+    int64_t row = h->shape[1] * h->shape[2], size = (int64_t) crl_dtype_size(h->dtype);
+    h->data_offset += outer_start * row * size;
+    h->shape[0] = outer_count;
+    h->count = outer_count * row;
+    h->data_bytes = h->count * size;
+    int status = write ? crl_npy_write_slice(f, 1, inner_start, inner_count, buf, err)
+                       : crl_npy_read_slice(f, 1, inner_start, inner_count, buf, err);
+    f->header = whole;
+    return status;
+}
+
 /* Describes chunk c of each batched input, reading it when read is set. */
 int eval_load_chunk(eval_run *r, int64_t c, bool read, crl_error *err)
 {
-    int axis = r->opt.time_major ? 1 : 0;
+    /* Empty chunks: no elements of all T steps.  states1 has a block of its
+     * own plane; the other inputs share theirs. */
+    crl_block block = {r->batch, 0, r->time, 0}, block1 = {0};
     for (int role = 0; role < CRL_FIRST_MATRIX_ROLE; role++) {
         input *x = &r->in[role];
         if (!x->given)
             continue;
-        int64_t first = c * r->chunk, count = x->shard_count - first;
-        count = count < 0 ? 0 : count > r->chunk ? r->chunk : count;
-        x->chunk_count = count;
+        eval_chunk_range(r, x, c, &x->chunk_start, &x->chunk_count, &x->chunk_step,
+                         &x->chunk_steps);
+        int64_t count = x->chunk_count, steps = count > 0 ? x->chunk_steps : x->time;
+        crl_block *place = role == CRL_ROLE_STATES1 ? &block1 : &block;
+        place->batch = x->batch;
+        place->time = x->time;
+        if (count > 0) {
+            place->batch_offset = x->chunk_start;
+            place->time_offset = x->chunk_step;
+        }
         if (read && count > 0) {
             double t = MPI_Wtime();
-            int status = crl_npy_read_slice(&x->file, axis, x->shard_start + first, count,
-                                            x->data, err);
+            int status = eval_transfer_chunk(r, x, &x->file, false, x->data, err);
             r->phase[CLI_PHASE_READ] += MPI_Wtime() - t;
             if (status != CRL_OK)
                 return err->code;
             if (r->opt.grad_dir != NULL && r->chunks > 1) /* read twice */
                 x->digest[r->pass] = digest_bytes(x->digest[r->pass], x->data,
-                                              (size_t) (count * x->time * x->width)
+                                              (size_t) (count * steps * x->width)
                                                   * crl_dtype_size(r->dtype));
         }
         void *data = count > 0 ? x->data : NULL, *grad = count > 0 ? x->grad : NULL;
         crl_array (*layout)(crl_dtype, void *, int64_t, int64_t, int64_t) =
             r->opt.time_major ? crl_array_time_major : crl_array_batch_major;
-        *array_of(&r->tensors, role) = layout(r->dtype, data, count, x->time, x->width);
+        *array_of(&r->tensors, role) = layout(r->dtype, data, count, steps, x->width);
         if (x->want_grad)
-            *array_of(&r->grads, role) = layout(r->dtype, grad, count, x->time, x->width);
+            *array_of(&r->grads, role) = layout(r->dtype, grad, count, steps, x->width);
     }
+    if (r->blocks
+        && (crl_loss_set_block(r->loss, &block) != CRL_OK
+            || (r->in[CRL_ROLE_STATES1].given
+                && crl_loss_set_block_states1(r->loss, &block1) != CRL_OK)))
+        return crl_fail(err, crl_context_status(r->ctx), "%s", cli_context_error(r->ctx));
     return CRL_OK;
 }
 

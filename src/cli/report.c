@@ -196,6 +196,12 @@ const char *const cli_phase_names[CLI_PHASES] = {
 void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta,
                     const double *timing)
 {
+    cli_print_json_decomposed(out, loss, meta, NULL, timing);
+}
+
+void cli_print_json_decomposed(FILE *out, const crl_loss *loss, const cli_meta *meta,
+                               const int64_t *decomposition, const double *timing)
+{
     fputs("{\"total\": ", out);
     print_number(out, crl_loss_total(loss));
     fputs(", \"terms\": {", out);
@@ -218,9 +224,13 @@ void cli_print_json(FILE *out, const crl_loss *loss, const cli_meta *meta,
     }
     fprintf(out,
             "}, \"meta\": {\"ranks\": %d, \"batch\": %lld, \"time\": %lld, \"neurons\": %lld, "
-            "\"dtype\": \"%s\"}",
+            "\"dtype\": \"%s\"",
             meta->ranks, (long long) meta->batch, (long long) meta->time,
             (long long) meta->neurons, cli_dtype_name(meta->dtype));
+    if (decomposition != NULL)
+        fprintf(out, ", \"decomposition\": {\"batch\": %lld, \"time\": %lld}",
+                (long long) decomposition[0], (long long) decomposition[1]);
+    fputc('}', out);
     /* Microseconds: finer than a phase's variation from run to run, and the
      * same figures as cli_print_timing's. */
     for (int k = 0; timing != NULL && k < CLI_PHASES; k++)
