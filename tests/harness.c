@@ -609,6 +609,20 @@ void h_check_gradients(const h_problem *p, const h_term *terms, int n_terms, uns
     h_assert_all(ok);
 }
 
+bool h_covers_every_type(const h_term *terms, int n_terms)
+{
+    bool all = true;
+    for (int k = 0; k < crl_term_type_count(); k++) {
+        bool found = false;
+        for (int j = 0; j < n_terms; j++)
+            found = found || strcmp(terms[j].type, crl_term_type_name(k)) == 0;
+        if (!found)
+            fprintf(stderr, "type %s has no case in the list\n", crl_term_type_name(k));
+        all = all && found;
+    }
+    return all;
+}
+
 double h_value(const h_result *res, const char *name)
 {
     int64_t at = 0;

@@ -188,6 +188,11 @@ void h_check_exact(h_problem_maker make, uint64_t seed, const h_term *terms, int
 void h_check_gradients(const h_problem *p, const h_term *terms, int n_terms, unsigned grad_mask,
                        double step, double tol, int64_t max_elements);
 
+/* Whether every registered term type has a term in terms (those missing
+ * are named on stderr): a list that must cover the registry fails when a
+ * type is added without a case. */
+bool h_covers_every_type(const h_term *terms, int n_terms);
+
 /* Value by name in a result; asserts it exists. */
 double h_value(const h_result *res, const char *name);
 

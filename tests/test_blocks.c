@@ -328,6 +328,14 @@ static void check_blocks(const h_problem *p, const h_term *terms, int n_terms, u
     h_assert_all(ok);
 }
 
+/* The composite holds every registered type: a type added to the registry
+ * without a term here fails. */
+static void test_every_registered_type_is_in_the_composite(void **state)
+{
+    (void) state;
+    h_assert_all(h_covers_every_type(every_type, N_TERMS));
+}
+
 static void test_every_type_in_blocks_float64(void **state)
 {
     (void) state;
@@ -483,6 +491,7 @@ static void test_blocks_on_some_ranks_only_are_named(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_registered_type_is_in_the_composite),
         cmocka_unit_test(test_every_type_in_blocks_float64),
         cmocka_unit_test(test_every_type_in_blocks_float32),
         cmocka_unit_test(test_each_type_alone_in_blocks),
