@@ -107,4 +107,43 @@ for set in narrow wide; do
     done
 done
 
+# A single trial whose time the command splits over the ranks (batch x time
+# blocks, an empty rank where there are fewer units than ranks): the crafted
+# values fall in each of its five units of 512 steps, the last one partial.
+mkdir "$WORK/trial"
+crafted "$WORK/trial/s.npy" 1 2148 3 1
+crafted "$WORK/trial/sp.npy" 1 2148 3 0
+crafted "$WORK/trial/p.npy" 1 2148 2 1
+crafted "$WORK/trial/l.npy" 1 2148 2 3
+run_trial() {
+    np=$1
+    shift
+    in=$WORK/trial g="$WORK/trial/g$np$*"
+    mkdir -p "$g/entropy"
+    mpi "$np" eval --states "$in/s.npy" --pred "$in/p.npy" --label "$in/l.npy" \
+        --w-hebb "$WORK/w/w_hebb.npy" --w-hid "$WORK/w/w_hid.npy" \
+        --term 'r=rnn:lambda_hid=0.1,lambda_fr=0.5,lambda_fr_sd=0.2' \
+        --term 'b=fr:metric=l1' --term 'c=fr_dist:metric=sd' \
+        --term 'q=state_pred:tau=1' --term 'q6=state_pred:tau=600' --term 'h=hebbian' \
+        --term 'm=mse' --term 'x=cross_entropy' --json --grad-dir "$g" "$@"
+    expect_ok "crafted single trial at $np ranks $*"
+    normalize "$WORK/out" "$g/json"
+    mpi "$np" eval --states "$in/sp.npy" --term 'n=entropy' --json --grad-dir "$g/entropy" "$@"
+    expect_ok "crafted single trial, entropy, at $np ranks $*"
+    normalize "$WORK/out" "$g/entropy/json"
+}
+run_trial 1
+for np in $EXACT_RANKS; do
+    # --memory 24K: chunks of one unit along time.
+    for chunk in "" "--memory 24K"; do
+        [ "$np$chunk" = 1 ] && continue
+        run_trial "$np" $chunk
+        for f in json d_states.npy d_pred.npy d_w_hebb.npy d_w_hid.npy entropy/json \
+            entropy/d_states.npy; do
+            same "$WORK/trial/g1/$f" "$WORK/trial/g$np$chunk/$f" \
+                "crafted single trial, $f, $np ranks $chunk vs 1"
+        done
+    done
+done
+
 finish
