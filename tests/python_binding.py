@@ -1363,6 +1363,23 @@ def compare_cli(directory, saved):
 
 # ----------------------------------------------------------------- main ---
 
+def check_blocks():
+    """Every check of time blocks (block=, block1=, time_slice)."""
+    check_time_slice()
+    check_time_blocks()
+    check_empty_blocks()
+    check_states1_block()
+    check_group_block()
+    check_block_errors()
+
+
+def finish(phase):
+    """The failures of every rank, summed; the exit status."""
+    total = COMM.allreduce(failures)
+    note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
+    return 1 if total else 0
+
+
 def main():
     phase, directory = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
@@ -1372,15 +1389,8 @@ def main():
         note("SKIP: reference comparison (no scripts/reference.py in this tree)")
     saved_path = os.path.join(directory, "record.npz")
     if phase == "blocks":
-        check_time_slice()
-        check_time_blocks()
-        check_empty_blocks()
-        check_states1_block()
-        check_group_block()
-        check_block_errors()
-        total = COMM.allreduce(failures)
-        note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
-        return 1 if total else 0
+        check_blocks()
+        return finish(phase)
     if phase == "record":
         check(SIZE == 1, "record runs on 1 rank")
         saved = record_cases(directory)
@@ -1402,15 +1412,8 @@ def main():
     check_call_forms()
     check_catalogue()
     check_errors()
-    check_time_slice()
-    check_time_blocks()
-    check_empty_blocks()
-    check_states1_block()
-    check_group_block()
-    check_block_errors()
-    total = COMM.allreduce(failures)
-    note("%s: %d checks on rank 0, %d failures on %d rank(s)" % (phase, checks, total, SIZE))
-    return 1 if total else 0
+    check_blocks()
+    return finish(phase)
 
 
 if __name__ == "__main__":
