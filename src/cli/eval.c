@@ -6,7 +6,7 @@
  *   2. inputs (inputs.c): open, check shapes and dtypes, read the weights;
  *   3. forward: this rank's block of the (batch, time) plane (a slice of
  *      the batch, or with time sharding also a range of the time steps:
- *      inputs.c), K elements at a time (as many as --memory holds, or
+ *      decompose.c), K elements at a time (as many as --memory holds, or
  *      --chunk-batch; a range of steps at a time when not even one element
  *      fits; crl_loss_accumulate per chunk, after crl_loss_set_block when
  *      the time is split, into buffers reused by every chunk), then one

@@ -5,7 +5,8 @@
  *   eval_options.c  the command line and the --help text
  *   eval_terms.c    the loss from --term and --config (rank 0 reads a config
  *                   file, every rank parses the same text)
- *   inputs.c        input files: open, check shapes, shard, read chunks
+ *   inputs.c        input files: open, check shapes, read chunks
+ *   decompose.c     the (batch, time) grid of ranks and each rank's block
  *   grad_files.c    the gradient files: written as one set, all or nothing
  *   grad_set.c      the directory's generations of sets (rank 0, POSIX)
  *   eval.c          the driver: forward, backward, the report
@@ -123,9 +124,10 @@ int eval_open_inputs(eval_run *r);
 /* Not collective (the same headers everywhere give the same verdict):
  * checks dtypes and shapes and sets the global sizes. */
 int eval_check_shapes(eval_run *r, crl_error *err);
-/* Not collective (the same grid everywhere): the decomposition and this
- * rank's block of each batched input. */
+/* decompose.c.  Not collective (the same grid everywhere): the
+ * decomposition and this rank's block of each batched input. */
 void eval_decompose(eval_run *r);
+/* inputs.c. */
 /* Local (the caller agrees): chunk size and buffers. */
 int eval_allocate(eval_run *r, crl_error *err);
 /* Local: every rank reads every weight matrix whole and describes it. */
