@@ -93,6 +93,14 @@ int crl_agree(crl_context *ctx, const crl_error *local);
 int crl_context_reduce(crl_context *ctx, crl_xsum *buffer, int64_t count);
 int crl_context_reduce_wide(crl_context *ctx, crl_xsum_wide *buffer, int64_t count);
 
+/* Collective.  Every rank's count records of width doubles, concatenated in
+ * rank order into *out (malloc'd: the caller frees it; *total records).  The
+ * ranks agree at each step that every one can take it (memory, MPI's int
+ * counts): otherwise every rank fails with CRL_ERR_NOMEM, *out NULL.  For
+ * the terms' add_more (they call no MPI themselves). */
+int crl_allgather_records(MPI_Comm comm, const double *send, int64_t count, int64_t width,
+                          double **out, int64_t *total, crl_error *err);
+
 /*
  * Collective, called when the reduction reported that some rank failed:
  * every rank learns the error of the lowest failing rank (code and message,

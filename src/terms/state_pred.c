@@ -29,7 +29,6 @@
 #include "../internal.h"
 #include "../vecmath.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,70 +346,43 @@ static bool more(const crl_term *t, const crl_global *g, const crl_dd *slots)
  * (indices below 2^53 are exact), sorted by (b, t) into s->gathered. */
 static int gather(state_pred *s, MPI_Comm comm, crl_error *err)
 {
-    int size, ok, all = 0;
-    MPI_Comm_size(comm, &size);
-    int64_t n = s->n, width = 2 + n, mine = s->published.count, total = 0;
-    int *counts = malloc(sizeof(int) * (size_t) size), *starts = malloc(sizeof(int) * (size_t) size);
-    int64_t *rows = malloc(sizeof(int64_t) * (size_t) size), *order = NULL;
+    int64_t n = s->n, width = 2 + n, mine = s->published.count, count = 0;
     double *send = malloc(sizeof(double) * (size_t) (mine * width + 1)), *recv = NULL;
     row_set *set = &s->gathered;
     set->count = 0;
-    ok = counts && starts && rows && send;
-    /* Every step agrees first that every rank can take it. */
-    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, comm) != MPI_SUCCESS || !all
-        || MPI_Allgather(&mine, 1, MPI_INT64_T, rows, 1, MPI_INT64_T, comm) != MPI_SUCCESS)
-        goto done;
-    for (int r = 0; r < size && ok; r++) {
-        if (rows[r] > (INT_MAX - total) / width)
-            ok = 0;
-        else {
-            counts[r] = (int) (rows[r] * width);
-            starts[r] = (int) total;
-            total += counts[r];
-        }
-    }
-    int64_t count = ok ? total / width : 0;
-    ok = ok && (recv = malloc(sizeof(double) * (size_t) (total + 1))) != NULL
-         && (order = malloc(sizeof(int64_t) * (size_t) (3 * count + 1))) != NULL
-         && crl_reserve(&set->key, &set->key_cap, 2 * count + 1, sizeof(int64_t))
-         && crl_reserve(&set->data, &set->data_cap, n * count + 1, sizeof(double));
-    all = 0;
-    if (MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, comm) != MPI_SUCCESS || !all)
-        goto done;
-    for (int64_t r = 0; r < mine; r++) {
+    for (int64_t r = 0; send && r < mine; r++) {
         send[r * width] = (double) s->published.key[2 * r];
         send[r * width + 1] = (double) s->published.key[2 * r + 1];
         memcpy(send + r * width + 2, s->published.data + n * r, sizeof(double) * (size_t) n);
     }
-    if (MPI_Allgatherv(send, (int) (mine * width), MPI_DOUBLE, recv, counts, starts, MPI_DOUBLE,
-                       comm) != MPI_SUCCESS) {
-        all = 0;
-        goto done;
-    }
-    for (int64_t r = 0; r < count; r++) {
+    /* Without its send buffer a rank still takes part, with no rows, and
+     * fails after. */
+    int rc = crl_allgather_records(comm, send, send ? mine : 0, width, &recv, &count, err);
+    int64_t *order = rc == CRL_OK ? malloc(sizeof(int64_t) * (size_t) (3 * count + 1)) : NULL;
+    if (rc == CRL_OK
+        && (send == NULL || order == NULL
+            || !crl_reserve(&set->key, &set->key_cap, 2 * count + 1, sizeof(int64_t))
+            || !crl_reserve(&set->data, &set->data_cap, n * count + 1, sizeof(double))))
+        rc = crl_fail(err, CRL_ERR_NOMEM, "out of memory for the rows of the blocks' edges");
+    for (int64_t r = 0; rc == CRL_OK && r < count; r++) {
         order[3 * r] = (int64_t) recv[r * width];
         order[3 * r + 1] = (int64_t) recv[r * width + 1];
         order[3 * r + 2] = r;
     }
-    qsort(order, (size_t) count, 3 * sizeof(int64_t), compare_rows);
-    for (int64_t r = 0; r < count; r++) {
-        set->key[2 * r] = order[3 * r];
-        set->key[2 * r + 1] = order[3 * r + 1];
-        memcpy(set->data + n * r, recv + order[3 * r + 2] * width + 2, sizeof(double) * (size_t) n);
+    if (rc == CRL_OK) {
+        qsort(order, (size_t) count, 3 * sizeof(int64_t), compare_rows);
+        for (int64_t r = 0; r < count; r++) {
+            set->key[2 * r] = order[3 * r];
+            set->key[2 * r + 1] = order[3 * r + 1];
+            memcpy(set->data + n * r, recv + order[3 * r + 2] * width + 2,
+                   sizeof(double) * (size_t) n);
+        }
+        set->count = count;
     }
-    set->count = count;
-done:
-    if (!all)
-        crl_fail(err, CRL_ERR_NOMEM,
-                 "out of memory (or beyond MPI's int counts) gathering the rows of the blocks' "
-                 "edges");
     free(order);
-    free(counts);
-    free(starts);
-    free(rows);
     free(send);
     free(recv);
-    return err->code;
+    return rc;
 }
 
 /* The waiting pairs, from the gathered rows, in time order after the sums
