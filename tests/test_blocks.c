@@ -365,6 +365,23 @@ static void test_each_type_alone_in_blocks(void **state)
     h_problem_free(&p);
 }
 
+/* Elements of one unit (T <= 512) as blocks: a chunk holds each whole, and
+ * hebbian adds its signed Gram matrix through running sums. */
+static void test_one_unit_elements_in_blocks(void **state)
+{
+    (void) state;
+    h_problem p = {.dtype = CRL_FLOAT64, .B = 5, .T = 40, .N = 4, .K = 2, .B1 = 3, .T1 = 30,
+                   .N_in = 2, .N_out = 2, .hebb = true, .K_mask = 1};
+    h_problem_fill(&p, 21, 0.1, 1.0);
+    h_term short_lags[N_TERMS];
+    int n = 0;
+    for (int j = 0; j < N_TERMS; j++)
+        if (strcmp(every_type[j].name, "lag700") != 0)   /* needs T > 700 */
+            short_lags[n++] = every_type[j];
+    check_blocks(&p, short_lags, n, H_GRAD_ALL);
+    h_problem_free(&p);
+}
+
 /* A single long trial: B = 1, over every rank along time. */
 static void test_single_trial(void **state)
 {
@@ -495,6 +512,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_every_type_in_blocks_float64),
         cmocka_unit_test(test_every_type_in_blocks_float32),
         cmocka_unit_test(test_each_type_alone_in_blocks),
+        cmocka_unit_test(test_one_unit_elements_in_blocks),
         cmocka_unit_test(test_single_trial),
         cmocka_unit_test(test_crafted_single_trial),
         cmocka_unit_test(test_a_block_off_the_units_is_refused),

@@ -316,7 +316,7 @@ static void accumulate_end(crl_term *t, crl_xsum *slots)
         return;
     int64_t tri = s->n * (s->n + 1) / 2;
     for (int64_t k = 0; k < tri; k++) {
-        crl_xsum_add(&slots[1 + k], s->run[k]);
+        crl_xsum_add(&slots[s->weight_slot + k], s->run[k]);
         s->run[k] = 0;
     }
 }
