@@ -15,6 +15,8 @@
  *              disagreement, the agreement on an error
  *   cycle.c    the evaluation cycle: accumulate -> reduce -> finalize ->
  *              backward
+ *   reduce.c   the reduction step: one exact MPI_Allreduce, agreement,
+ *              the wide and the blocks' second reductions, rounding
  *
  * The packed buffer of one evaluation is
  *
@@ -240,6 +242,11 @@ void crl_free_scratch(scratch *w);
 int64_t crl_tile_rows(const crl_loss *loss, int64_t n);
 bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n);
 int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *err);
+
+/* cycle.c: values and backward coefficients from the rounded sums (the
+ * same on every rank, so its errors are collective). */
+int crl_finalize_cycle(crl_loss *loss, crl_global *g, unsigned uses, const crl_dd *payload,
+                       crl_term_out *outs, crl_error *err);
 
 /* moments.c */
 int crl_states_forward(crl_loss *loss, crl_global *g, int p, crl_xsum *payload, crl_error *err);

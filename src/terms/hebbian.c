@@ -35,6 +35,7 @@
  * whatever the grouping, and sum |h_b| is rounded once in both layouts.
  */
 #include "../internal.h"
+#include "hebbian.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -77,47 +78,6 @@ static void blas_serial_end(int threads)
 #endif
 }
 
-/* An element some chunk of this rank holds only part of (blocks): the exact
- * sum of the G of its units here, added times sign(h_b) by add_more. */
-typedef struct hebbian_part {
-    int64_t batch;            /* global element                               */
-    crl_xsum *gram;           /* N (N + 1) / 2                                */
-    int64_t gram_cap;         /* bytes                                        */
-    crl_spill spill;          /* what gram could not take                     */
-} hebbian_part;
-
-typedef struct hebbian_state {
-    crl_dtype dtype;          /* the states' element type                     */
-    int64_t n;
-    bool want_weight_grad;
-    double *coef;             /* n x n, upper triangle: W_ii, W_ij + W_ji     */
-    void *gram;               /* n x n in dtype, upper triangle of G_b: syrk's
-                                 output, read as it is (widened per entry)    */
-    double *column;           /* n: column sums of the weighted G_b           */
-    void *wsym;               /* n x n in dtype: W + W^T (backward)           */
-    void *product;            /* GEMM_ROWS x n in dtype: rows (W + W^T)       */
-    const void *block;        /* the first row of the block product holds     */
-    int64_t block_element, block_t0, block_rows;  /* which rows those are     */
-    int64_t coef_cap, gram_cap, column_cap, wsym_cap, product_cap;  /* bytes */
-    signed char *sign;        /* sign(h_b) by the element's running index     */
-    int64_t *part_of;         /* by running index: the global element of a part
-                                 (blocks), else -1                            */
-    int64_t sign_cap, part_of_cap, n_signs;
-    crl_xsum_wide h_acc;      /* h_b T of the current element so far          */
-    crl_xsum *units;          /* N (N + 1) / 2: sum of the current element's
-                                 units' G (more than one unit)                */
-    crl_spill units_spill;    /* what units could not take                    */
-    int64_t units_cap;        /* bytes                                        */
-    hebbian_part *parts;      /* elements held in part (blocks)               */
-    int64_t n_parts, parts_cap;
-    int64_t h_slot, weight_slot;  /* first slot of h_b T (blocks), of dL/dW   */
-    bool blocked;
-    int64_t batch;            /* blocks: the global B                         */
-    double *run;              /* N (N + 1) / 2: running sums of the chunk     */
-    double *rest;             /* n: one row's TwoSum errors                   */
-    int64_t run_cap, rest_cap;  /* bytes */
-    double scale;             /* backward: weight / (B T), set by finalize    */
-} hebbian_state;
 
 static const crl_param_info params[] = {
     {NULL, 0, 0, 0, 0, NULL, NULL},
@@ -242,14 +202,13 @@ static void gram_upper(hebbian_state *s, const void *rows, int64_t ld, int64_t t
 }
 
 /*
- * The two passes over G_b's upper triangle, for each type syrk writes:
+ * The weighted pass over G_b's upper triangle, for each type syrk writes
+ * (the other, into the running sums, is in hebbian_sums.c):
  *
  * weighted_upper: sum_{i <= j} coef_ij G_ij in a fixed order: column sums
  * acc_j over the rows i <= j (element-wise, so it vectorizes without
  * reassociation), then the sum of the column sums in index order.
  *
- * add_running: run[j] += sign x[j] for j < m with each addition's exact
- * error (TwoSum) in rest[j]; whether any error is not 0.  Vectorizes.
  *
  * Each entry is widened to double where it is read: the same values as a
  * double copy of G_b, without writing one.
@@ -268,19 +227,6 @@ static void gram_upper(hebbian_state *s, const void *rows, int64_t ld, int64_t t
         for (int64_t j = 0; j < n; j++)                                                         \
             total += acc[j];                                                                    \
         return total;                                                                           \
-    }                                                                                           \
-    CRL_HOT static bool add_running##suffix(double *restrict run, const type *restrict x,        \
-                                            double sign, double *restrict rest, int64_t m)       \
-    {                                                                                           \
-        int any = 0;                                                                            \
-        for (int64_t j = 0; j < m; j++) {                                                       \
-            double v = sign * (double) x[j], s = run[j] + v, bb = s - run[j];                   \
-            double e = (run[j] - (s - bb)) + (v - bb);                                          \
-            run[j] = s;                                                                         \
-            rest[j] = e;                                                                        \
-            any |= e != 0;                                                                      \
-        }                                                                                       \
-        return any;                                                                             \
     }
 HEBBIAN_KERNELS(_f64, double)
 HEBBIAN_KERNELS(_f32, float)
@@ -293,94 +239,10 @@ static double weighted_gram(hebbian_state *s)
     return weighted_upper_f32(s->coef, s->gram, s->n, s->column);
 }
 
-/* sums[k] + run[k] += sign G_ij over the upper triangle, k running row by
- * row: exactly, the errors of the running sums into the slots. */
-static void add_signed_upper(hebbian_state *s, crl_xsum *restrict sums, double sign)
-{
-    int64_t n = s->n, k = 0;
-    for (int64_t i = 0; i < n; k += n - i, i++)
-        if (s->dtype == CRL_FLOAT64
-                ? add_running_f64(s->run + k, (const double *) s->gram + i * n + i, sign,
-                                  s->rest, n - i)
-                : add_running_f32(s->run + k, (const float *) s->gram + i * n + i, sign,
-                                  s->rest, n - i))
-            for (int64_t j = 0; j < n - i; j++)
-                crl_xsum_add(&sums[k + j], s->rest[j]);
-}
-
 /* The chunk's running sums into the slots (and back to 0). */
 static void accumulate_end(crl_term *t, crl_xsum *slots)
 {
-    hebbian_state *s = t->state;
-    if (!s->want_weight_grad)
-        return;
-    int64_t tri = s->n * (s->n + 1) / 2;
-    for (int64_t k = 0; k < tri; k++) {
-        crl_xsum_add(&slots[s->weight_slot + k], s->run[k]);
-        s->run[k] = 0;
-    }
-}
-
-/* The upper triangle of the unit's G in s->gram into acc exactly (what it
- * cannot take into spill, begun on acc). */
-static int add_gram(hebbian_state *s, crl_xsum *acc, crl_spill *spill, crl_error *err)
-{
-    int64_t n = s->n;
-    spill->base = acc;
-    spill->slots = n * (n + 1) / 2;
-    crl_spill *previous = crl_spill_swap(spill);
-    for (int64_t i = 0, k = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++, k++)
-            crl_xsum_add(&acc[k], s->dtype == CRL_FLOAT64 ? ((const double *) s->gram)[i * n + j]
-                                                          : ((const float *) s->gram)[i * n + j]);
-    crl_spill_swap(previous);
-    return spill->failed ? crl_fail(err, CRL_ERR_NOMEM, "out of memory for the Gram sums")
-                         : CRL_OK;
-}
-
-/* slots += sign acc exactly (acc's spilled values through the current list). */
-static void add_signed_sums(crl_xsum *slots, const crl_xsum *acc, const crl_spill *spill,
-                            int64_t count, double sign)
-{
-    for (int64_t k = 0; k < count; k++)
-        if (sign > 0)
-            crl_xsum_merge(&slots[k], &acc[k]);
-        else
-            crl_xsum_merge_negated(&slots[k], &acc[k]);
-    for (int64_t k = 0; k < spill->count; k++)
-        crl_xsum_add(&slots[spill->items[k].slot], sign * spill->items[k].value);
-}
-
-/* Zeroed exact sums of N (N + 1) / 2 entries at *acc (grown as needed). */
-static bool zeroed_sums(crl_xsum **acc, int64_t *cap, crl_spill *spill, int64_t tri)
-{
-    if (!crl_reserve(acc, cap, tri * (int64_t) sizeof(crl_xsum), 1))
-        return false;
-    if (tri > 0)
-        memset(*acc, 0, sizeof(crl_xsum) * (size_t) tri);
-    spill->count = 0;
-    spill->failed = false;
-    return true;
-}
-
-/* The part of global element batch this rank's chunks hold (blocks): found,
- * or added with zeroed sums; NULL when out of memory. */
-static hebbian_part *part_for(hebbian_state *s, int64_t batch)
-{
-    for (int64_t k = s->n_parts - 1; k >= 0; k--)
-        if (s->parts[k].batch == batch)
-            return &s->parts[k];
-    int64_t cap = s->parts_cap, tri = s->n * (s->n + 1) / 2;
-    if (!crl_reserve(&s->parts, &s->parts_cap, s->n_parts + 1, sizeof *s->parts))
-        return NULL;
-    for (int64_t k = cap; k < s->parts_cap; k++)
-        s->parts[k] = (hebbian_part){0};
-    hebbian_part *part = &s->parts[s->n_parts];
-    if (!zeroed_sums(&part->gram, &part->gram_cap, &part->spill, s->want_weight_grad ? tri : 0))
-        return NULL;
-    part->batch = batch;
-    s->n_parts++;
-    return part;
+    crl_hebbian_flush_running(t->state, slots + ((hebbian_state *) t->state)->weight_slot);
 }
 
 /* One unit of a batch element: its G_u by syrk and sum_ij W_ij G_u,ij; after
@@ -412,17 +274,17 @@ static int accumulate_element(crl_term *t, const crl_rows *unit, crl_xsum *slots
     if (unit->t0 == 0) {
         memset(&s->h_acc, 0, sizeof s->h_acc);
         if (s->want_weight_grad && whole && !single
-            && !zeroed_sums(&s->units, &s->units_cap, &s->units_spill, tri))
+            && !crl_hebbian_zeroed_sums(&s->units, &s->units_cap, &s->units_spill, tri))
             return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the Gram sums");
     }
-    if (!whole && (held = part_for(s, batch)) == NULL)
+    if (!whole && (held = crl_hebbian_part_for(s, batch)) == NULL)
         return crl_fail(err, CRL_ERR_NOMEM, "out of memory for the part of element %lld",
                         (long long) batch);
     crl_xsum_wide_add(&s->h_acc, part);
     if (s->blocked)
         crl_xsum_add(&slots[s->h_slot + batch], part);
     if (s->want_weight_grad && !single
-        && add_gram(s, whole ? s->units : held->gram, whole ? &s->units_spill : &held->spill, err)
+        && crl_hebbian_add_gram(s, whole ? s->units : held->gram, whole ? &s->units_spill : &held->spill, err)
                != CRL_OK)
         return err->code;
     if (!unit->last)
@@ -443,9 +305,9 @@ static int accumulate_element(crl_term *t, const crl_rows *unit, crl_xsum *slots
     if (!s->blocked)
         crl_xsum_add(&slots[0], fabs(h));
     if (s->want_weight_grad && sign != 0 && single)
-        add_signed_upper(s, slots + s->weight_slot, sign);
+        crl_hebbian_add_signed_upper(s, slots + s->weight_slot, sign);
     else if (s->want_weight_grad && sign != 0)
-        add_signed_sums(slots + s->weight_slot, s->units, &s->units_spill, tri, sign);
+        crl_hebbian_add_signed_sums(slots + s->weight_slot, s->units, &s->units_spill, tri, sign);
     return CRL_OK;
 }
 
@@ -474,7 +336,7 @@ static void add_more(crl_term *t, MPI_Comm comm, const crl_global *g, const crl_
         const hebbian_part *part = &s->parts[k];
         double sign = crl_sign(element_h(s, slots, part->batch, (double) g->time[0]));
         if (sign != 0)
-            add_signed_sums(more_slots + s->weight_slot, part->gram, &part->spill, tri, sign);
+            crl_hebbian_add_signed_sums(more_slots + s->weight_slot, part->gram, &part->spill, tri, sign);
     }
 }
 
