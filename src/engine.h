@@ -207,7 +207,7 @@ static inline void blame_role(crl_error *err, int role)
 
 static inline crl_store store_how(const crl_loss *loss)
 {
-    return (crl_store){loss->grad_scale, loss->grad_mode == CRL_GRAD_OVERWRITE};
+    return (crl_store){loss->grad_scale, loss->grad_mode == CRL_GRAD_OVERWRITE, false};
 }
 
 /* loss.c */

@@ -156,11 +156,32 @@ const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t c
 typedef struct crl_store {
     double scale;
     bool overwrite;
+    bool stream;   /* overwrite with streaming stores (crl_store_for) */
 } crl_store;
 
-/* out[b, t0 + r, i] (+)= how.scale * tile[r * ld + i], rounded to out's dtype. */
+/*
+ * Gradients at least this large are overwritten with streaming
+ * (non-temporal) stores: such a buffer does not stay in the caches until
+ * its next reader anyway, and a streaming store writes a line without first
+ * reading it (a third of a backward pass's memory traffic).  Smaller ones
+ * (MSELoss's outputs, chunks of the command) are stored through the caches,
+ * where their next reader finds them.
+ */
+#define CRL_STREAM_BYTES ((int64_t) 4 << 20)
+
+/* how, streaming when it overwrites an array of out's size of at least
+ * CRL_STREAM_BYTES. */
+crl_store crl_store_for(crl_store how, const crl_array *out);
+/* dst = src (bytes bytes), with streaming stores where the machine has them,
+ * else memcpy; crl_stream_fence orders them before what follows. */
+void crl_stream_copy(void *restrict dst, const void *restrict src, size_t bytes);
+void crl_stream_fence(void);
+
+/* out[b, t0 + r, i] (+)= how.scale * tile[r * ld + i], rounded to out's dtype;
+ * row: room for one row of out (width values of its dtype), used with
+ * how.stream (NULL otherwise). */
 void crl_rows_store(const crl_array *out, int64_t b, int64_t t0, int64_t count,
-                    const double *tile, int64_t ld, crl_store how);
+                    const double *tile, int64_t ld, crl_store how, void *row);
 /* crl_rows_store accumulating with scale 1. */
 void crl_rows_store_add(const crl_array *out, int64_t b, int64_t t0, int64_t count,
                         const double *tile, int64_t ld);
@@ -174,6 +195,39 @@ bool crl_array_find_nonfinite(const crl_array *a, int64_t b, int64_t *t, int64_t
 int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err);
 /* Asks for the cache lines of rows t0 .. t0 + count - 1 of element b. */
 void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write);
+
+/*
+ * Software prefetch inside a kernel's row loop: the hardware prefetchers of
+ * the machines we run on (virtual machines among them) keep too few lines in
+ * flight for one core to reach the memory bandwidth on a row stream, so a
+ * loop over rows asks, as it reaches a row, for the row CRL_PREFETCH_BYTES
+ * further on (at least 4 rows).  Prefetching never faults, so a loop may ask
+ * for rows past the end of its array; the cost is a few lines read for
+ * nothing.  Results do not depend on it.
+ */
+#define CRL_PREFETCH_BYTES 4096
+
+/* Asks for the cache lines of bytes bytes from p, to read or to write. */
+static inline void crl_prefetch_lines(const void *p, int64_t bytes, bool write)
+{
+    for (int64_t k = 0; k < bytes; k += 64) {
+        if (write)
+            __builtin_prefetch((const char *) p + k, 1, 3);
+        else
+            __builtin_prefetch((const char *) p + k, 0, 3);
+    }
+}
+
+/* For rows of row_bytes bytes, ld elements of elem bytes apart: asks for
+ * rows r .. r + rows - 1 from first (row 0) plus the prefetch distance. */
+static inline void crl_prefetch_ahead(const void *first, int64_t ld, int64_t rows,
+                                      int64_t row_bytes, int64_t elem, bool write)
+{
+    int64_t ahead = row_bytes > 0 ? CRL_PREFETCH_BYTES / row_bytes : 4;
+    const char *p = (const char *) first + (ahead > 4 ? ahead : 4) * ld * elem;
+    for (int64_t r = 0; r < rows; r++, p += ld * elem)
+        crl_prefetch_lines(p, row_bytes, write);
+}
 
 /* Matrix element as double. */
 static inline double crl_matrix_get(const crl_matrix *m, int64_t r, int64_t c)
@@ -307,7 +361,28 @@ typedef struct crl_rows {
     bool first;               /* the first tile of its unit                 */
     bool last;                /* element hooks: the chunk's last unit of the
                                  element                                    */
+    int64_t ahead;            /* row hooks that walk the rows one by one ask,
+                                 at row r, for row t0 + r + ahead (the next
+                                 tile's; crl_rows_prefetch), so that it
+                                 arrives while they compute; 0: they do not */
 } crl_rows;
+
+/* Asks for the cache lines of row t0 + r + rows->ahead of the array (past
+ * the element's last row, the next element's rows), when ahead is set. */
+static inline void crl_rows_prefetch(const crl_rows *rows, int64_t r)
+{
+    const crl_array *a = rows->array;
+    int64_t b = rows->b, t = rows->t0 + r + rows->ahead;
+    if (rows->ahead == 0)
+        return;
+    if (t >= a->time) {
+        t -= a->time;
+        b++;
+    }
+    if (b < a->batch && t < a->time)
+        crl_prefetch_lines(crl_array_row(a, b, t), a->width * (int64_t) crl_dtype_size(a->dtype),
+                           false);
+}
 
 /* Element j of row r of the mask of pred rows (1 without a mask). */
 static inline double crl_mask_at(const crl_rows *rows, int64_t r, int64_t j)

@@ -29,6 +29,7 @@
         int64_t r = 0;                                                                         \
         for (; r + 4 <= count; r += 4) {                                                       \
             const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
+            crl_prefetch_ahead(x0, ld, 4, n * (int64_t) sizeof(type), sizeof(type), false);  \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];                 \
                 double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];                 \
@@ -37,13 +38,16 @@
                     s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;               \
             }                                                                                  \
         }                                                                                      \
-        for (; r < count; r++)                                                                 \
+        for (; r < count; r++) {                                                               \
+            crl_prefetch_ahead(x + r * ld, ld, 1, n * (int64_t) sizeof(type), sizeof(type),     \
+                               false);                                                         \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double d = (double) x[r * ld + i] - c[i];                                      \
                 s1[i] += d;                                                                    \
                 if (squares)                                                                   \
                     s2[i] += d * d;                                                            \
             }                                                                                  \
+        }                                                                                      \
     }
 MOMENTS_KERNEL(moments_f64, double, true)
 MOMENTS_KERNEL(moments_f32, float, true)
@@ -115,7 +119,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
         int64_t count = u1 - t0 < rows ? u1 - t0 : rows;
         const double *x = NULL;
         ld = 0;
-        if (row_hooks)
+        if (row_hooks && !moments)
             crl_prefetch_rows(a, b, t0 + rows, rows, false);
         if (doubles) {
             x = crl_rows_load(a, b, t0, count, w->tile, &ld);
@@ -130,7 +134,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
         }
         crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
                          NULL, NULL, 0, NULL, 0, 0, NULL,
-                         &g->place[p], base + t0, t0 == u0, false};
+                         &g->place[p], base + t0, t0 == u0, false, rows};
         for (int k = 0; k < loss->n_terms && row_hooks; k++) {
             crl_term *t = &loss->terms[k];
             if (term_uses_pop(t, p) && t->cls->accumulate_rows
@@ -150,7 +154,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
         fold_moments(sum, squares ? sumsq : NULL, c, w->s1, w->s2, n, (double) (u1 - u0));
     crl_rows unit = {pop_role(p), a, b, element, u0, u1 - u0, n, NULL, 0,
                      NULL, NULL, 0, NULL, 0, 0, NULL,
-                     &g->place[p], base + u0, true, u1 == a->time};
+                     &g->place[p], base + u0, true, u1 == a->time, 0};
     for (int k = 0; k < loss->n_terms; k++) {
         crl_term *t = &loss->terms[k];
         if (term_uses_pop(t, p) && t->cls->accumulate_element
@@ -240,35 +244,52 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
                              const double *restrict mean, const double *restrict alpha,        \
                              const double *restrict beta, double *restrict grad)               \
     {                                                                                          \
-        for (int64_t r = 0; r < count; r++)                                                    \
+        for (int64_t r = 0; r < count; r++) {                                                  \
+            crl_prefetch_ahead(x + r * ld, ld, 1, n * (int64_t) sizeof(type), sizeof(type),     \
+                               false);                                                         \
             for (int64_t i = 0; i < n; i++)                                                    \
                 grad[r * n + i] = alpha[i] + beta[i] * ((double) x[r * ld + i] - mean[i]);     \
+        }                                                                                      \
     }
 AFFINE_ROWS_KERNEL(affine_rows, double)
 AFFINE_ROWS_KERNEL(affine_rows_f32, float)
 
 /* The affine gradient added straight into the output, one pass over each
  * row: the same operations, in the same order, as affine_rows followed by
- * crl_rows_store_add, so the same bits. */
+ * crl_rows_store, so the same bits (with how.stream, each row rounded into
+ * row and streamed out). */
 #define AFFINE_ADD_KERNEL(name, type)                                                           \
     CRL_HOT static void name(const type *restrict x, int64_t ldx, type *restrict out,          \
                              int64_t ldo, int64_t count, int64_t n,                            \
                              const double *restrict mean, const double *restrict alpha,        \
-                             const double *restrict beta, crl_store how)                       \
+                             const double *restrict beta, crl_store how, type *restrict row)   \
     {                                                                                          \
         double scale = how.scale;                                                              \
-        if (how.overwrite)                                                                     \
-            for (int64_t r = 0; r < count; r++)                                                \
+        int64_t bytes = n * (int64_t) sizeof(type);                                            \
+        for (int64_t r = 0; r < count; r++) {                                                  \
+            crl_prefetch_ahead(x + r * ldx, ldx, 1, bytes, sizeof(type), false);               \
+            if (how.stream) {                                                                  \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
+                    row[i] = (type) (0.0 + scale * g);                                         \
+                }                                                                              \
+                crl_stream_copy(out + r * ldo, row, (size_t) bytes);                           \
+                continue;                                                                      \
+            }                                                                                  \
+            crl_prefetch_ahead(out + r * ldo, ldo, 1, bytes, sizeof(type), true);              \
+            if (how.overwrite)                                                                 \
                 for (int64_t i = 0; i < n; i++) {                                              \
                     double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
                     out[r * ldo + i] = (type) (0.0 + scale * g);                               \
                 }                                                                              \
-        else                                                                                   \
-            for (int64_t r = 0; r < count; r++)                                                \
+            else                                                                               \
                 for (int64_t i = 0; i < n; i++) {                                              \
                     double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
                     out[r * ldo + i] = (type) ((double) out[r * ldo + i] + scale * g);         \
                 }                                                                              \
+        }                                                                                      \
+        if (how.stream)                                                                        \
+            crl_stream_fence();                                                                \
     }
 AFFINE_ADD_KERNEL(affine_add_f32, float)
 AFFINE_ADD_KERNEL(affine_add_f64, double)
@@ -285,21 +306,30 @@ static bool rows_constant(const crl_population *pop)
 }
 
 /* out = alpha_i on every row, stored as affine_add_f32/f64 store it: one
- * row converted once, then copied (overwrite), or added into each row. */
+ * row converted once, then copied (overwrite; streamed with how.stream),
+ * or added into each row. */
 #define CONSTANT_ROWS_KERNEL(name, type)                                                        \
     CRL_HOT static void name(type *restrict out, int64_t ldo, int64_t count, int64_t n,        \
                              const double *restrict alpha, type *restrict row, crl_store how)  \
     {                                                                                          \
         double scale = how.scale;                                                              \
+        size_t bytes = sizeof(type) * (size_t) n;                                              \
         if (how.overwrite) {                                                                   \
             for (int64_t i = 0; i < n; i++)                                                    \
                 row[i] = (type) (0.0 + scale * alpha[i]);                                      \
             for (int64_t r = 0; r < count; r++)                                                \
-                memcpy(out + r * ldo, row, sizeof(type) * (size_t) n);                         \
+                if (how.stream)                                                                \
+                    crl_stream_copy(out + r * ldo, row, bytes);                                \
+                else                                                                           \
+                    memcpy(out + r * ldo, row, bytes);                                         \
+            if (how.stream)                                                                    \
+                crl_stream_fence();                                                            \
         } else                                                                                 \
-            for (int64_t r = 0; r < count; r++)                                                \
+            for (int64_t r = 0; r < count; r++) {                                              \
+                crl_prefetch_ahead(out + r * ldo, ldo, 1, (int64_t) bytes, sizeof(type), true); \
                 for (int64_t i = 0; i < n; i++)                                                \
                     out[r * ldo + i] = (type) ((double) out[r * ldo + i] + scale * alpha[i]);  \
+            }                                                                                  \
     }
 CONSTANT_ROWS_KERNEL(constant_rows_f32, float)
 CONSTANT_ROWS_KERNEL(constant_rows_f64, double)
@@ -312,7 +342,7 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
     bool hooks, doubles;
     row_hook_needs(loss, p, true, &hooks, &doubles);
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
-    crl_store how = store_how(loss);
+    crl_store how = crl_store_for(store_how(loss), out);
     if (!pop->affine && !hooks) {
         if (how.overwrite)
             crl_array_zero(out);
@@ -337,18 +367,16 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
             void *o = (void *) crl_array_row(out, b, 0);
             if (a->dtype == CRL_FLOAT32)
                 affine_add_f32(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
-                               pop->alpha, pop->beta, how);
+                               pop->alpha, pop->beta, how, (float *) w->s1);
             else
                 affine_add_f64(x, a->time_stride, o, out->time_stride, time, n, pop->mean,
-                               pop->alpha, pop->beta, how);
+                               pop->alpha, pop->beta, how, w->s1);
         }
         return;
     }
     for (int64_t b = 0; b < a->batch; b++)
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows, ld;
-            crl_prefetch_rows(a, b, t0 + rows, rows, false);
-            crl_prefetch_rows(out, b, t0 + rows, rows, true);
             const double *x = doubles ? crl_rows_load(a, b, t0, count, w->tile, &ld) : NULL;
             if (!doubles)
                 ld = 0;
@@ -362,12 +390,12 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
             crl_rows view = {pop_role(p), a, b, loss->done[p] + b, t0, count, n, x, ld,
                              NULL, NULL, 0, NULL, 0, 0, NULL,
                              &g->place[p], loss->done_rows[p] + b * time + t0, t0 % CRL_TIME_UNIT == 0,
-                             false};
+                             false, rows};
             for (int k = 0; k < loss->n_terms; k++) {
                 const crl_term *t = &loss->terms[k];
                 if (term_uses_pop(t, p) && t->cls->backward_rows)
                     t->cls->backward_rows(t, g, &view, w->grad_tile);
             }
-            crl_rows_store(out, b, t0, count, w->grad_tile, n, how);
+            crl_rows_store(out, b, t0, count, w->grad_tile, n, how, w->s1);
         }
 }

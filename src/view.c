@@ -5,9 +5,13 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 size_t crl_dtype_size(crl_dtype dtype)
 {
@@ -184,13 +188,17 @@ int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *
 CRL_HOT static void widen_rows(const float *restrict src, int64_t ld_src, int64_t count,
                                int64_t n, double *restrict dst)
 {
-    if (ld_src == n) {     /* contiguous rows: one run, no per-row overhead */
+    int64_t bytes = n * (int64_t) sizeof(float);
+    if (ld_src == n && bytes < 256) {   /* contiguous short rows: one run */
         n *= count;
         count = 1;
+        bytes = 0;
     }
-    for (int64_t r = 0; r < count; r++)
+    for (int64_t r = 0; r < count; r++) {
+        crl_prefetch_ahead(src + r * ld_src, ld_src, 1, bytes, sizeof(float), false);
         for (int64_t i = 0; i < n; i++)
             dst[r * n + i] = (double) src[r * ld_src + i];
+    }
 }
 
 const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t count,
@@ -206,46 +214,93 @@ const double *crl_rows_load(const crl_array *a, int64_t b, int64_t t0, int64_t c
     return tile;
 }
 
+crl_store crl_store_for(crl_store how, const crl_array *out)
+{
+    int64_t bytes = out->batch * out->time * out->width * (int64_t) crl_dtype_size(out->dtype);
+    how.stream = how.overwrite && bytes >= CRL_STREAM_BYTES;
+    return how;
+}
+
+void crl_stream_copy(void *restrict dst, const void *restrict src, size_t bytes)
+{
+#if defined(__SSE2__)
+    char *d = dst;
+    const char *s = src;
+    size_t head = (16 - ((uintptr_t) d & 15)) & 15;
+    if (head > bytes)
+        head = bytes;
+    memcpy(d, s, head);
+    size_t k = head;
+    for (; k + 16 <= bytes; k += 16)
+        _mm_stream_si128((__m128i *) (d + k), _mm_loadu_si128((const __m128i *) (s + k)));
+    memcpy(d + k, s + k, bytes - k);
+#else
+    memcpy(dst, src, bytes);
+#endif
+}
+
+void crl_stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
 /* dst = dst + scale src (accumulate) or 0 + scale src (overwrite: dst is not
- * read; the + 0 gives the bits of accumulating into a zeroed buffer). */
+ * read; the + 0 gives the bits of accumulating into a zeroed buffer); with
+ * how.stream, each row is rounded into row (n values) and streamed out.
+ * Rows of a few cache lines at most are one run when contiguous; longer
+ * ones ask for the row ahead (crl_prefetch_ahead). */
 #define STORE_ROWS_KERNEL(name, type)                                                           \
     CRL_HOT static void name(type *restrict dst, int64_t ld_dst, int64_t count, int64_t n,     \
-                             const double *restrict src, int64_t ld_src, double scale,         \
-                             bool overwrite)                                                   \
+                             const double *restrict src, int64_t ld_src, crl_store how,        \
+                             type *restrict row)                                               \
     {                                                                                          \
-        if (ld_dst == n && ld_src == n) { /* contiguous rows: one run */                       \
+        double scale = how.scale;                                                              \
+        int64_t bytes = n * (int64_t) sizeof(type);                                            \
+        if (ld_dst == n && ld_src == n && bytes < 256) { /* contiguous short rows: one run */  \
             n *= count;                                                                        \
             count = 1;                                                                         \
+            bytes = 0;                                                                         \
         }                                                                                      \
-        if (overwrite)                                                                         \
-            for (int64_t r = 0; r < count; r++)                                                \
+        for (int64_t r = 0; r < count && how.stream; r++) {                                    \
+            for (int64_t i = 0; i < n; i++)                                                    \
+                row[i] = (type) (0.0 + scale * src[r * ld_src + i]);                           \
+            crl_stream_copy(dst + r * ld_dst, row, sizeof(type) * (size_t) n);                 \
+        }                                                                                      \
+        if (how.stream)                                                                        \
+            crl_stream_fence();                                                                \
+        else if (how.overwrite)                                                                \
+            for (int64_t r = 0; r < count; r++) {                                              \
+                crl_prefetch_ahead(dst + r * ld_dst, ld_dst, 1, bytes, sizeof(type), true);    \
                 for (int64_t i = 0; i < n; i++)                                                \
                     dst[r * ld_dst + i] = (type) (0.0 + scale * src[r * ld_src + i]);          \
+            }                                                                                  \
         else                                                                                   \
-            for (int64_t r = 0; r < count; r++)                                                \
+            for (int64_t r = 0; r < count; r++) {                                              \
+                crl_prefetch_ahead(dst + r * ld_dst, ld_dst, 1, bytes, sizeof(type), true);    \
                 for (int64_t i = 0; i < n; i++)                                                \
                     dst[r * ld_dst + i] =                                                      \
                         (type) ((double) dst[r * ld_dst + i] + scale * src[r * ld_src + i]);   \
+            }                                                                                  \
     }
 STORE_ROWS_KERNEL(store_rows_f32, float)
 STORE_ROWS_KERNEL(store_rows_f64, double)
 
 void crl_rows_store(const crl_array *out, int64_t b, int64_t t0, int64_t count,
-                    const double *tile, int64_t ld, crl_store how)
+                    const double *tile, int64_t ld, crl_store how, void *row)
 {
-    void *row = (void *) crl_array_row(out, b, t0);
+    void *dst = (void *) crl_array_row(out, b, t0);
     if (out->dtype == CRL_FLOAT32)
-        store_rows_f32(row, out->time_stride, count, out->width, tile, ld, how.scale,
-                       how.overwrite);
+        store_rows_f32(dst, out->time_stride, count, out->width, tile, ld, how, row);
     else
-        store_rows_f64(row, out->time_stride, count, out->width, tile, ld, how.scale,
-                       how.overwrite);
+        store_rows_f64(dst, out->time_stride, count, out->width, tile, ld, how, row);
 }
 
 void crl_rows_store_add(const crl_array *out, int64_t b, int64_t t0, int64_t count,
                         const double *tile, int64_t ld)
 {
-    crl_rows_store(out, b, t0, count, tile, ld, (crl_store){1.0, false});
+    crl_rows_store(out, b, t0, count, tile, ld, (crl_store){1.0, false, false}, NULL);
 }
 
 void crl_array_zero(const crl_array *out)
@@ -316,14 +371,7 @@ int crl_report_nonfinite(const crl_array *a, int role, int64_t b, crl_error *err
  * which the hardware prefetchers alone do not overlap. */
 void crl_prefetch_rows(const crl_array *a, int64_t b, int64_t t0, int64_t count, bool write)
 {
-    size_t bytes = (size_t) a->width * crl_dtype_size(a->dtype);
-    for (int64_t t = t0; t < t0 + count && t < a->time; t++) {
-        const char *row = crl_array_row(a, b, t);
-        for (size_t k = 0; k < bytes; k += 64) {
-            if (write)
-                __builtin_prefetch(row + k, 1, 3);
-            else
-                __builtin_prefetch(row + k, 0, 3);
-        }
-    }
+    int64_t bytes = a->width * (int64_t) crl_dtype_size(a->dtype);
+    for (int64_t t = t0; t < t0 + count && t < a->time; t++)
+        crl_prefetch_lines(crl_array_row(a, b, t), bytes, write);
 }

@@ -3,7 +3,8 @@
  * reports, for every registered term type:
  *   - CRL_GRAD_OVERWRITE into buffers full of NaN is bitwise accumulation
  *     into zeroed buffers, whole and chunked, float32 and float64, every
- *     split (unused inputs' buffers are written with zeros);
+ *     split (unused inputs' buffers are written with zeros), and so with
+ *     the streaming stores of large gradients;
  *   - crl_loss_set_grad_scale: 2 gives bitwise twice the gradient, any
  *     scale is the gradient times it, a non-finite scale is refused;
  *   - gradients asked for only at backward are bitwise the announced ones
@@ -16,6 +17,7 @@
  *     and crl_loss_refuse one rank's refused inputs in the reduction.
  */
 #include "harness.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -160,6 +162,45 @@ static void test_overwrite_is_accumulate_into_zeros(void **state)
 {
     (void) state;
     for_every_case(check_overwrite);
+}
+
+/* Gradients of CRL_STREAM_BYTES or more are overwritten with streaming
+ * stores (view.c): bitwise accumulation into zeros again, for each way the
+ * states' gradient is stored (a constant row copied, the affine gradient
+ * written straight, tiles of the row hooks), float32 and float64, both
+ * layouts, scaled; N = 509 makes rows that start off 16-byte boundaries.
+ * Each rank evaluates the whole problem alone, so that every rank's
+ * gradient is above the threshold. */
+static void test_streamed_overwrite_is_accumulate_into_zeros(void **state)
+{
+    (void) state;
+    const h_term sets[][2] = {
+        {{"fr", "fr", 0.7, "metric=l1"}, {NULL, NULL, 0, NULL}},
+        {{"cv", "fr_dist", 1.1, "metric=cv"}, {NULL, NULL, 0, NULL}},
+        {{"sp", "state_pred", 1.3, "tau=2"}, {"e", "entropy", 0.05, "reg=0.5"}},
+    };
+    for (int d = 0; d < 2; d++)
+        for (int tm = 0; tm < 2; tm++)
+            for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
+                h_problem p = {.dtype = d ? CRL_FLOAT64 : CRL_FLOAT32, .time_major = tm, .B = 3,
+                               .T = 700, .N = 509};
+                h_problem_fill(&p, 90 + k, 0.1, 1.0);
+                assert_true(p.B * p.T * p.N * (d ? 8 : 4) >= CRL_STREAM_BYTES);
+                int n_terms = sets[k][1].name ? 2 : 1;
+                h_result acc, over;
+                reset_modes();
+                h_grad_scale = -0.75;
+                h_eval_self(&p, sets[k], n_terms, H_GRAD_STATES, &acc);
+                h_grad_fill = NAN;
+                h_grad_mode = CRL_GRAD_OVERWRITE;
+                h_eval_self(&p, sets[k], n_terms, H_GRAD_STATES, &over);
+                reset_modes();
+                assert_int_equal(acc.status, CRL_OK);
+                h_assert_all(same_result(&acc, &over, sets[k][0].type));
+                h_result_free(&acc);
+                h_result_free(&over);
+                h_problem_free(&p);
+            }
 }
 
 static void check_scale_two(const h_problem *p, const h_term *t, int s, int64_t chunk)
@@ -498,6 +539,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type_has_a_case),
         cmocka_unit_test(test_overwrite_is_accumulate_into_zeros),
+        cmocka_unit_test(test_streamed_overwrite_is_accumulate_into_zeros),
         cmocka_unit_test(test_scale_two_doubles_every_gradient),
         cmocka_unit_test(test_scale_multiplies),
         cmocka_unit_test(test_term_scales_are_weights),

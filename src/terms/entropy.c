@@ -327,6 +327,7 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
     for (int64_t r = 0; r < rows->count; r++) {
         int64_t row = rows->t0 + r;
         const void *x = crl_array_row(a, rows->b, row);
+        crl_rows_prefetch(rows, r);
         bool in_float;
         double inv_z = inverse_normalizer(a, x, eps, &in_float);
         bool negative;
@@ -385,6 +386,7 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
     for (int64_t r = 0; r < rows->count; r++, kept += kept ? KEPT : 0) {
         const void *x = crl_array_row(a, rows->b, rows->t0 + r);
         double *out = grad + r * n;
+        crl_rows_prefetch(rows, r);
         bool f32 = a->dtype == CRL_FLOAT32;
         if (!s->keep_rows) {
             /* The forward's a on the same row (the same bits) and the
