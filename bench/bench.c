@@ -3,7 +3,8 @@
  * next to the limits measured in the same run with the same ranks: a
  * STREAM-style memory bandwidth probe and, for hebbian, the BLAS calls alone.
  *
- *   mpirun -np P build/bench/ctrnn-bench [--reps R] [--scale S] [--csv] [WORKLOAD...]
+ *   mpirun -np P build/bench/ctrnn-bench [--reps R] [--scale S] [--accumulate] [--csv]
+ *                                        [WORKLOAD...]
  *
  * Workloads (float32, batch-major, global sizes B, T, N; each rank holds its
  * even share of the batch):
@@ -17,6 +18,10 @@
  *                    its time split over the ranks (crl_loss_set_block)
  *   single_trial_hebbian  (1, 20000, 512): hebbian with dL/dW, time split
  * --scale S multiplies B (T for the single trials; e.g. 0.25).
+ * The backward overwrites the gradient buffers (CRL_GRAD_OVERWRITE), as the
+ * command and the Python binding run it and as the bandwidth bound counts
+ * a gradient (written, not read); --accumulate adds into them instead (the
+ * C API's default, which reads every gradient buffer too).
  *
  * Also per workload: the reduction alone (crl_loss_reduce between an
  * accumulate and a backward, median, slowest rank) and the bytes it hands
@@ -31,6 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "ctrnnloss.h"
 
@@ -76,6 +84,7 @@ static const workload workloads[] = {
 };
 
 static int rank, size;
+static crl_grad_mode grad_mode = CRL_GRAD_OVERWRITE;
 
 /* MPI_Allreduce through PMPI: the bytes of the library's reductions while
  * counting is on (the library calls it from its shared object; this
@@ -159,7 +168,8 @@ static double time_median(int reps, void (*fn)(void *), void *arg)
     return median;
 }
 
-/* ---- STREAM-style probe: every rank reads one array and writes another. */
+/* ---- STREAM-style probe: every rank reads one array and writes another
+ * (through the caches, and with streaming stores: the better counts). */
 typedef struct probe {
     float *a, *b;
     int64_t n;
@@ -173,17 +183,52 @@ static void probe_scale(void *arg)
         b[i] = 0.5f * a[i] + 1.0f;
 }
 
-static void probe_read(void *arg)
+/* probe_scale with streaming stores (the library's for large gradients):
+ * the read+write rate is the better of the two, so that the bound stays a
+ * bound for a pass that streams its writes. */
+static void probe_scale_stream(void *arg)
 {
     probe *p = arg;
+#if defined(__SSE2__)
+    const float *restrict a = p->a;
+    float *restrict b = p->b;   /* malloc's 16-byte alignment */
+    int64_t i = 0;
+    for (; i + 4 <= p->n; i += 4)
+        _mm_stream_ps(b + i, _mm_add_ps(_mm_mul_ps(_mm_set1_ps(0.5f), _mm_loadu_ps(a + i)),
+                                        _mm_set1_ps(1.0f)));
+    _mm_sfence();
+    for (; i < p->n; i++)
+        b[i] = 0.5f * a[i] + 1.0f;
+#else
+    probe_scale(arg);
+#endif
+}
+
+/* Reads the array; with ahead > 0, asking for the line ahead floats on as
+ * the library's passes do (the better of the two counts). */
+static void probe_read_ahead(const probe *p, int64_t ahead)
+{
     /* 16 independent lanes: vectorizes without reassociation. */
     float acc[16] = {0};
-    for (int64_t i = 0; i + 15 < p->n; i += 16)
+    for (int64_t i = 0; i + 15 < p->n; i += 16) {
+        if (ahead)
+            __builtin_prefetch(p->a + i + ahead, 0, 3);
         for (int j = 0; j < 16; j++)
             acc[j] += p->a[i + j];
+    }
     volatile float sink = 0;
     for (int j = 0; j < 16; j++)
         sink += acc[j];
+}
+
+static void probe_read(void *arg)
+{
+    probe_read_ahead(arg, 0);
+}
+
+static void probe_read_prefetch(void *arg)
+{
+    probe_read_ahead(arg, 1024);   /* 4 KiB, the library's distance */
 }
 
 /* Aggregate bytes per second over all ranks: read+write, and read only. */
@@ -195,10 +240,11 @@ static void bandwidth(int reps, double *rw, double *ro)
     p.b = malloc(sizeof(float) * (size_t) p.n);
     for (int64_t i = 0; i < p.n; i++)
         p.a[i] = p.b[i] = (float) i;
-    double t = time_median(reps, probe_scale, &p);
-    *rw = 2.0 * 4 * (double) p.n * size / t;
+    double t = time_median(reps, probe_scale, &p), ts = time_median(reps, probe_scale_stream, &p);
+    *rw = 2.0 * 4 * (double) p.n * size / (ts < t ? ts : t);
     t = time_median(reps, probe_read, &p);
-    *ro = 4.0 * (double) p.n * size / t;
+    ts = time_median(reps, probe_read_prefetch, &p);
+    *ro = 4.0 * (double) p.n * size / (ts < t ? ts : t);
     free(p.a);
     free(p.b);
 }
@@ -327,6 +373,7 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
     run r = {0};
     crl_context_create(MPI_COMM_WORLD, &ctx);
     crl_loss_create(ctx, &r.loss);
+    crl_loss_set_grad_mode(r.loss, grad_mode);
     for (int k = 0; k < 10 && w->terms[k][0]; k++)
         if (crl_loss_add(r.loss, w->terms[k][0], w->terms[k][1], 1.0, w->terms[k][2]) != CRL_OK) {
             if (rank == 0)
@@ -450,10 +497,12 @@ int main(int argc, char **argv)
             scale = atof(argv[++k]);
         else if (!strcmp(argv[k], "--csv"))
             csv = true;
+        else if (!strcmp(argv[k], "--accumulate"))
+            grad_mode = CRL_GRAD_ACCUMULATE;
         else if (!strcmp(argv[k], "--help")) {
             if (rank == 0)
-                printf("usage: mpirun -np P ctrnn-bench [--reps R] [--scale S] [--csv] "
-                       "[rnn_loss|all_state|population_kl|hebbian|all_state_large|"
+                printf("usage: mpirun -np P ctrnn-bench [--reps R] [--scale S] [--accumulate] "
+                       "[--csv] [rnn_loss|all_state|population_kl|hebbian|all_state_large|"
                        "single_trial|single_trial_hebbian...]\n");
             MPI_Finalize();
             return 0;
@@ -469,9 +518,10 @@ int main(int argc, char **argv)
             printf("workload,ranks,B,T,N,seconds,states_GBps,limit,limit_seconds,fraction,"
                    "peak_extra_rss_KiB,inputs_grads_MiB_per_rank,reduce_seconds,reduce_bytes\n");
         else
-            printf("ctrnn-bench: %d rank(s), float32, forward+backward, median of %d; probe: "
-                   "read+write %.2f GB/s, read %.2f GB/s (all ranks)\n",
-                   size, reps, bw_rw / 1e9, bw_ro / 1e9);
+            printf("ctrnn-bench: %d rank(s), float32, forward+backward (gradients %s), median "
+                   "of %d; probe: read+write %.2f GB/s, read %.2f GB/s (all ranks)\n",
+                   size, grad_mode == CRL_GRAD_OVERWRITE ? "overwritten" : "accumulated", reps,
+                   bw_rw / 1e9, bw_ro / 1e9);
     }
     for (size_t k = 0; k < sizeof workloads / sizeof workloads[0]; k++) {
         bool want = n_only == 0;
