@@ -218,13 +218,19 @@ static inline void crl_prefetch_lines(const void *p, int64_t bytes, bool write)
     }
 }
 
+/* The prefetch distance in rows of row_bytes bytes. */
+static inline int64_t crl_prefetch_rows_ahead(int64_t row_bytes)
+{
+    int64_t ahead = row_bytes > 0 ? CRL_PREFETCH_BYTES / row_bytes : 4;
+    return ahead > 4 ? ahead : 4;
+}
+
 /* For rows of row_bytes bytes, ld elements of elem bytes apart: asks for
- * rows r .. r + rows - 1 from first (row 0) plus the prefetch distance. */
+ * rows 0 .. rows - 1 from first plus the prefetch distance. */
 static inline void crl_prefetch_ahead(const void *first, int64_t ld, int64_t rows,
                                       int64_t row_bytes, int64_t elem, bool write)
 {
-    int64_t ahead = row_bytes > 0 ? CRL_PREFETCH_BYTES / row_bytes : 4;
-    const char *p = (const char *) first + (ahead > 4 ? ahead : 4) * ld * elem;
+    const char *p = (const char *) first + crl_prefetch_rows_ahead(row_bytes) * ld * elem;
     for (int64_t r = 0; r < rows; r++, p += ld * elem)
         crl_prefetch_lines(p, row_bytes, write);
 }

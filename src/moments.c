@@ -26,16 +26,21 @@
                              const double *restrict c, double *restrict s1,                    \
                              double *restrict s2)                                              \
     {                                                                                          \
-        int64_t r = 0;                                                                         \
+        int64_t r = 0, line = 64 / (int64_t) sizeof(type);                                     \
+        int64_t ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;               \
         for (; r + 4 <= count; r += 4) {                                                       \
             const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
-            crl_prefetch_ahead(x0, ld, 4, n * (int64_t) sizeof(type), sizeof(type), false);  \
-            for (int64_t i = 0; i < n; i++) {                                                  \
-                double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];                 \
-                double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];                 \
-                s1[i] = (((s1[i] + d0) + d1) + d2) + d3;                                       \
-                if (squares)                                                                   \
-                    s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;               \
+            for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line of each row at a time */    \
+                for (int k = 0; k < 4; k++)                                                    \
+                    __builtin_prefetch(x0 + ahead + k * ld + i0, 0, 3);                        \
+                int64_t end = n - i0 < line ? n : i0 + line;                                   \
+                for (int64_t i = i0; i < end; i++) {                                           \
+                    double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];             \
+                    double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];             \
+                    s1[i] = (((s1[i] + d0) + d1) + d2) + d3;                                   \
+                    if (squares)                                                               \
+                        s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;           \
+                }                                                                              \
             }                                                                                  \
         }                                                                                      \
         for (; r < count; r++) {                                                               \
@@ -244,12 +249,15 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
                              const double *restrict mean, const double *restrict alpha,        \
                              const double *restrict beta, double *restrict grad)               \
     {                                                                                          \
-        for (int64_t r = 0; r < count; r++) {                                                  \
-            crl_prefetch_ahead(x + r * ld, ld, 1, n * (int64_t) sizeof(type), sizeof(type),     \
-                               false);                                                         \
-            for (int64_t i = 0; i < n; i++)                                                    \
-                grad[r * n + i] = alpha[i] + beta[i] * ((double) x[r * ld + i] - mean[i]);     \
-        }                                                                                      \
+        int64_t line = 64 / (int64_t) sizeof(type);                                            \
+        int64_t ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;               \
+        for (int64_t r = 0; r < count; r++)                                                    \
+            for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line at a time */                \
+                __builtin_prefetch(x + r * ld + ahead + i0, 0, 3);                             \
+                int64_t end = n - i0 < line ? n : i0 + line;                                   \
+                for (int64_t i = i0; i < end; i++)                                             \
+                    grad[r * n + i] = alpha[i] + beta[i] * ((double) x[r * ld + i] - mean[i]); \
+            }                                                                                  \
     }
 AFFINE_ROWS_KERNEL(affine_rows, double)
 AFFINE_ROWS_KERNEL(affine_rows_f32, float)
