@@ -273,17 +273,22 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
                              const double *restrict beta, crl_store how, type *restrict row)   \
     {                                                                                          \
         double scale = how.scale;                                                              \
-        int64_t bytes = n * (int64_t) sizeof(type);                                            \
+        int64_t bytes = n * (int64_t) sizeof(type), line = 64 / (int64_t) sizeof(type);        \
+        int64_t ahead = crl_prefetch_rows_ahead(bytes) * ldx;                                   \
         for (int64_t r = 0; r < count; r++) {                                                  \
-            crl_prefetch_ahead(x + r * ldx, ldx, 1, bytes, sizeof(type), false);               \
             if (how.stream) {                                                                  \
-                for (int64_t i = 0; i < n; i++) {                                              \
-                    double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
-                    row[i] = (type) (0.0 + scale * g);                                         \
+                for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line at a time */            \
+                    __builtin_prefetch(x + r * ldx + ahead + i0, 0, 3);                        \
+                    int64_t end = n - i0 < line ? n : i0 + line;                               \
+                    for (int64_t i = i0; i < end; i++) {                                       \
+                        double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);   \
+                        row[i] = (type) (0.0 + scale * g);                                     \
+                    }                                                                          \
                 }                                                                              \
                 crl_stream_copy(out + r * ldo, row, (size_t) bytes);                           \
                 continue;                                                                      \
             }                                                                                  \
+            crl_prefetch_ahead(x + r * ldx, ldx, 1, bytes, sizeof(type), false);               \
             crl_prefetch_ahead(out + r * ldo, ldo, 1, bytes, sizeof(type), true);              \
             if (how.overwrite)                                                                 \
                 for (int64_t i = 0; i < n; i++) {                                              \
