@@ -160,12 +160,12 @@ typedef struct crl_store {
 } crl_store;
 
 /*
- * Gradients at least this large are overwritten with streaming
+ * States' gradients at least this large are overwritten with streaming
  * (non-temporal) stores: such a buffer does not stay in the caches until
  * its next reader anyway, and a streaming store writes a line without first
- * reading it (a third of a backward pass's memory traffic).  Smaller ones
- * (MSELoss's outputs, chunks of the command) are stored through the caches,
- * where their next reader finds them.
+ * reading it (a third of a backward pass's memory traffic).  Smaller ones,
+ * and the outputs' gradients (K wide, read back by the caller's next step),
+ * are stored through the caches, where their next reader finds them.
  */
 #define CRL_STREAM_BYTES ((int64_t) 4 << 20)
 

@@ -249,8 +249,8 @@ void crl_stream_fence(void)
 /* dst = dst + scale src (accumulate) or 0 + scale src (overwrite: dst is not
  * read; the + 0 gives the bits of accumulating into a zeroed buffer); with
  * how.stream, each row is rounded into row (n values) and streamed out.
- * Rows of a few cache lines at most are one run when contiguous; longer
- * ones ask for the row ahead (crl_prefetch_ahead). */
+ * Rows of a few cache lines at most are one run when contiguous (unless
+ * streamed); longer ones ask for the row ahead (crl_prefetch_ahead). */
 #define STORE_ROWS_KERNEL(name, type)                                                           \
     CRL_HOT static void name(type *restrict dst, int64_t ld_dst, int64_t count, int64_t n,     \
                              const double *restrict src, int64_t ld_src, crl_store how,        \
@@ -258,7 +258,8 @@ void crl_stream_fence(void)
     {                                                                                          \
         double scale = how.scale;                                                              \
         int64_t bytes = n * (int64_t) sizeof(type);                                            \
-        if (ld_dst == n && ld_src == n && bytes < 256) { /* contiguous short rows: one run */  \
+        /* Contiguous short rows: one run (not with how.stream: row holds one row). */         \
+        if (ld_dst == n && ld_src == n && bytes < 256 && !how.stream) {                        \
             n *= count;                                                                        \
             count = 1;                                                                         \
             bytes = 0;                                                                         \

@@ -168,9 +168,11 @@ static void test_overwrite_is_accumulate_into_zeros(void **state)
  * stores (view.c): bitwise accumulation into zeros again, for each way the
  * states' gradient is stored (a constant row copied, the affine gradient
  * written straight, tiles of the row hooks), float32 and float64, both
- * layouts, scaled; N = 509 makes rows that start off 16-byte boundaries.
- * Each rank evaluates the whole problem alone, so that every rank's
- * gradient is above the threshold. */
+ * layouts, scaled; N = 509 makes rows that start off 16-byte boundaries,
+ * N = 5 rows of a fraction of a line (a tile of them is one contiguous run,
+ * streamed row by row through a buffer of one row).  Each rank evaluates
+ * the whole problem alone, so that every rank's gradient is above the
+ * threshold. */
 static void test_streamed_overwrite_is_accumulate_into_zeros(void **state)
 {
     (void) state;
@@ -180,10 +182,11 @@ static void test_streamed_overwrite_is_accumulate_into_zeros(void **state)
         {{"sp", "state_pred", 1.3, "tau=2"}, {"e", "entropy", 0.05, "reg=0.5"}},
     };
     for (int d = 0; d < 2; d++)
-        for (int tm = 0; tm < 2; tm++)
+        for (int tm = 0; tm < 4; tm++)
             for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
-                h_problem p = {.dtype = d ? CRL_FLOAT64 : CRL_FLOAT32, .time_major = tm, .B = 3,
-                               .T = 700, .N = 509};
+                bool narrow = tm >= 2;
+                h_problem p = {.dtype = d ? CRL_FLOAT64 : CRL_FLOAT32, .time_major = tm % 2,
+                               .B = 3, .T = narrow ? 70000 : 700, .N = narrow ? 5 : 509};
                 h_problem_fill(&p, 90 + k, 0.1, 1.0);
                 assert_true(p.B * p.T * p.N * (d ? 8 : 4) >= CRL_STREAM_BYTES);
                 int n_terms = sets[k][1].name ? 2 : 1;
