@@ -226,13 +226,12 @@ static inline int64_t crl_prefetch_rows_ahead(int64_t row_bytes)
 }
 
 /* For rows of row_bytes bytes, ld elements of elem bytes apart: asks for
- * rows 0 .. rows - 1 from first plus the prefetch distance. */
-static inline void crl_prefetch_ahead(const void *first, int64_t ld, int64_t rows,
-                                      int64_t row_bytes, int64_t elem, bool write)
+ * the row the prefetch distance after row. */
+static inline void crl_prefetch_ahead(const void *row, int64_t ld, int64_t row_bytes,
+                                      int64_t elem, bool write)
 {
-    const char *p = (const char *) first + crl_prefetch_rows_ahead(row_bytes) * ld * elem;
-    for (int64_t r = 0; r < rows; r++, p += ld * elem)
-        crl_prefetch_lines(p, row_bytes, write);
+    crl_prefetch_lines((const char *) row + crl_prefetch_rows_ahead(row_bytes) * ld * elem,
+                       row_bytes, write);
 }
 
 /* Matrix element as double. */

@@ -44,7 +44,7 @@
             }                                                                                  \
         }                                                                                      \
         for (; r < count; r++) {                                                               \
-            crl_prefetch_ahead(x + r * ld, ld, 1, n * (int64_t) sizeof(type), sizeof(type),     \
+            crl_prefetch_ahead(x + r * ld, ld, n * (int64_t) sizeof(type), sizeof(type),        \
                                false);                                                         \
             for (int64_t i = 0; i < n; i++) {                                                  \
                 double d = (double) x[r * ld + i] - c[i];                                      \
@@ -288,8 +288,8 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
                 crl_stream_copy(out + r * ldo, row, (size_t) bytes);                           \
                 continue;                                                                      \
             }                                                                                  \
-            crl_prefetch_ahead(x + r * ldx, ldx, 1, bytes, sizeof(type), false);               \
-            crl_prefetch_ahead(out + r * ldo, ldo, 1, bytes, sizeof(type), true);              \
+            crl_prefetch_ahead(x + r * ldx, ldx, bytes, sizeof(type), false);                  \
+            crl_prefetch_ahead(out + r * ldo, ldo, bytes, sizeof(type), true);                 \
             if (how.overwrite)                                                                 \
                 for (int64_t i = 0; i < n; i++) {                                              \
                     double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);       \
@@ -339,7 +339,7 @@ static bool rows_constant(const crl_population *pop)
                 crl_stream_fence();                                                            \
         } else                                                                                 \
             for (int64_t r = 0; r < count; r++) {                                              \
-                crl_prefetch_ahead(out + r * ldo, ldo, 1, (int64_t) bytes, sizeof(type), true); \
+                crl_prefetch_ahead(out + r * ldo, ldo, (int64_t) bytes, sizeof(type), true);    \
                 for (int64_t i = 0; i < n; i++)                                                \
                     out[r * ldo + i] = (type) ((double) out[r * ldo + i] + scale * alpha[i]);  \
             }                                                                                  \

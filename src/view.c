@@ -195,7 +195,7 @@ CRL_HOT static void widen_rows(const float *restrict src, int64_t ld_src, int64_
         bytes = 0;
     }
     for (int64_t r = 0; r < count; r++) {
-        crl_prefetch_ahead(src + r * ld_src, ld_src, 1, bytes, sizeof(float), false);
+        crl_prefetch_ahead(src + r * ld_src, ld_src, bytes, sizeof(float), false);
         for (int64_t i = 0; i < n; i++)
             dst[r * n + i] = (double) src[r * ld_src + i];
     }
@@ -273,13 +273,13 @@ void crl_stream_fence(void)
             crl_stream_fence();                                                                \
         else if (how.overwrite)                                                                \
             for (int64_t r = 0; r < count; r++) {                                              \
-                crl_prefetch_ahead(dst + r * ld_dst, ld_dst, 1, bytes, sizeof(type), true);    \
+                crl_prefetch_ahead(dst + r * ld_dst, ld_dst, bytes, sizeof(type), true);       \
                 for (int64_t i = 0; i < n; i++)                                                \
                     dst[r * ld_dst + i] = (type) (0.0 + scale * src[r * ld_src + i]);          \
             }                                                                                  \
         else                                                                                   \
             for (int64_t r = 0; r < count; r++) {                                              \
-                crl_prefetch_ahead(dst + r * ld_dst, ld_dst, 1, bytes, sizeof(type), true);    \
+                crl_prefetch_ahead(dst + r * ld_dst, ld_dst, bytes, sizeof(type), true);       \
                 for (int64_t i = 0; i < n; i++)                                                \
                     dst[r * ld_dst + i] =                                                      \
                         (type) ((double) dst[r * ld_dst + i] + scale * src[r * ld_src + i]);   \
