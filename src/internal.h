@@ -376,14 +376,15 @@ typedef struct crl_rows {
  * the element's last row, the next element's rows), when ahead is set. */
 static inline void crl_rows_prefetch(const crl_rows *rows, int64_t r)
 {
-    const crl_array *a = rows->array;
-    int64_t b = rows->b, t = rows->t0 + r + rows->ahead;
     if (rows->ahead == 0)
         return;
+    const crl_array *a = rows->array;
+    int64_t b = rows->b, t = rows->t0 + r + rows->ahead;
     if (t >= a->time) {
         t -= a->time;
         b++;
     }
+    /* Inline, not crl_prefetch_rows: this runs once per row of a hot loop. */
     if (b < a->batch && t < a->time)
         crl_prefetch_lines(crl_array_row(a, b, t), a->width * (int64_t) crl_dtype_size(a->dtype),
                            false);

@@ -185,11 +185,16 @@ int crl_matrix_check_grad(const crl_matrix *g, const crl_matrix *m, const char *
     return crl_matrix_check(g, label, err);
 }
 
+/* Rows shorter than this (a few cache lines), contiguous, are widened or
+ * stored as one run: no per-row overhead, and no prefetch (a tile of them
+ * is a few lines). */
+enum { SHORT_ROW_BYTES = 256 };
+
 CRL_HOT static void widen_rows(const float *restrict src, int64_t ld_src, int64_t count,
                                int64_t n, double *restrict dst)
 {
     int64_t bytes = n * (int64_t) sizeof(float);
-    if (ld_src == n && bytes < 256) {   /* contiguous short rows: one run */
+    if (ld_src == n && bytes < SHORT_ROW_BYTES) {   /* contiguous short rows: one run */
         n *= count;
         count = 1;
         bytes = 0;
@@ -259,7 +264,7 @@ void crl_stream_fence(void)
         double scale = how.scale;                                                              \
         int64_t bytes = n * (int64_t) sizeof(type);                                            \
         /* Contiguous short rows: one run (not with how.stream: row holds one row). */         \
-        if (ld_dst == n && ld_src == n && bytes < 256 && !how.stream) {                        \
+        if (ld_dst == n && ld_src == n && bytes < SHORT_ROW_BYTES && !how.stream) {            \
             n *= count;                                                                        \
             count = 1;                                                                         \
             bytes = 0;                                                                         \
