@@ -148,6 +148,12 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double median_of(double *t, int reps)
+{
+    qsort(t, (size_t) reps, sizeof *t, cmp_double);
+    return reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+}
+
 /* Median over repetitions of the slowest rank's time of fn(arg). */
 static double time_median(int reps, void (*fn)(void *), void *arg)
 {
@@ -162,8 +168,7 @@ static double time_median(int reps, void (*fn)(void *), void *arg)
         MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         t[r] = slowest;
     }
-    qsort(t, (size_t) reps, sizeof *t, cmp_double);
-    double median = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    double median = median_of(t, reps);
     free(t);
     return median;
 }
@@ -264,34 +269,39 @@ static void evaluate(void *arg)
     }
 }
 
-/* The reduction of one evaluation: its median time (slowest rank) and
- * the bytes reduced, with the accumulate and backward around it untimed. */
-static double reduce_median(run *r, int reps, double *bytes)
+/* The phases of one evaluation, each timed on its own (median over reps
+ * of the slowest rank): phase[0] the accumulate (forward), phase[1] the
+ * reduction, phase[2] the backward; and the bytes the reduction hands to
+ * MPI_Allreduce. */
+static void phase_medians(run *r, int reps, double phase[3], double *bytes)
 {
-    double *t = malloc(sizeof(double) * (size_t) reps);
+    double *t = malloc(sizeof(double) * 3 * (size_t) reps);
     for (int k = 0; k < reps; k++) {
-        if (crl_loss_accumulate(r->loss, &r->in, &r->grad) != CRL_OK) {
+        double dt[3];
+        int rc = CRL_OK;
+        for (int p = 0; p < 3 && rc == CRL_OK; p++) {
+            MPI_Barrier(MPI_COMM_WORLD);
+            reduced_bytes = 0;
+            counting = p == 1;
+            double t0 = MPI_Wtime();
+            rc = p == 0   ? crl_loss_accumulate(r->loss, &r->in, &r->grad)
+                 : p == 1 ? crl_loss_reduce(r->loss)
+                          : crl_loss_backward(r->loss, &r->in, &r->grad);
+            dt[p] = MPI_Wtime() - t0;
+            if (p == 1)
+                *bytes = reduced_bytes;
+            counting = false;
+        }
+        if (rc != CRL_OK) {
             fprintf(stderr, "evaluation failed\n");
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
-        MPI_Barrier(MPI_COMM_WORLD);
-        reduced_bytes = 0;
-        counting = true;
-        double t0 = MPI_Wtime();
-        int rc = crl_loss_reduce(r->loss);
-        double dt = MPI_Wtime() - t0;
-        counting = false;
-        *bytes = reduced_bytes;
-        if (rc != CRL_OK || crl_loss_backward(r->loss, &r->in, &r->grad) != CRL_OK) {
-            fprintf(stderr, "evaluation failed\n");
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
-        MPI_Allreduce(&dt, &t[k], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        for (int p = 0; p < 3; p++)
+            MPI_Allreduce(&dt[p], &t[p * reps + k], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
-    qsort(t, (size_t) reps, sizeof *t, cmp_double);
-    double median = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    for (int p = 0; p < 3; p++)
+        phase[p] = median_of(t + p * reps, reps);
     free(t);
-    return median;
 }
 
 /* The BLAS calls of a hebbian evaluation alone: syrk forward, gemm back. */
@@ -434,7 +444,9 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
     }
 
     double seconds = time_median(reps, evaluate, &r);
-    double red_bytes = 0, red_seconds = reduce_median(&r, reps, &red_bytes);
+    double red_bytes = 0, phase[3];
+    phase_medians(&r, reps, phase, &red_bytes);
+    double red_seconds = phase[1];
     /* The bandwidth bound: forward must read the inputs (at the read-only
      * probe's rate), backward must read them again and write the gradients
      * (at the read+write probe's rate, which counts both). */
@@ -462,10 +474,10 @@ static void bench(const workload *w, double scale, int reps, double bw_rw, doubl
         else
             printf("%-16s B=%-4lld T=%-5lld N=%-5lld %9.3f ms  states %6.2f GB/s  %s limit %8.3f ms"
                    "  = %5.1f%%  memory %6.1f MiB/rank (inputs+grads %6.1f)"
-                   "  reduce %7.3f ms of %.0f KiB\n",
+                   "  forward %7.3f ms  reduce %7.3f ms of %.0f KiB  backward %7.3f ms\n",
                    w->name, (long long) B, (long long) T, (long long) N, seconds * 1e3, states_gbs,
                    limit, limit_s * 1e3, 100 * limit_s / seconds, rss / 1024.0, data_mib,
-                   red_seconds * 1e3, red_bytes / 1024.0);
+                   phase[0] * 1e3, red_seconds * 1e3, red_bytes / 1024.0, phase[2] * 1e3);
         fflush(stdout);
     }
     crl_loss_destroy(&r.loss);

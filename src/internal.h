@@ -172,8 +172,9 @@ typedef struct crl_store {
 /* how, streaming when it overwrites an array of out's size of at least
  * CRL_STREAM_BYTES. */
 crl_store crl_store_for(crl_store how, const crl_array *out);
-/* dst = src (bytes bytes), with streaming stores where the machine has them,
- * else memcpy; crl_stream_fence orders them before what follows. */
+/* dst = src (bytes bytes), with streaming stores of its whole 64-byte lines
+ * where the machine has them (the part lines at the ends, and everything
+ * elsewhere, by memcpy); crl_stream_fence orders them before what follows. */
 void crl_stream_copy(void *restrict dst, const void *restrict src, size_t bytes);
 void crl_stream_fence(void);
 
