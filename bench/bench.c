@@ -23,9 +23,11 @@
  * a gradient (written, not read); --accumulate adds into them instead (the
  * C API's default, which reads every gradient buffer too).
  *
- * Also per workload: the reduction alone (crl_loss_reduce between an
- * accumulate and a backward, median, slowest rank) and the bytes it hands
- * to MPI_Allreduce, counted through MPI's profiling interface.
+ * Also per workload: each phase timed alone (crl_loss_accumulate,
+ * crl_loss_reduce, crl_loss_backward, each its median over the repetitions
+ * of the slowest rank; the CSV keeps the reduction's) and the bytes the
+ * reduction hands to MPI_Allreduce, counted through MPI's profiling
+ * interface.
  */
 #include "config.h"
 
