@@ -21,25 +21,38 @@
  * s2 in registers four times longer; each s1[i] still adds its rows in time
  * order, so the bits are those of one row at a time, with or without s2.
  */
+/* Four rows' moments over width neurons (y0..y3, ci, t1, t2 at the first). */
+#define MOMENTS_STEP(width, squares)                                                               \
+    for (int64_t i = 0; i < (width); i++) {                                                    \
+        double d0 = (double) y0[i] - ci[i], d1 = (double) y1[i] - ci[i];                       \
+        double d2 = (double) y2[i] - ci[i], d3 = (double) y3[i] - ci[i];                       \
+        t1[i] = (((t1[i] + d0) + d1) + d2) + d3;                                               \
+        if (squares)                                                                           \
+            t2[i] = (((t2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;                       \
+    }
+
 #define MOMENTS_KERNEL(name, type, squares)                                                     \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
                              const double *restrict c, double *restrict s1,                    \
                              double *restrict s2)                                              \
     {                                                                                          \
-        int64_t r = 0, line = 64 / (int64_t) sizeof(type);                                     \
-        int64_t ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;               \
+        const int64_t line = 64 / (int64_t) sizeof(type);                                      \
+        int64_t r = 0, ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;        \
         for (; r + 4 <= count; r += 4) {                                                       \
             const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
             for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line of each row at a time */    \
                 for (int k = 0; k < 4; k++)                                                    \
                     __builtin_prefetch(x0 + ahead + k * ld + i0, 0, 3);                        \
-                int64_t end = n - i0 < line ? n : i0 + line;                                   \
-                for (int64_t i = i0; i < end; i++) {                                           \
-                    double d0 = (double) x0[i] - c[i], d1 = (double) x1[i] - c[i];             \
-                    double d2 = (double) x2[i] - c[i], d3 = (double) x3[i] - c[i];             \
-                    s1[i] = (((s1[i] + d0) + d1) + d2) + d3;                                   \
-                    if (squares)                                                               \
-                        s2[i] = (((s2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;           \
+                /* A whole line is a loop of constant length, unrolled into \
+                 * vectors without the checks of a variable one. */ \
+                int64_t width = n - i0 < line ? n - i0 : line;                                 \
+                const type *y0 = x0 + i0, *y1 = x1 + i0, *y2 = x2 + i0, *y3 = x3 + i0;         \
+                const double *ci = c + i0;                                                     \
+                double *t1 = s1 + i0, *t2 = s2 + i0;                                           \
+                if (width == line) {                                                           \
+                    MOMENTS_STEP(line, squares)                                                \
+                } else {                                                                       \
+                    MOMENTS_STEP(width, squares)                                               \
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \
@@ -244,19 +257,30 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
 /* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
  * depends on S through per-neuron sums (docs/losses.md: dL/dS = g_i / (B T) and the
  * variance and sum-of-squares terms), from double or raw float32 rows. */
+/* g[j] = the affine gradient of value y[j] of neuron i0 + j, j < width (a
+ * whole line's constant width unrolls into vectors, without the checks of a
+ * variable trip count). */
+#define AFFINE_STEP(g, y, i0, width)                                                            \
+    for (int64_t j = 0; j < (width); j++)                                                      \
+        (g)[j] = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);
+
 #define AFFINE_ROWS_KERNEL(name, type)                                                          \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
                              const double *restrict mean, const double *restrict alpha,        \
                              const double *restrict beta, double *restrict grad)               \
     {                                                                                          \
-        int64_t line = 64 / (int64_t) sizeof(type);                                            \
+        const int64_t line = 64 / (int64_t) sizeof(type);                                      \
         int64_t ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;               \
         for (int64_t r = 0; r < count; r++)                                                    \
             for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line at a time */                \
                 __builtin_prefetch(x + r * ld + ahead + i0, 0, 3);                             \
-                int64_t end = n - i0 < line ? n : i0 + line;                                   \
-                for (int64_t i = i0; i < end; i++)                                             \
-                    grad[r * n + i] = alpha[i] + beta[i] * ((double) x[r * ld + i] - mean[i]); \
+                const type *y = x + r * ld + i0;                                               \
+                double *g = grad + r * n + i0;                                                 \
+                if (n - i0 >= line) {                                                          \
+                    AFFINE_STEP(g, y, i0, line)                                                \
+                } else {                                                                       \
+                    AFFINE_STEP(g, y, i0, n - i0)                                              \
+                }                                                                              \
             }                                                                                  \
     }
 AFFINE_ROWS_KERNEL(affine_rows, double)
@@ -266,6 +290,13 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
  * row: the same operations, in the same order, as affine_rows followed by
  * crl_rows_store, so the same bits (with how.stream, each row rounded into
  * row and streamed out). */
+/* AFFINE_STEP's gradient times scale, rounded into o[j]. */
+#define AFFINE_STORE_STEP(o, y, i0, width, type)                                                \
+    for (int64_t j = 0; j < (width); j++) {                                                    \
+        double g = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);      \
+        (o)[j] = (type) (0.0 + scale * g);                                                     \
+    }
+
 #define AFFINE_ADD_KERNEL(name, type)                                                           \
     CRL_HOT static void name(const type *restrict x, int64_t ldx, type *restrict out,          \
                              int64_t ldo, int64_t count, int64_t n,                            \
@@ -273,16 +304,18 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
                              const double *restrict beta, crl_store how, type *restrict row)   \
     {                                                                                          \
         double scale = how.scale;                                                              \
-        int64_t bytes = n * (int64_t) sizeof(type), line = 64 / (int64_t) sizeof(type);        \
+        const int64_t line = 64 / (int64_t) sizeof(type);                                      \
+        int64_t bytes = n * (int64_t) sizeof(type);                                            \
         int64_t ahead = crl_prefetch_rows_ahead(bytes) * ldx;                                   \
         for (int64_t r = 0; r < count; r++) {                                                  \
             if (how.stream) {                                                                  \
                 for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line at a time */            \
                     __builtin_prefetch(x + r * ldx + ahead + i0, 0, 3);                        \
-                    int64_t end = n - i0 < line ? n : i0 + line;                               \
-                    for (int64_t i = i0; i < end; i++) {                                       \
-                        double g = alpha[i] + beta[i] * ((double) x[r * ldx + i] - mean[i]);   \
-                        row[i] = (type) (0.0 + scale * g);                                     \
+                    const type *y = x + r * ldx + i0;                                          \
+                    if (n - i0 >= line) {                                                      \
+                        AFFINE_STORE_STEP(row + i0, y, i0, line, type)                         \
+                    } else {                                                                   \
+                        AFFINE_STORE_STEP(row + i0, y, i0, n - i0, type)                       \
                     }                                                                          \
                 }                                                                              \
                 crl_stream_copy(out + r * ldo, row, (size_t) bytes);                           \
