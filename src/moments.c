@@ -37,7 +37,8 @@
                              double *restrict s2)                                              \
     {                                                                                          \
         const int64_t line = 64 / (int64_t) sizeof(type);                                      \
-        int64_t r = 0, ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;        \
+        /* The distance counts from the sweep's last row: a sweep reads 4. */                  \
+        int64_t r = 0, ahead = (4 + crl_prefetch_rows_ahead(n * (int64_t) sizeof(type))) * ld;  \
         for (; r + 4 <= count; r += 4) {                                                       \
             const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
             for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line of each row at a time */    \
