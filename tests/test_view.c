@@ -1,6 +1,7 @@
 /*
  * test_view.c - array descriptions (src/view.c): layouts, stride and shape
- * checks, size overflow, row loads and stores, locating non-finite values.
+ * checks, size overflow, row loads and stores, locating non-finite values,
+ * the streamed copy of gradient rows.
  */
 #include "harness.h"
 
@@ -142,6 +143,29 @@ static void test_mul_size(void **state)
     assert_false(crl_mul_size(-1, 2, &out));
 }
 
+/* crl_stream_copy at every offset in a line and every length up to a few
+ * lines: exactly the bytes asked for, whichever pieces (part lines through
+ * the caches, whole lines streamed) carry them. */
+static void test_stream_copy_every_offset_and_length(void **state)
+{
+    (void) state;
+    enum { MAX = 300, PAD = 64 };
+    static unsigned char src[MAX], dst[PAD + 64 + MAX + PAD] __attribute__((aligned(64)));
+    for (int k = 0; k < MAX; k++)
+        src[k] = (unsigned char) (k * 37 + 11);
+    for (int off = 0; off < 64; off++)
+        for (int len = 0; len <= MAX; len++) {
+            memset(dst, 0xa5, sizeof dst);
+            crl_stream_copy(dst + PAD + off, src, (size_t) len);
+            crl_stream_fence();
+            assert_memory_equal(dst + PAD + off, src, (size_t) len);
+            for (int k = 0; k < PAD + off; k++)
+                assert_int_equal(dst[k], 0xa5);
+            for (size_t k = (size_t) (PAD + off + len); k < sizeof dst; k++)
+                assert_int_equal(dst[k], 0xa5);
+        }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +176,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_rows_load_and_store),
         cmocka_unit_test(test_find_nonfinite),
         cmocka_unit_test(test_mul_size),
+        cmocka_unit_test(test_stream_copy_every_offset_and_length),
     };
     return h_main(argc, argv, tests, sizeof tests / sizeof tests[0], "view");
 }
