@@ -74,8 +74,11 @@ crl_spill *crl_spill_swap(crl_spill *s);
 /* Records v for slot x in the current spill list. */
 void crl_xsum_spill(crl_xsum *x, double v);
 
-/* *x += v, exactly.  The mantissa lands in two limbs; a carry (or borrow)
- * runs further only while limbs overflow, which is rare. */
+/* *x += v, exactly.  The mantissa lands in two limbs, added as a signed
+ * 128-bit two's-complement number (no branch on the sign, which is random
+ * for the low parts of the exact products); what reaches the limbs above -
+ * the carry out, less one for a negative value - is 0 but rarely, and only
+ * then runs further. */
 static inline void crl_xsum_add(crl_xsum *x, double v)
 {
     uint64_t bits;
@@ -88,28 +91,23 @@ static inline void crl_xsum_add(crl_xsum *x, double v)
             crl_xsum_spill(x, v);
         return;
     }
-    uint64_t m = (bits & 0xfffffffffffffULL) | 1ULL << 52;
-    unsigned i = (unsigned) at >> 6, s = (unsigned) at & 63;
-    uint64_t lo = m << s, hi = s ? m >> (64 - s) : 0;
+    uint64_t m = (bits & 0xfffffffffffffULL) | 1ULL << 52, negative = bits >> 63;
+    unsigned i = (unsigned) at >> 6;
+    unsigned __int128 magnitude = (unsigned __int128) m << (at & 63);
+    unsigned __int128 sign = (unsigned __int128) 0 - negative; /* 0 or all ones */
+    unsigned __int128 addend = (magnitude ^ sign) - sign;
     uint64_t *w = x->limb;
-    if (!(bits >> 63)) {
-        uint64_t t = w[i] + lo, c = t < lo;
-        w[i] = t;
-        uint64_t add = hi + c;
-        t = w[i + 1] + add;
-        c = t < add;
-        w[i + 1] = t;
-        for (unsigned k = i + 2; c && k < CRL_XSUM_LIMBS; k++)
-            c = ++w[k] == 0;
-    } else {
-        uint64_t b = w[i] < lo;
-        w[i] -= lo;
-        uint64_t sub = hi + b;
-        b = w[i + 1] < sub;
-        w[i + 1] -= sub;
-        for (unsigned k = i + 2; b && k < CRL_XSUM_LIMBS; k++)
-            b = w[k]-- == 0;
-    }
+    unsigned __int128 old = (unsigned __int128) w[i + 1] << 64 | w[i];
+    unsigned __int128 sum = old + addend;
+    w[i] = (uint64_t) sum;
+    w[i + 1] = (uint64_t) (sum >> 64);
+    int carry = (int) (sum < old) - (int) negative;
+    if (carry > 0)
+        for (unsigned k = i + 2; k < CRL_XSUM_LIMBS && ++w[k] == 0; k++)
+            continue;
+    else if (carry < 0)
+        for (unsigned k = i + 2; k < CRL_XSUM_LIMBS && w[k]-- == 0; k++)
+            continue;
 }
 
 /* *x += y, exactly (the reduction operators' step). */
