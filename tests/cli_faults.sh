@@ -6,8 +6,7 @@
 # signal; what a killed run left is removed by the next run; stale files of
 # inputs not given this time go; an input rewritten during a chunked run is
 # an error with no output; an input in the gradient directory is refused;
-# disagreeing choices are named.  Run by scripts/check --faults (about a
-# minute), also over TCP only (OMPI_MCA_btl=self,tcp).
+# disagreeing choices are named.  Part of make check (a minute or two).
 . "$(dirname "$0")/cli-lib.sh"
 
 cd "$WORK" || exit 99
@@ -35,14 +34,18 @@ $(readlink "$s/current")"
     fi
 }
 
-# The complete sets A and B, written by runs that finished.
-# shellcheck disable=SC2086
-mpi "$np" eval $A --grad-dir setA && expect_ok "set A"
-sums setA >sumsA
-# shellcheck disable=SC2086
-mpi "$np" eval $B --grad-dir setB && expect_ok "set B"
-sums setB >sumsB
-cmp -s sumsA sumsB && fail "sets A and B do not differ: the checks below could not fail"
+# reference_sets NAME: the complete sets of $A and $B, written by runs that
+# finished, into NAME"A" and NAME"B"; their checksums into sumsA and sumsB.
+reference_sets() {
+    # shellcheck disable=SC2086
+    mpi "$np" eval $A --grad-dir "$1A" && expect_ok "set A"
+    sums "$1A" >sumsA
+    # shellcheck disable=SC2086
+    mpi "$np" eval $B --grad-dir "$1B" && expect_ok "set B"
+    sums "$1B" >sumsB
+    cmp -s sumsA sumsB && fail "sets A and B do not differ: the checks below could not fail"
+}
+reference_sets set
 
 # whole_set DIR WHAT: DIR holds set A or set B, whole.
 whole_set() {
@@ -205,10 +208,25 @@ interrupt() {
 }
 
 echo "== signals"
+# The sets above run their backward and writing in a few tens of
+# milliseconds on a fast machine, less than it takes to see the progress
+# line and find the process: the signals go to runs of heavier sets
+# (hebbian's products on 768 neurons, 121 MB of rates; 0.4 s or more of
+# backward and writing on 2 cores at 1 to 4 ranks), their own complete sets
+# beside them.
+mkdir heavy && "$TOOL" gen heavy --B 40 --T 512 --N 768 || exit 99
+small_A=$A small_B=$B
+cp sumsA sumsA.small && cp sumsB sumsB.small
+A="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=1 --term f=fr"
+B="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=2 --term f=fr"
+reference_sets heavy
 for sig in INT TERM; do
     interrupt "$sig" mpirun "SIG$sig to mpirun during the backward pass"
     interrupt "$sig" rank0 "SIG$sig to rank 0 during the backward pass"
 done
+A=$small_A B=$small_B
+mv sumsA.small sumsA && mv sumsB.small sumsB
+rm -rf heavy heavyA heavyB g
 echo "== SIGKILL at any moment"
 # run_seconds RANKS: how long set B takes at RANKS ranks here; the kills
 # come at fractions of it, so that each one lands inside the run whatever
