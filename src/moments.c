@@ -15,14 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2 (when
- * squares), row after row.  Four rows per sweep over the neurons keep s1 and
- * s2 in registers four times longer; each s1[i] still adds its rows in time
- * order, so the bits are those of one row at a time, with or without s2.
- */
-/* Four rows' moments over width neurons (y0..y3, ci, t1, t2 at the first). */
-#define MOMENTS_STEP(width, squares)                                                               \
+/* Four rows' moments over width neurons (the kernel's y0..y3, ci, t1, t2 at
+ * the first of them). */
+#define MOMENTS_STEP(width, squares)                                                            \
     for (int64_t i = 0; i < (width); i++) {                                                    \
         double d0 = (double) y0[i] - ci[i], d1 = (double) y1[i] - ci[i];                       \
         double d2 = (double) y2[i] - ci[i], d3 = (double) y3[i] - ci[i];                       \
@@ -31,6 +26,12 @@
             t2[i] = (((t2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;                       \
     }
 
+/*
+ * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2 (when
+ * squares), row after row.  Four rows per sweep over the neurons keep s1 and
+ * s2 in registers four times longer; each s1[i] still adds its rows in time
+ * order, so the bits are those of one row at a time, with or without s2.
+ */
 #define MOMENTS_KERNEL(name, type, squares)                                                     \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
                              const double *restrict c, double *restrict s1,                    \
@@ -44,8 +45,8 @@
             for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line of each row at a time */    \
                 for (int k = 0; k < 4; k++)                                                    \
                     __builtin_prefetch(x0 + ahead + k * ld + i0, 0, 3);                        \
-                /* A whole line is a loop of constant length, unrolled into \
-                 * vectors without the checks of a variable one. */ \
+                /* A whole line is a loop of constant length, unrolled into                    \
+                 * vectors without the checks of a variable one. */                            \
                 int64_t width = n - i0 < line ? n - i0 : line;                                 \
                 const type *y0 = x0 + i0, *y1 = x1 + i0, *y2 = x2 + i0, *y3 = x3 + i0;         \
                 const double *ci = c + i0;                                                     \
@@ -255,16 +256,16 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
     return CRL_OK;
 }
 
-/* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
- * depends on S through per-neuron sums (docs/losses.md: dL/dS = g_i / (B T) and the
- * variance and sum-of-squares terms), from double or raw float32 rows. */
-/* g[j] = the affine gradient of value y[j] of neuron i0 + j, j < width (a
- * whole line's constant width unrolls into vectors, without the checks of a
- * variable trip count). */
+/* g[j] = the affine gradient of value y[j] of neuron i0 + j, j < width, from
+ * the kernel's alpha, beta and mean (a whole line's constant width unrolls
+ * into vectors, without the checks of a variable trip count). */
 #define AFFINE_STEP(g, y, i0, width)                                                            \
     for (int64_t j = 0; j < (width); j++)                                                      \
         (g)[j] = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);
 
+/* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
+ * depends on S through per-neuron sums (docs/losses.md: dL/dS = g_i / (B T) and the
+ * variance and sum-of-squares terms), from double or raw float32 rows. */
 #define AFFINE_ROWS_KERNEL(name, type)                                                          \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
                              const double *restrict mean, const double *restrict alpha,        \
@@ -287,17 +288,17 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
 AFFINE_ROWS_KERNEL(affine_rows, double)
 AFFINE_ROWS_KERNEL(affine_rows_f32, float)
 
-/* The affine gradient added straight into the output, one pass over each
- * row: the same operations, in the same order, as affine_rows followed by
- * crl_rows_store, so the same bits (with how.stream, each row rounded into
- * row and streamed out). */
-/* AFFINE_STEP's gradient times scale, rounded into o[j]. */
+/* AFFINE_STEP's gradient times the kernel's scale, rounded into o[j]. */
 #define AFFINE_STORE_STEP(o, y, i0, width, type)                                                \
     for (int64_t j = 0; j < (width); j++) {                                                    \
         double g = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);      \
         (o)[j] = (type) (0.0 + scale * g);                                                     \
     }
 
+/* The affine gradient added straight into the output, one pass over each
+ * row: the same operations, in the same order, as affine_rows followed by
+ * crl_rows_store, so the same bits (with how.stream, each row rounded into
+ * row and streamed out). */
 #define AFFINE_ADD_KERNEL(name, type)                                                           \
     CRL_HOT static void name(const type *restrict x, int64_t ldx, type *restrict out,          \
                              int64_t ldo, int64_t count, int64_t n,                            \
