@@ -207,26 +207,6 @@ interrupt() {
     whole_set g "$what: after the next run"
 }
 
-echo "== signals"
-# The sets above run their backward and writing in a few tens of
-# milliseconds on a fast machine, less than it takes to see the progress
-# line and find the process: the signals go to runs of heavier sets
-# (hebbian's products on 768 neurons, 121 MB of rates; 0.4 s or more of
-# backward and writing on 2 cores at 1 to 4 ranks), their own complete sets
-# beside them.
-mkdir heavy && "$TOOL" gen heavy --B 40 --T 512 --N 768 || exit 99
-small_A=$A small_B=$B
-cp sumsA sumsA.small && cp sumsB sumsB.small
-A="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=1 --term f=fr"
-B="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=2 --term f=fr"
-reference_sets heavy
-for sig in INT TERM; do
-    interrupt "$sig" mpirun "SIG$sig to mpirun during the backward pass"
-    interrupt "$sig" rank0 "SIG$sig to rank 0 during the backward pass"
-done
-A=$small_A B=$small_B
-mv sumsA.small sumsA && mv sumsB.small sumsB
-rm -rf heavy heavyA heavyB g
 echo "== SIGKILL at any moment"
 # run_seconds RANKS: how long set B takes at RANKS ranks here; the kills
 # come at fractions of it, so that each one lands inside the run whatever
@@ -282,5 +262,21 @@ timeout -k 10 "$TIMEOUT" "$MPIRUN" -np 1 sh -c '"$0" "$@"; echo "$?" >>exits' "$
     "$CLI" eval --states f8/states.npy --term f=fr:metric=l2 </dev/null >out 2>err
 sort exits -o exits
 expect_failure 1 "ranks disagree on term 'f' (fr): metric (from l2 to l1)" 2 eval "(metric l1 / l2)"
+
+echo "== signals"
+# The sets above run their backward and writing in a few tens of
+# milliseconds on a fast machine, less than it takes to see the progress
+# line and find the process: the signals go to runs of heavier sets
+# (hebbian's products on 768 neurons, 121 MB of rates; 0.4 s or more of
+# backward and writing on 2 cores at 1 to 4 ranks), their own complete sets
+# beside them.  Last, since they replace A, B and their checksums.
+mkdir heavy && "$TOOL" gen heavy --B 40 --T 512 --N 768 || exit 99
+A="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=1 --term f=fr"
+B="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=2 --term f=fr"
+reference_sets heavy
+for sig in INT TERM; do
+    interrupt "$sig" mpirun "SIG$sig to mpirun during the backward pass"
+    interrupt "$sig" rank0 "SIG$sig to rank 0 during the backward pass"
+done
 
 finish
