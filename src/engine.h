@@ -85,7 +85,8 @@ typedef struct scratch {
     double *shift, *s1, *s2;            /* N: per-element moments       */
     double *pop_data[2];                /* mean, var, alpha, beta: 4 N  */
     double *weight_grad[4];
-    int64_t tile_cap, n_cap, pop_cap[2], weight_grad_cap[4];
+    double *row_sums;                   /* 2 rows: CRL_PASS_ROW_SUMS    */
+    int64_t tile_cap, n_cap, pop_cap[2], weight_grad_cap[4], row_sums_cap;
 } scratch;
 
 enum { PHASE_IDLE, PHASE_ACCUMULATING, PHASE_REDUCED };
@@ -186,6 +187,11 @@ static inline bool term_uses_pop(const crl_term *t, int p)
 {
     return term_active(t) && (t->cls->uses(t) & CRL_USES(pop_role(p)));
 }
+
+/* Whether the first row hook of a backward tile may start the tile itself
+ * (crl_term_class.backward_inits): true, but for the tests that hold its
+ * rows to the bits of the engine's own start (tests/test_composite.c). */
+extern bool crl_hooks_start_tiles;
 
 /* Whether an active term reading role declares the shared pass. */
 static inline bool crl_pass_needed(const crl_loss *loss, int role, unsigned pass)

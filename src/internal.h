@@ -371,7 +371,29 @@ typedef struct crl_rows {
                                  at row r, for row t0 + r + ahead (the next
                                  tile's; crl_rows_prefetch), so that it
                                  arrives while they compute; 0: they do not */
+    /* Forward, float32 rows of a population whose terms declare
+     * CRL_PASS_ROW_SUMS: the moments pass's sum of row r (crl_sum_fixed_f32
+     * of it, the same bits) at row_sum[r], and at row_sum[count + r] the
+     * row's value whose bits, read as a signed integer, are the largest
+     * (in a finite row: its largest value >= +0, or one <= 0 if it has
+     * none); NULL otherwise. */
+    const double *row_sum;
+    /* Backward, the first hook of a tile, where its class has
+     * backward_inits: not NULL when the tile holds nothing yet.  The hook
+     * then writes into each row the row's starting value, the affine
+     * gradient of this population (crl_rows_init: alpha_i + beta_i (x -
+     * mu_i) where init->affine, else +0), plus its part, with the operations
+     * of crl_rows_init followed by its adding kernel (the same bits). */
+    const crl_population *init;
 } crl_rows;
+
+/* Row r of the tile as the engine starts it (crl_rows.init): float32 rows
+ * only. */
+void crl_rows_init(const crl_rows *rows, int64_t r, double *grad_row);
+
+/* The starting value of element i, of value v, of a row (crl_rows.init),
+ * in the operations of crl_rows_init. */
+#define CRL_INIT_AFFINE(pop, i, v) ((pop)->alpha[i] + (pop)->beta[i] * ((v) - (pop)->mean[i]))
 
 /* Asks for the cache lines of row t0 + r + rows->ahead of the array (past
  * the element's last row, the next element's rows), when ahead is set. */
@@ -420,6 +442,9 @@ enum {
                                          sums of squares too (the variances and
                                          sum S^2); without it they are 0 and
                                          only the sums are formed             */
+    CRL_PASS_ROW_SUMS = 1u << 4,      /* with CRL_PASS_MOMENTS: each float32
+                                         row's sum and peak, formed in the same
+                                         sweep (crl_rows.row_sum)             */
 };
 
 /* Values a term reports from finalize (before its weight lambda_k). */
@@ -462,6 +487,11 @@ struct crl_term_class {
      * engine then need not widen float32 rows into doubles for them, and
      * rows->x is NULL unless another term asked for doubles. */
     bool raw_rows;
+    /* Its backward_rows honours crl_rows.init (float32 raw rows): the
+     * engine then lets it, when it is the first hook, write each row's
+     * starting value together with its part, rather than forming the tile
+     * in a pass of its own first. */
+    bool backward_inits;
     /* The term weighs its output error by the optional mask input (docs/losses.md
      * "Output masks"): the engine then reads the mask when one is given. */
     bool takes_mask;

@@ -16,32 +16,80 @@
 #include <string.h>
 
 /* Four rows' moments over width neurons (the kernel's y0..y3, ci, t1, t2 at
- * the first of them). */
-#define MOMENTS_STEP(width, squares)                                                            \
+ * the first of them); with rows, also the rows' lanes and peaks
+ * (ROW_LANES_STEP). */
+#define MOMENTS_STEP(width, squares, rows)                                                      \
     for (int64_t i = 0; i < (width); i++) {                                                    \
         double d0 = (double) y0[i] - ci[i], d1 = (double) y1[i] - ci[i];                       \
         double d2 = (double) y2[i] - ci[i], d3 = (double) y3[i] - ci[i];                       \
         t1[i] = (((t1[i] + d0) + d1) + d2) + d3;                                               \
         if (squares)                                                                           \
             t2[i] = (((t2[i] + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;                       \
+        if (rows) {                                                                            \
+            ROW_LANES_STEP(0, y0)                                                              \
+            ROW_LANES_STEP(1, y1)                                                              \
+            ROW_LANES_STEP(2, y2)                                                              \
+            ROW_LANES_STEP(3, y3)                                                              \
+        }                                                                                      \
     }
+
+/* Row q's lane i (element i0 + i: lane k mod line of crl_sum_fixed_f32's
+ * order, where line is its 16 lanes) and the largest of its bit patterns
+ * as signed integers. */
+#define ROW_LANES_STEP(q, y)                                                                    \
+    {                                                                                          \
+        int32_t bits;                                                                          \
+        memcpy(&bits, &(y)[i], sizeof bits);                                                   \
+        lanes[q][i] += (double) (y)[i];                                                        \
+        peaks[q][i] = bits > peaks[q][i] ? bits : peaks[q][i];                                 \
+    }
+
+/* A row's sum and peak (crl_rows.row_sum) on its own: the rows after the
+ * last sweep of four. */
+static void row_sum_alone(const float *x, int64_t n, double *sum, double *peak)
+{
+    int32_t top = INT32_MIN;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        top = bits > top ? bits : top;
+    }
+    float value;
+    memcpy(&value, &top, sizeof value);
+    *sum = crl_sum_fixed_f32(x, n);
+    *peak = value;
+}
 
 /*
  * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2 (when
  * squares), row after row.  Four rows per sweep over the neurons keep s1 and
  * s2 in registers four times longer; each s1[i] still adds its rows in time
  * order, so the bits are those of one row at a time, with or without s2.
+ * With rows (float32 only), the sweep also forms each row's sum in
+ * crl_sum_fixed_f32's lanes (a line of 16 floats is its 16 lanes, the lines
+ * in index order, then crl_combine_lanes: its bits) and its peak
+ * (crl_rows.row_sum) into row_sum[r] and row_sum[count + r], while the
+ * row's lines are in registers, rather than in two more passes of the
+ * entropy's over each row.
  */
-#define MOMENTS_KERNEL(name, type, squares)                                                     \
+#define MOMENTS_KERNEL(name, type, squares, rows)                                               \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
                              const double *restrict c, double *restrict s1,                    \
-                             double *restrict s2)                                              \
+                             double *restrict s2, double *restrict row_sum)                    \
     {                                                                                          \
-        const int64_t line = 64 / (int64_t) sizeof(type);                                      \
+        enum { line = 64 / (int) sizeof(type) };                                               \
+        double lanes[4][line];                                                                 \
+        int32_t peaks[4][line];                                                                \
         /* The distance counts from the sweep's last row: a sweep reads 4. */                  \
         int64_t r = 0, ahead = (4 + crl_prefetch_rows_ahead(n * (int64_t) sizeof(type))) * ld;  \
         for (; r + 4 <= count; r += 4) {                                                       \
             const type *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;          \
+            if (rows)                                                                          \
+                for (int q = 0; q < 4; q++)                                                    \
+                    for (int j = 0; j < line; j++) {                                           \
+                        lanes[q][j] = 0;                                                       \
+                        peaks[q][j] = INT32_MIN;                                               \
+                    }                                                                          \
             for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line of each row at a time */    \
                 for (int k = 0; k < 4; k++)                                                    \
                     __builtin_prefetch(x0 + ahead + k * ld + i0, 0, 3);                        \
@@ -52,10 +100,19 @@
                 const double *ci = c + i0;                                                     \
                 double *t1 = s1 + i0, *t2 = s2 + i0;                                           \
                 if (width == line) {                                                           \
-                    MOMENTS_STEP(line, squares)                                                \
+                    MOMENTS_STEP(line, squares, rows)                                          \
                 } else {                                                                       \
-                    MOMENTS_STEP(width, squares)                                               \
+                    MOMENTS_STEP(width, squares, rows)                                         \
                 }                                                                              \
+            }                                                                                  \
+            for (int q = 0; q < 4 && rows; q++) {                                              \
+                int32_t top = INT32_MIN;                                                       \
+                for (int j = 0; j < line; j++)                                                 \
+                    top = peaks[q][j] > top ? peaks[q][j] : top;                               \
+                float value;                                                                   \
+                memcpy(&value, &top, sizeof value);                                            \
+                row_sum[r + q] = crl_combine_lanes(lanes[q], line);                            \
+                row_sum[count + r + q] = value;                                                \
             }                                                                                  \
         }                                                                                      \
         for (; r < count; r++) {                                                               \
@@ -67,12 +124,17 @@
                 if (squares)                                                                   \
                     s2[i] += d * d;                                                            \
             }                                                                                  \
+            if (rows)                                                                          \
+                row_sum_alone((const float *) (x + r * ld), n, &row_sum[r],                    \
+                              &row_sum[count + r]);                                            \
         }                                                                                      \
     }
-MOMENTS_KERNEL(moments_f64, double, true)
-MOMENTS_KERNEL(moments_f32, float, true)
-MOMENTS_KERNEL(sums_f64, double, false)
-MOMENTS_KERNEL(sums_f32, float, false)
+MOMENTS_KERNEL(moments_f64, double, true, false)
+MOMENTS_KERNEL(moments_f32, float, true, false)
+MOMENTS_KERNEL(moments_rows_f32, float, true, true)
+MOMENTS_KERNEL(sums_f64, double, false, false)
+MOMENTS_KERNEL(sums_f32, float, false, false)
+MOMENTS_KERNEL(sums_rows_f32, float, false, true)
 
 /* Adds one batch element's shifted moments to the global sums:
  * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2 (sumsq not NULL), each
@@ -128,6 +190,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
     bool moments = crl_pass_needed(loss, pop_role(p), CRL_PASS_MOMENTS);
     /* Without squares their slots stay 0 (the layout does not change). */
     bool squares = moments && crl_pass_needed(loss, pop_role(p), CRL_PASS_SQUARES);
+    bool row_sums = crl_pass_needed(loss, pop_role(p), CRL_PASS_ROW_SUMS);
     row_hook_needs(loss, p, false, &row_hooks, &doubles);
     doubles |= a->dtype == CRL_FLOAT64; /* in place: free */
     if (!moments)
@@ -141,20 +204,24 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
         ld = 0;
         if (row_hooks && !moments)
             crl_prefetch_rows(a, b, t0 + rows, rows, false);
+        const float *raw = doubles ? NULL : (const float *) crl_array_row(a, b, t0);
+        double *row_sum = moments && row_sums && !doubles ? w->row_sums : NULL;
         if (doubles) {
             x = crl_rows_load(a, b, t0, count, w->tile, &ld);
             if (squares)
-                moments_f64(x, ld, count, n, c, w->s1, w->s2);
+                moments_f64(x, ld, count, n, c, w->s1, w->s2, NULL);
             else if (moments)
-                sums_f64(x, ld, count, n, c, w->s1, w->s2);
+                sums_f64(x, ld, count, n, c, w->s1, w->s2, NULL);
         } else if (squares) {
-            moments_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+            (row_sum ? moments_rows_f32 : moments_f32)(raw, a->time_stride, count, n, c, w->s1,
+                                                       w->s2, row_sum);
         } else if (moments) {
-            sums_f32(crl_array_row(a, b, t0), a->time_stride, count, n, c, w->s1, w->s2);
+            (row_sum ? sums_rows_f32 : sums_f32)(raw, a->time_stride, count, n, c, w->s1, w->s2,
+                                                 row_sum);
         }
         crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
                          NULL, NULL, 0, NULL, 0, 0, NULL,
-                         &g->place[p], base + t0, t0 == u0, false, rows};
+                         &g->place[p], base + t0, t0 == u0, false, rows, row_sum, NULL};
         for (int k = 0; k < loss->n_terms && row_hooks; k++) {
             crl_term *t = &loss->terms[k];
             if (term_uses_pop(t, p) && t->cls->accumulate_rows
@@ -174,7 +241,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
         fold_moments(sum, squares ? sumsq : NULL, c, w->s1, w->s2, n, (double) (u1 - u0));
     crl_rows unit = {pop_role(p), a, b, element, u0, u1 - u0, n, NULL, 0,
                      NULL, NULL, 0, NULL, 0, 0, NULL,
-                     &g->place[p], base + u0, true, u1 == a->time, 0};
+                     &g->place[p], base + u0, true, u1 == a->time, 0, NULL, NULL};
     for (int k = 0; k < loss->n_terms; k++) {
         crl_term *t = &loss->terms[k];
         if (term_uses_pop(t, p) && t->cls->accumulate_element
@@ -422,13 +489,20 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
         }
         return;
     }
+    /* The first hook starts the tile itself where it can (float32 rows). */
+    int first = 0;
+    while (!(term_uses_pop(&loss->terms[first], p) && loss->terms[first].cls->backward_rows))
+        first++;
+    bool hook_inits = crl_hooks_start_tiles && !doubles && loss->terms[first].cls->backward_inits;
     for (int64_t b = 0; b < a->batch; b++)
         for (int64_t t0 = 0; t0 < time; t0 += rows) {
             int64_t count = time - t0 < rows ? time - t0 : rows, ld;
             const double *x = doubles ? crl_rows_load(a, b, t0, count, w->tile, &ld) : NULL;
             if (!doubles)
                 ld = 0;
-            if (pop->affine && x)
+            if (hook_inits)
+                ;
+            else if (pop->affine && x)
                 affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
             else if (pop->affine)
                 affine_rows_f32(crl_array_row(a, b, t0), a->time_stride, count, n, pop->mean,
@@ -438,12 +512,26 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
             crl_rows view = {pop_role(p), a, b, loss->done[p] + b, t0, count, n, x, ld,
                              NULL, NULL, 0, NULL, 0, 0, NULL,
                              &g->place[p], loss->done_rows[p] + b * time + t0, t0 % CRL_TIME_UNIT == 0,
-                             false, rows};
-            for (int k = 0; k < loss->n_terms; k++) {
+                             false, rows, NULL, NULL};
+            for (int k = first; k < loss->n_terms; k++) {
                 const crl_term *t = &loss->terms[k];
+                view.init = k == first && hook_inits ? pop : NULL;
                 if (term_uses_pop(t, p) && t->cls->backward_rows)
                     t->cls->backward_rows(t, g, &view, w->grad_tile);
             }
             crl_rows_store(out, b, t0, count, w->grad_tile, n, how, w->s1);
         }
+}
+
+bool crl_hooks_start_tiles = true;
+
+void crl_rows_init(const crl_rows *rows, int64_t r, double *grad_row)
+{
+    const crl_population *pop = rows->init;
+    const crl_array *a = rows->array;
+    if (pop->affine)
+        affine_rows_f32(crl_array_row(a, rows->b, rows->t0 + r), a->time_stride, 1, rows->n,
+                        pop->mean, pop->alpha, pop->beta, grad_row);
+    else
+        memset(grad_row, 0, sizeof(double) * (size_t) rows->n);
 }

@@ -34,7 +34,7 @@ static crl_rows output_rows(crl_loss *loss, const crl_tensors *in, int64_t b, in
     scratch *w = &loss->work;
     const crl_array *x = &in->pred, *y = &in->label;
     crl_rows v = {CRL_ROLE_PRED, x, b, element, t0, count, x->width, NULL, 0, y, NULL, 0,
-                  NULL, 0, 0, NULL, &loss->g.place[0], 0, t0 % CRL_TIME_UNIT == 0, false, 0};
+                  NULL, 0, 0, NULL, &loss->g.place[0], 0, t0 % CRL_TIME_UNIT == 0, false, 0, NULL, NULL};
     v.x = crl_rows_load(x, b, t0, count, w->tile, &v.ld);
     v.y = crl_rows_load(y, b, t0, count, w->tile2, &v.ldy);
     if (loss->uses & CRL_USES(CRL_ROLE_MASK)) {
@@ -127,7 +127,7 @@ static int outputs_unit(crl_loss *loss, const crl_tensors *in, crl_xsum *payload
     if (error_pass && crl_output_error_element(x, y, mask, b, w->s1, slot, err) != CRL_OK)
         return err->code;
     crl_rows unit = {CRL_ROLE_PRED, x, b, element, u0, u1 - u0, k, NULL, 0, y, NULL, 0,
-                     NULL, 0, 0, mask, &loss->g.place[0], base + u0, true, u1 == x->time, 0};
+                     NULL, 0, 0, mask, &loss->g.place[0], base + u0, true, u1 == x->time, 0, NULL, NULL};
     for (int j = 0; j < loss->n_terms && hooks; j++) {
         crl_term *t = &loss->terms[j];
         if (term_active(t) && (t->cls->uses(t) & CRL_USES(CRL_ROLE_PRED))

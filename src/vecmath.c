@@ -34,10 +34,7 @@ CRL_HOT_FMA void crl_logf_array(const float *restrict x, float *restrict y, int6
                 lane[j] += (double) x[k + j];                                                  \
         for (int j = 0; k + j < n; j++)                                                        \
             lane[j] += (double) x[k + j];                                                      \
-        for (int width = (lanes) / 2; width >= 1; width /= 2)                                  \
-            for (int j = 0; j < width; j++)                                                    \
-                lane[j] = lane[2 * j] + lane[2 * j + 1];                                       \
-        return lane[0];                                                                        \
+        return crl_combine_lanes(lane, (lanes));                                               \
     }
 SUM_FIXED_KERNEL(crl_sum_fixed, double, 8)
 SUM_FIXED_KERNEL(crl_sum_fixed_f32, float, 16)

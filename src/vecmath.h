@@ -166,6 +166,18 @@ void crl_logf_array(const float *restrict x, float *restrict y, int64_t n);
 /* y[k] = crl_log(x[k]) for k < n.  x and y must not overlap. */
 void crl_log_array(const double *restrict x, double *restrict y, int64_t n);
 
+/* The pairwise combination of the fixed orders' lanes, in place:
+ * lane[j] = lane[2j] + lane[2j + 1] on halving widths, down to lane[0]
+ * (lanes a power of two).  For loops that form crl_sum_fixed_f32's lanes
+ * themselves beside other work, so that their sums have its bits. */
+static inline double crl_combine_lanes(double *lane, int lanes)
+{
+    for (int width = lanes / 2; width >= 1; width /= 2)
+        for (int j = 0; j < width; j++)
+            lane[j] = lane[2 * j] + lane[2 * j + 1];
+    return lane[0];
+}
+
 /* Sum of x[0 .. n-1] in a fixed order: eight interleaved partial sums
  * (element k goes to lane k mod 8), combined pairwise. */
 double crl_sum_fixed(const double *x, int64_t n);

@@ -43,6 +43,7 @@ void crl_free_scratch(scratch *w)
     free(w->shift);
     free(w->s1);
     free(w->s2);
+    free(w->row_sums);
     for (int p = 0; p < 2; p++)
         free(w->pop_data[p]);
     for (int k = 0; k < 4; k++)
@@ -82,7 +83,8 @@ bool crl_scratch_rows(scratch *w, int64_t rows, int64_t n)
     double **vectors[] = {&w->shift, &w->s1, &w->s2};
     /* n per-neuron values, or the output error's lanes (at most 16 or n). */
     return reserve_all(tiles, 5, &w->tile_cap, rows * n)
-           && reserve_all(vectors, 3, &w->n_cap, n < 16 ? 16 : n);
+           && reserve_all(vectors, 3, &w->n_cap, n < 16 ? 16 : n)
+           && crl_reserve(&w->row_sums, &w->row_sums_cap, 2 * rows, sizeof(double));
 }
 
 int crl_reserve_work(crl_loss *loss, crl_global *g, unsigned uses, crl_error *err)

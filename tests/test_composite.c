@@ -4,6 +4,7 @@
  * collective errors raised on one rank only, accumulating gradients.
  */
 #include "harness.h"
+#include "engine.h"
 
 #include <malloc.h>
 #include <math.h>
@@ -353,6 +354,54 @@ static void test_chunked_evaluation_is_identical(void **state)
     }
 }
 
+/* The gradients of p under terms, with the first row hook of each backward
+ * tile starting it (crl_term_class.backward_inits) or the engine starting
+ * every tile itself: bitwise the same. */
+static void expect_same_starts(const h_problem *p, const h_term *terms, int n_terms)
+{
+    h_result fused, apart;
+    h_eval_self(p, terms, n_terms, H_GRAD_STATES, &fused);
+    crl_hooks_start_tiles = false;
+    h_eval_self(p, terms, n_terms, H_GRAD_STATES, &apart);
+    crl_hooks_start_tiles = true;
+    assert_int_equal(fused.status, CRL_OK);
+    assert_int_equal(apart.status, CRL_OK);
+    assert_true(memcmp(&fused.total, &apart.total, sizeof fused.total) == 0);
+    assert_true(fused.grad_bytes[0] == apart.grad_bytes[0]);
+    if (memcmp(fused.grad[0], apart.grad[0], fused.grad_bytes[0]) != 0)
+        fail_msg("%s first (%d terms, %s, %s): the hook's start differs from the engine's",
+                 terms[0].type, n_terms, p->dtype == CRL_FLOAT32 ? "float32" : "float64",
+                 p->time_major ? "time-major" : "batch-major");
+    h_result_free(&fused);
+    h_result_free(&apart);
+}
+
+/* Each hook that starts its tiles, first with and without an affine part
+ * (fr, fr_dist before it in the tile), followed by another hook, over
+ * float32 (where hooks start tiles) and float64 rows, both layouts, with
+ * rows on both of the entropy's paths and N = 37 (vector bodies and tails). */
+static void test_hooks_start_tiles_with_the_engines_bits(void **state)
+{
+    (void) state;
+    const h_term entropy = {"h", "entropy", 0.7, "reg=0.4,eps=1e-6"};
+    const h_term pred = {"p", "state_pred", 1.3, "tau=2"};
+    const h_term l2 = {"f", "fr", 0.5, "metric=l2"};
+    const h_term cv = {"c", "fr_dist", 0.9, "metric=cv"};
+    const h_term sets[][3] = {{entropy}, {entropy, l2}, {entropy, pred, cv},
+                              {pred},    {pred, cv},    {pred, entropy, l2}};
+    const int sizes[] = {1, 2, 3, 1, 2, 3};
+    for (int variant = 0; variant < 4; variant++) {
+        h_problem p = {.dtype = variant < 2 ? CRL_FLOAT32 : CRL_FLOAT64,
+                       .time_major = variant % 2 == 1, .B = 3, .T = 70, .N = 37};
+        h_problem_fill(&p, 90 + (uint64_t) variant, 0, 1);
+        for (int64_t bt = 0; bt < p.B * p.T; bt += 3)
+            p.states[bt * p.N + bt % p.N] = 40; /* peaked: the entropy's double path */
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
+            expect_same_starts(&p, sets[k], sizes[k]);
+        h_problem_free(&p);
+    }
+}
+
 static void test_cycle_misuse(void **state)
 {
     (void) state;
@@ -487,6 +536,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_terms_and_no_batch),
         cmocka_unit_test(test_values_api),
         cmocka_unit_test(test_chunked_evaluation_is_identical),
+        cmocka_unit_test(test_hooks_start_tiles_with_the_engines_bits),
         cmocka_unit_test(test_cycle_misuse),
         cmocka_unit_test(test_chunk_weights_compared_by_field),
         cmocka_unit_test(test_no_growth_over_1000_cycles),

@@ -30,9 +30,12 @@
  * engine then need not form an affine tile first.
  *
  * The hooks read the raw rows (float32 or float64, widened element by
- * element).  Each row is summed in a fixed order (vecmath.h) and its
- * logarithms taken inside one vectorized loop per row, so a row gives the
- * same bits wherever it lies.
+ * element).  Each row is summed in a fixed order (vecmath.h; a float32
+ * row's sum and peak come from the moments sweep, CRL_PASS_ROW_SUMS, with
+ * the same bits as forming them here) and its logarithms taken inside one
+ * vectorized loop per row, so a row gives the same bits wherever it lies.
+ * As the first hook of a backward tile it starts the tile's rows itself
+ * (crl_rows.init).
  *
  * Float32 rows are computed in float32 where that is enough (docs/losses.md
  * "Exactness"): p, p + eps, its logarithm (crl_logf, no division, twice the
@@ -252,43 +255,71 @@ CRL_HOT_FMA static void terms_row_float(const float *restrict x, int64_t n, floa
     }
 }
 
-/* backward_kept_f32 with w recomputed (one logarithm), the same bits. */
-CRL_HOT_FMA static void backward_row_float(const float *restrict x, int64_t n, float inv_z,
-                                           float eps, double pa, double k, double slope,
-                                           double *restrict grad)
-{
-    for (int64_t i = 0; i < n; i++) {
-        float p = x[i] * inv_z, shifted = p + eps;
-        double w = (double) (crl_logf(shifted) + p / shifted);
-        grad[i] = fma(slope, (double) x[i], fma(-k, w - pa, grad[i]));
+/* backward_kept_f32 with w recomputed (one logarithm), the same bits;
+ * BASE(i, v) is grad[i] (adding) or the row's starting value
+ * (crl_rows.init, from pop). */
+#define BACKWARD_FLOAT_KERNEL(name, BASE)                                                       \
+    CRL_HOT_FMA static void name(const float *restrict x, int64_t n, float inv_z, float eps,   \
+                                 double pa, double k, double slope, const crl_population *pop, \
+                                 double *restrict grad)                                        \
+    {                                                                                          \
+        (void) pop;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                      \
+            float p = x[i] * inv_z, shifted = p + eps;                                         \
+            double v = (double) x[i], w = (double) (crl_logf(shifted) + p / shifted);          \
+            grad[i] = fma(slope, v, fma(-k, w - pa, BASE(i, v)));                              \
+        }                                                                                      \
     }
-}
+#define TILE_VALUE(i, v) grad[i]
+#define ZERO_START(i, v) 0.0
+#define AFFINE_START(i, v) CRL_INIT_AFFINE(pop, i, v)
+BACKWARD_FLOAT_KERNEL(backward_row_float, TILE_VALUE)
+BACKWARD_FLOAT_KERNEL(backward_start_zero_float, ZERO_START)
+BACKWARD_FLOAT_KERNEL(backward_start_affine_float, AFFINE_START)
 
 /*
- * Whether float32 row x takes the float32 path (the header's condition):
+ * Whether a float32 row takes the float32 path (the header's condition):
  * eps and 1/Z in float32's range (checked in double, before converting),
- * and p + eps <= 1/2 for every rate in the path's own float operations.  A
- * flag reduction, which vectorizes (a maximum of the rates would not,
- * without -ffinite-math-only); the row is in L1 from its sum.
+ * and p + eps <= 1/2 for every rate in the path's own float operations.
+ * Those two roundings are monotone in the rate (1/Z > 0), so the row's
+ * largest rate decides for all of them: peak, the value of the row whose
+ * bits are the largest as a signed integer (crl_rows.row_sum), which in a
+ * finite row - as 1/Z in range implies - is its largest rate >= +0 (rates
+ * below it never exceed 1/2 here; the row reports negative ones).
  */
-CRL_HOT static bool float_row(const float *restrict x, int64_t n, double inv_z, double eps)
+static bool float_row(double peak, double inv_z, double eps)
 {
     if (!(eps >= FLT_MIN && eps <= 0.5 && inv_z >= 0x1p-100 && inv_z <= FLT_MAX))
         return false;
-    float inv_z_f = (float) inv_z, eps_f = (float) eps;
-    int near_one = 0;
-    for (int64_t i = 0; i < n; i++)
-        near_one |= x[i] * inv_z_f + eps_f > 0.5f;
-    return !near_one;
+    return !((float) peak * (float) inv_z + (float) eps > 0.5f);
 }
 
-/* 1 / Z of row x (Z = sum x + eps, the sum in crl_sum_fixed's order), and
- * whether it takes the float32 path. */
-static double inverse_normalizer(const crl_array *a, const void *x, double eps, bool *in_float)
+/* The peak of float32 row x, as the moments pass forms it. */
+static double row_peak(const float *x, int64_t n)
 {
+    int32_t top = INT32_MIN;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        top = bits > top ? bits : top;
+    }
+    float value;
+    memcpy(&value, &top, sizeof value);
+    return value;
+}
+
+/* 1 / Z of row r of rows (Z = sum x + eps, the sum in crl_sum_fixed_f32's
+ * or crl_sum_fixed's order; a float32 row's from the moments pass where it
+ * formed it), and whether it takes the float32 path. */
+static double inverse_normalizer(const crl_rows *rows, int64_t r, const void *x, double eps,
+                                 bool *in_float)
+{
+    const crl_array *a = rows->array;
     if (a->dtype == CRL_FLOAT32) {
-        double inv_z = 1.0 / (crl_sum_fixed_f32(x, a->width) + eps);
-        *in_float = float_row(x, a->width, inv_z, eps);
+        const double *kept = rows->row_sum;
+        double sum = kept ? kept[r] : crl_sum_fixed_f32(x, a->width);
+        double inv_z = 1.0 / (sum + eps);
+        *in_float = float_row(kept ? kept[rows->count + r] : row_peak(x, a->width), inv_z, eps);
         return inv_z;
     }
     *in_float = false;
@@ -329,7 +360,7 @@ static int accumulate_rows(crl_term *t, const crl_rows *rows, crl_xsum *slots, c
         const void *x = crl_array_row(a, rows->b, row);
         crl_rows_prefetch(rows, r);
         bool in_float;
-        double inv_z = inverse_normalizer(a, x, eps, &in_float);
+        double inv_z = inverse_normalizer(rows, r, x, eps, &in_float);
         bool negative;
         if (in_float)
             negative = forward_row_float(x, n, (float) inv_z, (float) eps, s->h_sum,
@@ -389,10 +420,12 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
         crl_rows_prefetch(rows, r);
         bool f32 = a->dtype == CRL_FLOAT32;
         if (!s->keep_rows) {
+            if (rows->init)
+                crl_rows_init(rows, r, out);
             /* The forward's a on the same row (the same bits) and the
              * backward kernel's w, one logarithm per element. */
             bool in_float;
-            double inv_z = inverse_normalizer(a, x, eps, &in_float), pa;
+            double inv_z = inverse_normalizer(rows, r, x, eps, &in_float), pa;
             if (in_float) {
                 terms_row_float(x, n, (float) inv_z, (float) eps, s->a_float, s->w);
                 pa = crl_sum_fixed_f32(s->a_float, n);
@@ -411,9 +444,20 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
             continue;
         }
         double inv_z = kept[0], k = s->coef * inv_z;
-        if (kept[2] != 0)
-            backward_row_float(x, n, (float) inv_z, (float) eps, kept[1], k, s->slope, out);
-        else if (f32)
+        const crl_population *pop = rows->init;
+        if (kept[2] != 0) {
+            /* The first hook of a tile starts its rows (crl_rows.init). */
+            void (*kernel)(const float *restrict, int64_t, float, float, double, double, double,
+                           const crl_population *, double *restrict) =
+                !pop           ? backward_row_float
+                : pop->affine  ? backward_start_affine_float
+                               : backward_start_zero_float;
+            kernel(x, n, (float) inv_z, (float) eps, kept[1], k, s->slope, pop, out);
+            continue;
+        }
+        if (pop)
+            crl_rows_init(rows, r, out);
+        if (f32)
             backward_row_f32(x, n, inv_z, eps, kept[1], k, s->slope, out);
         else
             backward_row_f64(x, n, inv_z, eps, kept[1], k, s->slope, out);
@@ -430,7 +474,8 @@ const crl_term_class crl_term_entropy = {
     .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
     .raw_rows = true,
-    .passes = CRL_PASS_MOMENTS | CRL_PASS_SQUARES,
+    .backward_inits = true,
+    .passes = CRL_PASS_MOMENTS | CRL_PASS_SQUARES | CRL_PASS_ROW_SUMS,
     .uses = uses,
     .prepare = prepare,
     .accumulate_rows = accumulate_rows,

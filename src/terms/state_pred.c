@@ -158,16 +158,18 @@ SQ_LAG_KERNEL(sq_lag_f32, float)
 SQ_LAG_KERNEL(sq_lag_f64, double)
 
 /*
- * grad[r, i] += c (D_t [t < T - tau] - D_{t-tau} [t >= tau]) for the rows
- * t = t0 + r of x (rows ld apart, lag = tau * ld): rows that have both
+ * grad[r, i] = BASE + c (D_t [t < T - tau] - D_{t-tau} [t >= tau]) for the
+ * rows t = t0 + r of x (rows ld apart, lag = tau * ld): rows that have both
  * neighbours take c ((x_t - x_{t+tau}) - (x_{t-tau} - x_t)), the others the
- * one difference they have, in one pass.
+ * one difference they have, in one pass.  BASE(i, v) is what the tile held
+ * (g[i]: an adding kernel), or the row's starting value (crl_rows.init).
  */
-#define LAG_GRAD_KERNEL(name, type)                                                             \
+#define LAG_GRAD_KERNEL(name, type, BASE)                                                       \
     CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t lag, int64_t t0,      \
                              int64_t count, int64_t time, int64_t tau, int64_t n, double c,    \
-                             double *restrict grad)                                            \
+                             const crl_population *pop, double *restrict grad)                 \
     {                                                                                          \
+        (void) pop;                                                                            \
         for (int64_t r = 0; r < count; r++) {                                                  \
             int64_t t = t0 + r;                                                                \
             bool ahead = t + tau < time, behind = t >= tau;                                    \
@@ -177,21 +179,34 @@ SQ_LAG_KERNEL(sq_lag_f64, double)
                 const type *xa = xt + lag, *xb = xt - lag;                                     \
                 for (int64_t i = 0; i < n; i++) {                                              \
                     double v = (double) xt[i];                                                 \
-                    g[i] += c * ((v - (double) xa[i]) - ((double) xb[i] - v));                 \
+                    g[i] = BASE(i, v) + c * ((v - (double) xa[i]) - ((double) xb[i] - v));     \
                 }                                                                              \
             } else if (ahead) {                                                                \
                 const type *xa = xt + lag;                                                     \
-                for (int64_t i = 0; i < n; i++)                                                \
-                    g[i] += c * ((double) xt[i] - (double) xa[i]);                             \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double v = (double) xt[i];                                                 \
+                    g[i] = BASE(i, v) + c * (v - (double) xa[i]);                              \
+                }                                                                              \
             } else if (behind) {                                                               \
                 const type *xb = xt - lag;                                                     \
-                for (int64_t i = 0; i < n; i++)                                                \
-                    g[i] += c * ((double) xt[i] - (double) xb[i]);                             \
-            }                                                                                  \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double v = (double) xt[i];                                                 \
+                    g[i] = BASE(i, v) + c * (v - (double) xb[i]);                              \
+                }                                                                              \
+            } else                                                                             \
+                for (int64_t i = 0; i < n; i++) {                                              \
+                    double v = (double) xt[i];                                                 \
+                    g[i] = BASE(i, v);                                                         \
+                }                                                                              \
         }                                                                                      \
     }
-LAG_GRAD_KERNEL(lag_grad_f32, float)
-LAG_GRAD_KERNEL(lag_grad_f64, double)
+#define TILE_VALUE(i, v) ((void) (v), g[i])
+#define ZERO_START(i, v) ((void) (v), 0.0)
+#define AFFINE_START(i, v) CRL_INIT_AFFINE(pop, i, v)
+LAG_GRAD_KERNEL(lag_grad_f32, float, TILE_VALUE)
+LAG_GRAD_KERNEL(lag_grad_f64, double, TILE_VALUE)
+LAG_GRAD_KERNEL(lag_start_zero_f32, float, ZERO_START)
+LAG_GRAD_KERNEL(lag_start_affine_f32, float, AFFINE_START)
 
 /* Rows t < T - tau of the tile whose row t + tau the chunk holds add D_t^2
  * to the unit's per-neuron sums, in time order whatever the tiles. */
@@ -499,17 +514,26 @@ static void backward_rows(const crl_term *t, const crl_global *g, const crl_rows
         while (r < rows->count && inner_row(rows, rows->t0 + r, tau) == inner)
             r++;
         if (!inner) {
-            for (int64_t k = from; k < r; k++)
+            for (int64_t k = from; k < r; k++) {
+                if (rows->init)
+                    crl_rows_init(rows, k, grad + k * rows->n);
                 edge_row_grad(s, rows, rows->t0 + k, tau, grad + k * rows->n);
+            }
             continue;
         }
         const void *x = crl_array_row(a, rows->b, rows->t0 + from);
+        /* The first hook of a tile starts its rows (crl_rows.init). */
+        void (*kernel)(const float *restrict, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, double, const crl_population *, double *restrict) =
+            !rows->init          ? lag_grad_f32
+            : rows->init->affine ? lag_start_affine_f32
+                                 : lag_start_zero_f32;
         if (a->dtype == CRL_FLOAT32)
-            lag_grad_f32(x, ld, tau * ld, off + rows->t0 + from, r - from, rows->place->time,
-                         tau, rows->n, s->coef, grad + from * rows->n);
+            kernel(x, ld, tau * ld, off + rows->t0 + from, r - from, rows->place->time, tau,
+                   rows->n, s->coef, rows->init, grad + from * rows->n);
         else
             lag_grad_f64(x, ld, tau * ld, off + rows->t0 + from, r - from, rows->place->time,
-                         tau, rows->n, s->coef, grad + from * rows->n);
+                         tau, rows->n, s->coef, NULL, grad + from * rows->n);
     }
 }
 
@@ -523,6 +547,7 @@ const crl_term_class crl_term_state_pred = {
     .gradients = CRL_USES(CRL_ROLE_STATES),
     .params = params,
     .raw_rows = true,
+    .backward_inits = true,
     .passes = CRL_PASS_MOMENTS,
     .uses = uses,
     .prepare = prepare,
