@@ -175,6 +175,8 @@ SQ_LAG_KERNEL(sq_lag_f64, double)
             bool ahead = t + tau < time, behind = t >= tau;                                    \
             const type *xt = x + r * ld;                                                       \
             double *g = grad + r * n;                                                          \
+            /* As the first hook of a tile, the first to read its rows. */                     \
+            crl_prefetch_ahead(xt, ld, n * (int64_t) sizeof(type), sizeof(type), false);       \
             if (ahead && behind) {                                                             \
                 const type *xa = xt + lag, *xb = xt - lag;                                     \
                 for (int64_t i = 0; i < n; i++) {                                              \
