@@ -44,22 +44,6 @@
         peaks[q][i] = bits > peaks[q][i] ? bits : peaks[q][i];                                 \
     }
 
-/* A row's sum and peak (crl_rows.row_sum) on its own: the rows after the
- * last sweep of four. */
-static void row_sum_alone(const float *x, int64_t n, double *sum, double *peak)
-{
-    int32_t top = INT32_MIN;
-    for (int64_t i = 0; i < n; i++) {
-        int32_t bits;
-        memcpy(&bits, &x[i], sizeof bits);
-        top = bits > top ? bits : top;
-    }
-    float value;
-    memcpy(&value, &top, sizeof value);
-    *sum = crl_sum_fixed_f32(x, n);
-    *peak = value;
-}
-
 /*
  * Per-element moments about shift c: s1 += x - c, s2 += (x - c)^2 (when
  * squares), row after row.  Four rows per sweep over the neurons keep s1 and
@@ -124,9 +108,10 @@ static void row_sum_alone(const float *x, int64_t n, double *sum, double *peak)
                 if (squares)                                                                   \
                     s2[i] += d * d;                                                            \
             }                                                                                  \
-            if (rows)                                                                          \
-                row_sum_alone((const float *) (x + r * ld), n, &row_sum[r],                    \
-                              &row_sum[count + r]);                                            \
+            if (rows) {                                                                        \
+                row_sum[r] = crl_sum_fixed_f32((const float *) (x + r * ld), n);               \
+                row_sum[count + r] = crl_row_peak_f32((const float *) (x + r * ld), n);        \
+            }                                                                                  \
         }                                                                                      \
     }
 MOMENTS_KERNEL(moments_f64, double, true, false)

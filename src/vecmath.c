@@ -39,6 +39,19 @@ CRL_HOT_FMA void crl_logf_array(const float *restrict x, float *restrict y, int6
 SUM_FIXED_KERNEL(crl_sum_fixed, double, 8)
 SUM_FIXED_KERNEL(crl_sum_fixed_f32, float, 16)
 
+CRL_HOT double crl_row_peak_f32(const float *x, int64_t n)
+{
+    int32_t top = INT32_MIN; /* -0.0f's bits, below every other pattern */
+    for (int64_t i = 0; i < n; i++) {
+        int32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        top = bits > top ? bits : top;
+    }
+    float value;
+    memcpy(&value, &top, sizeof value);
+    return value;
+}
+
 /*
  * The loops of crl_sq_diff_rows; inlined with a constant n for the narrow
  * widths, where a loop over i of one or two values would cost more than

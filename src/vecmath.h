@@ -185,6 +185,11 @@ double crl_sum_fixed(const double *x, int64_t n);
  * order with sixteen lanes (k mod 16). */
 double crl_sum_fixed_f32(const float *x, int64_t n);
 
+/* The value of float32 x[0 .. n-1] whose bits, read as a signed integer,
+ * are the largest (crl_rows.row_sum's peak; -0.0f for n = 0): in a finite
+ * row, its largest value >= +0, or a value <= 0 if it has none. */
+double crl_row_peak_f32(const float *x, int64_t n);
+
 /* The lanes of the output error's per-unit sums for n columns: row t of
  * a unit adds into lane t mod L of its column, so that a narrow output
  * (K = 2 of a network's readout) is not one chain of T dependent additions

@@ -334,9 +334,34 @@ static void test_fixed_order_sums(void **state)
         }
 }
 
+/* crl_row_peak_f32: the largest value >= +0 of a finite row, below it
+ * every negative value and -0.0f; a value <= 0 when the row has none. */
+static void test_row_peak(void **state)
+{
+    (void) state;
+    const float mixed[] = {0.25f, -3.0f, 7.5f, -0.0f, 7.25f, 1e-30f, 0.0f};
+    assert_true(crl_row_peak_f32(mixed, 7) == 7.5);
+    assert_true(crl_row_peak_f32(mixed + 3, 4) == 7.25);
+    const float negative[] = {-1.0f, -0.0f, -FLT_MAX};
+    assert_true(crl_row_peak_f32(negative, 3) <= 0);
+    const float subnormal[] = {-2.0f, 0x1p-140f, 0.0f};
+    assert_true(crl_row_peak_f32(subnormal, 3) == 0x1p-140);
+    assert_true(crl_row_peak_f32(mixed, 0) <= 0);
+    /* every position, for the vector body and tail */
+    float row[100];
+    for (int at = 0; at < 100; at++) {
+        for (int k = 0; k < 100; k++)
+            row[k] = (float) (k % 7) * 0.125f - (k % 3 == 0 ? 1.0f : 0.0f);
+        row[at] = 9.0f;
+        assert_true(crl_row_peak_f32(row, 100) == 9.0);
+        assert_true(crl_row_peak_f32(row, at) < 9.0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_row_peak),
         cmocka_unit_test(test_log_random_over_the_exponent_range),
         cmocka_unit_test(test_log_edge_values),
         cmocka_unit_test(test_log_vector_and_tail_agree),

@@ -294,20 +294,6 @@ static bool float_row(double peak, double inv_z, double eps)
     return !((float) peak * (float) inv_z + (float) eps > 0.5f);
 }
 
-/* The peak of float32 row x, as the moments pass forms it. */
-static double row_peak(const float *x, int64_t n)
-{
-    int32_t top = INT32_MIN;
-    for (int64_t i = 0; i < n; i++) {
-        int32_t bits;
-        memcpy(&bits, &x[i], sizeof bits);
-        top = bits > top ? bits : top;
-    }
-    float value;
-    memcpy(&value, &top, sizeof value);
-    return value;
-}
-
 /* 1 / Z of row r of rows (Z = sum x + eps, the sum in crl_sum_fixed_f32's
  * or crl_sum_fixed's order; a float32 row's from the moments pass where it
  * formed it), and whether it takes the float32 path. */
@@ -319,7 +305,7 @@ static double inverse_normalizer(const crl_rows *rows, int64_t r, const void *x,
         const double *kept = rows->row_sum;
         double sum = kept ? kept[r] : crl_sum_fixed_f32(x, a->width);
         double inv_z = 1.0 / (sum + eps);
-        *in_float = float_row(kept ? kept[rows->count + r] : row_peak(x, a->width), inv_z, eps);
+        *in_float = float_row(kept ? kept[rows->count + r] : crl_row_peak_f32(x, a->width), inv_z, eps);
         return inv_z;
     }
     *in_float = false;
