@@ -311,9 +311,10 @@ enum {
                                          sums of squares too (the variances and
                                          sum S^2); without it they are 0 and
                                          only the sums are formed             */
-    CRL_PASS_ROW_SUMS = 1u << 4,      /* with CRL_PASS_MOMENTS: each float32
+    CRL_PASS_ROW_SUMS = 1u << 4,      /* with CRL_PASS_SQUARES: each float32
                                          row's sum and peak, formed in the same
-                                         sweep (crl_rows.row_sum)             */
+                                         sweep (crl_rows.row_sum; without the
+                                         squares, the term forms them)        */
 };
 
 /* Values a term reports from finalize (before its weight lambda_k). */

@@ -119,7 +119,6 @@ MOMENTS_KERNEL(moments_f32, float, true, false)
 MOMENTS_KERNEL(moments_rows_f32, float, true, true)
 MOMENTS_KERNEL(sums_f64, double, false, false)
 MOMENTS_KERNEL(sums_f32, float, false, false)
-MOMENTS_KERNEL(sums_rows_f32, float, false, true)
 
 /* Adds one batch element's shifted moments to the global sums:
  * sum S = T c + s1,  sum S^2 = s2 + 2 c s1 + T c^2 (sumsq not NULL), each
@@ -190,7 +189,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
         if (row_hooks && !moments)
             crl_prefetch_rows(a, b, t0 + rows, rows, false);
         const float *raw = doubles ? NULL : (const float *) crl_array_row(a, b, t0);
-        double *row_sum = moments && row_sums && !doubles ? w->row_sums : NULL;
+        double *row_sum = squares && row_sums && !doubles ? w->row_sums : NULL;
         if (doubles) {
             x = crl_rows_load(a, b, t0, count, w->tile, &ld);
             if (squares)
@@ -201,8 +200,7 @@ static int forward_unit(crl_loss *loss, crl_global *g, int p, crl_xsum *payload,
             (row_sum ? moments_rows_f32 : moments_f32)(raw, a->time_stride, count, n, c, w->s1,
                                                        w->s2, row_sum);
         } else if (moments) {
-            (row_sum ? sums_rows_f32 : sums_f32)(raw, a->time_stride, count, n, c, w->s1, w->s2,
-                                                 row_sum);
+            sums_f32(raw, a->time_stride, count, n, c, w->s1, w->s2, NULL);
         }
         crl_rows view = {pop_role(p), a, b, element, t0, count, n, x, ld,
                          NULL, NULL, 0, NULL, 0, 0, NULL,

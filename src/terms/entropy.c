@@ -302,10 +302,11 @@ static double inverse_normalizer(const crl_rows *rows, int64_t r, const void *x,
 {
     const crl_array *a = rows->array;
     if (a->dtype == CRL_FLOAT32) {
-        const double *kept = rows->row_sum;
-        double sum = kept ? kept[r] : crl_sum_fixed_f32(x, a->width);
+        const double *sweep = rows->row_sum; /* the moments sweep's, or NULL */
+        double sum = sweep ? sweep[r] : crl_sum_fixed_f32(x, a->width);
+        double peak = sweep ? sweep[rows->count + r] : crl_row_peak_f32(x, a->width);
         double inv_z = 1.0 / (sum + eps);
-        *in_float = float_row(kept ? kept[rows->count + r] : crl_row_peak_f32(x, a->width), inv_z, eps);
+        *in_float = float_row(peak, inv_z, eps);
         return inv_z;
     }
     *in_float = false;
