@@ -306,39 +306,7 @@ int crl_finalize_population(crl_population *pop, const crl_dd *sum, const crl_dd
     return CRL_OK;
 }
 
-/* g[j] = the affine gradient of value y[j] of neuron i0 + j, j < width, from
- * the kernel's alpha, beta and mean (a whole line's constant width unrolls
- * into vectors, without the checks of a variable trip count). */
-#define AFFINE_STEP(g, y, i0, width)                                                            \
-    for (int64_t j = 0; j < (width); j++)                                                      \
-        (g)[j] = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);
-
-/* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
- * depends on S through per-neuron sums (docs/losses.md: dL/dS = g_i / (B T) and the
- * variance and sum-of-squares terms), from double or raw float32 rows. */
-#define AFFINE_ROWS_KERNEL(name, type)                                                          \
-    CRL_HOT static void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,     \
-                             const double *restrict mean, const double *restrict alpha,        \
-                             const double *restrict beta, double *restrict grad)               \
-    {                                                                                          \
-        const int64_t line = 64 / (int64_t) sizeof(type);                                      \
-        int64_t ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;               \
-        for (int64_t r = 0; r < count; r++)                                                    \
-            for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line at a time */                \
-                __builtin_prefetch(x + r * ld + ahead + i0, 0, 3);                             \
-                const type *y = x + r * ld + i0;                                               \
-                double *g = grad + r * n + i0;                                                 \
-                if (n - i0 >= line) {                                                          \
-                    AFFINE_STEP(g, y, i0, line)                                                \
-                } else {                                                                       \
-                    AFFINE_STEP(g, y, i0, n - i0)                                              \
-                }                                                                              \
-            }                                                                                  \
-    }
-AFFINE_ROWS_KERNEL(affine_rows, double)
-AFFINE_ROWS_KERNEL(affine_rows_f32, float)
-
-/* AFFINE_STEP's gradient times the kernel's scale, rounded into o[j]. */
+/* crl_affine_rows's gradient times the kernel's scale, rounded into o[j]. */
 #define AFFINE_STORE_STEP(o, y, i0, width, type)                                                \
     for (int64_t j = 0; j < (width); j++) {                                                    \
         double g = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);      \
@@ -346,7 +314,7 @@ AFFINE_ROWS_KERNEL(affine_rows_f32, float)
     }
 
 /* The affine gradient added straight into the output, one pass over each
- * row: the same operations, in the same order, as affine_rows followed by
+ * row: the same operations, in the same order, as crl_affine_rows followed by
  * crl_rows_store, so the same bits (with how.stream, each row rounded into
  * row and streamed out). */
 #define AFFINE_ADD_KERNEL(name, type)                                                           \
@@ -486,10 +454,10 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
             if (hook_inits)
                 ;
             else if (pop->affine && x)
-                affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
+                crl_affine_rows(x, ld, count, n, pop->mean, pop->alpha, pop->beta, w->grad_tile);
             else if (pop->affine)
-                affine_rows_f32(crl_array_row(a, b, t0), a->time_stride, count, n, pop->mean,
-                                pop->alpha, pop->beta, w->grad_tile);
+                crl_affine_rows_f32(crl_array_row(a, b, t0), a->time_stride, count, n,
+                                    pop->mean, pop->alpha, pop->beta, w->grad_tile);
             else
                 memset(w->grad_tile, 0, sizeof(double) * (size_t) (count * n));
             crl_rows view = {pop_role(p), a, b, loss->done[p] + b, t0, count, n, x, ld,
@@ -507,14 +475,3 @@ void crl_states_backward(crl_loss *loss, const crl_global *g, int p, const crl_a
 }
 
 bool crl_hooks_start_tiles = true;
-
-void crl_rows_init(const crl_rows *rows, int64_t r, double *grad_row)
-{
-    const crl_population *pop = rows->init;
-    const crl_array *a = rows->array;
-    if (pop->affine)
-        affine_rows_f32(crl_array_row(a, rows->b, rows->t0 + r), a->time_stride, 1, rows->n,
-                        pop->mean, pop->alpha, pop->beta, grad_row);
-    else
-        memset(grad_row, 0, sizeof(double) * (size_t) rows->n);
-}

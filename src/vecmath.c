@@ -102,3 +102,46 @@ SQ_DIFF_LOOP(sq_diff_loop_f32, float)
     }
 SQ_DIFF_ROWS(crl_sq_diff_rows, sq_diff_loop, double)
 SQ_DIFF_ROWS(crl_sq_diff_rows_f32, sq_diff_loop_f32, float)
+
+/* g[j] = the affine gradient of value y[j] of neuron i0 + j, j < width, from
+ * the kernel's alpha, beta and mean (a whole line's constant width unrolls
+ * into vectors, without the checks of a variable trip count). */
+#define AFFINE_STEP(g, y, i0, width)                                                            \
+    for (int64_t j = 0; j < (width); j++)                                                      \
+        (g)[j] = alpha[(i0) + j] + beta[(i0) + j] * ((double) (y)[j] - mean[(i0) + j]);
+
+/* grad = alpha_i + beta_i * (x - mean_i): the gradient of every term that
+ * depends on S through per-neuron sums (docs/losses.md: dL/dS = g_i / (B T) and
+ * the variance and sum-of-squares terms), from double or raw float32 rows. */
+#define AFFINE_ROWS_KERNEL(name, type)                                                          \
+    CRL_HOT void name(const type *restrict x, int64_t ld, int64_t count, int64_t n,            \
+                      const double *restrict mean, const double *restrict alpha,               \
+                      const double *restrict beta, double *restrict grad)                      \
+    {                                                                                          \
+        const int64_t line = 64 / (int64_t) sizeof(type);                                      \
+        int64_t ahead = crl_prefetch_rows_ahead(n * (int64_t) sizeof(type)) * ld;               \
+        for (int64_t r = 0; r < count; r++)                                                    \
+            for (int64_t i0 = 0; i0 < n; i0 += line) {   /* a line at a time */                \
+                __builtin_prefetch(x + r * ld + ahead + i0, 0, 3);                             \
+                const type *y = x + r * ld + i0;                                               \
+                double *g = grad + r * n + i0;                                                 \
+                if (n - i0 >= line) {                                                          \
+                    AFFINE_STEP(g, y, i0, line)                                                \
+                } else {                                                                       \
+                    AFFINE_STEP(g, y, i0, n - i0)                                              \
+                }                                                                              \
+            }                                                                                  \
+    }
+AFFINE_ROWS_KERNEL(crl_affine_rows, double)
+AFFINE_ROWS_KERNEL(crl_affine_rows_f32, float)
+
+void crl_rows_init(const crl_rows *rows, int64_t r, double *grad_row)
+{
+    const crl_population *pop = rows->init;
+    const crl_array *a = rows->array;
+    if (pop->affine)
+        crl_affine_rows_f32(crl_array_row(a, rows->b, rows->t0 + r), a->time_stride, 1,
+                            rows->n, pop->mean, pop->alpha, pop->beta, grad_row);
+    else
+        memset(grad_row, 0, sizeof(double) * (size_t) rows->n);
+}

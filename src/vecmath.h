@@ -211,4 +211,17 @@ void crl_sq_diff_rows_f32(const float *restrict x, int64_t ldx, const float *res
                           int64_t ldy, int64_t t0, int64_t count, int64_t n,
                           double *restrict acc);
 
+/* grad[r n + i] = alpha[i] + beta[i] (x[r ld + i] - mean[i]) for rows
+ * r < count, i < n: the affine gradient of every term that depends on the
+ * states through per-neuron sums (docs/losses.md), from double or float32
+ * rows (each value widened to double first).  The engine's own starting
+ * value of a tile's row, crl_rows_init (internal.h), is this kernel on one
+ * row. */
+void crl_affine_rows(const double *restrict x, int64_t ld, int64_t count, int64_t n,
+                     const double *restrict mean, const double *restrict alpha,
+                     const double *restrict beta, double *restrict grad);
+void crl_affine_rows_f32(const float *restrict x, int64_t ld, int64_t count, int64_t n,
+                         const double *restrict mean, const double *restrict alpha,
+                         const double *restrict beta, double *restrict grad);
+
 #endif /* CRL_VECMATH_H */
