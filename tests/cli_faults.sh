@@ -31,6 +31,11 @@ store_clean() {
 $(readlink "$s/current")"
     if [ "$(ls -A "$s" 2>/dev/null)" = "$want" ]; then pass; else
         fail "$2: the store holds: $(ls -A "$s" 2>/dev/null | tr '\n' ' ')"
+        # What each generation holds, to tell a run killed before its
+        # clean-up from a clean-up that left a file.
+        for gen in "$s"/gen-*; do
+            [ -d "$gen" ] && echo "    $(basename "$gen"): $(ls -A "$gen" | tr '\n' ' ')"
+        done
     fi
 }
 
@@ -121,7 +126,8 @@ still_running() {
 
 # interrupt SIG WHO WHAT: starts set B over set A in g, sends SIG to WHO
 # (mpirun, or rank0/rank1: one rank's process) once the backward pass has
-# begun (or after a delay of $delay s), and checks what remains.
+# begun (or after a delay of $delay s, or once a file matching the pattern
+# $until exists), and checks what remains.
 interrupt() {
     sig=$1 who=$2 what=$3 ranks=${4:-$np}
     rm -rf g && mkdir g
@@ -131,7 +137,15 @@ interrupt() {
     timeout -k 10 "$TIMEOUT" "$MPIRUN" -np "$ranks" "$CLI" eval $B --chunk-batch 1 --grad-dir g \
         --progress always </dev/null >out 2>err &
     pid=$!
-    if [ -n "${delay:-}" ]; then sleep "$delay"; else
+    if [ -n "${delay:-}" ]; then sleep "$delay"
+    elif [ -n "${until:-}" ]; then
+        i=0
+        # shellcheck disable=SC2086
+        while ! ls $until >/dev/null 2>&1 && [ $i -lt 500 ]; do
+            sleep 0.01
+            i=$((i + 1))
+        done
+    else
         i=0
         while ! grep -q "backward chunk" err 2>/dev/null && [ $i -lt 500 ]; do
             sleep 0.01
@@ -278,5 +292,16 @@ for sig in INT TERM; do
     interrupt "$sig" mpirun "SIG$sig to mpirun during the backward pass"
     interrupt "$sig" rank0 "SIG$sig to rank 0 during the backward pass"
 done
+# Ranks on more than one host keep Open MPI's shared file pointers in lock
+# files beside each open file (its sharedfp/lockedfile component, chosen here
+# by hand): the clean-up removes them with the set.  The signal comes once
+# they are there (the files are open: the backward pass).
+OMPI_MCA_sharedfp=lockedfile
+export OMPI_MCA_sharedfp
+until='g/.ctrnn-loss/gen-*/*.lock'
+interrupt TERM mpirun "SIGTERM to mpirun while MPI-IO's lock files are beside the set"
+interrupt INT rank0 "SIGINT to rank 0 while MPI-IO's lock files are beside the set"
+until=
+unset OMPI_MCA_sharedfp
 
 finish

@@ -4,12 +4,15 @@
  * not block the signal): a signal during the switch waits for it and its
  * clean-up, a signal whose clean-up has begun keeps the commit from
  * switching to the generation it removes, and a signal before the commit
- * removes the new generation.  Each case runs in a child process that the
+ * removes the new generation, with the files MPI-IO left beside the set's
+ * (lock files, on more than one host), and at once while the thread that
+ * writes the set waits in the kernel.  Each case runs in a child process that the
  * signal ends; the parent checks what the directory holds.
  *
  * rename(2) and unlink(2) are wrapped (-Wl,--wrap) to send the signal, or
  * to slow the handler down, at the one moment each case needs.
  */
+#define _GNU_SOURCE /* clone */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,12 +22,15 @@
 #include "cli/grad_set.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,7 +107,46 @@ static void commit_set(grad_set *s)
         _exit(92);
 }
 
-enum { SIGNAL_IN_SWITCH, SIGNAL_WHILE_CLEANING, SIGNAL_BEFORE_COMMIT };
+enum {
+    SIGNAL_IN_SWITCH,
+    SIGNAL_WHILE_CLEANING,
+    SIGNAL_BEFORE_COMMIT,
+    SIGNAL_WITH_LOCK_FILE,
+    SIGNAL_WHILE_WRITER_WAITS
+};
+
+/* The process the waiter of SIGNAL_WHILE_WRITER_WAITS signals, the
+ * generation it watches, and the file it makes when it sees the generation
+ * go (run_case looks for it). */
+static pid_t writer;
+static char waited_gen[PATH_MAX], seen_gone[PATH_MAX];
+#define IN_TIME "removed-while-the-writer-waited"
+
+/*
+ * A process that shares the writer's memory (CLONE_VM) and keeps it waiting
+ * in the kernel (CLONE_VFORK: waiting for the child's end, which no handled
+ * signal interrupts, as an fsync of a large file does not) for up to 3 s.
+ * It sends SIGINT to the writer's process, as mpirun does, once the writer
+ * waits, then looks every 10 ms whether the generation is gone.  System
+ * calls only: it runs on its own stack beside the writer's threads.
+ */
+__attribute__((no_sanitize("address", "undefined"))) static int waiter(void *arg)
+{
+    (void) arg;
+    struct timespec tick = {0, 10 * 1000000L};
+    syscall(SYS_kill, writer, SIGINT);
+    for (int k = 0; k < 300; k++) {
+        if (syscall(SYS_faccessat, AT_FDCWD, waited_gen, F_OK, 0) != 0) {
+            long fd = syscall(SYS_openat, AT_FDCWD, seen_gone, O_WRONLY | O_CREAT, 0600);
+            if (fd >= 0)
+                syscall(SYS_close, fd);
+            break;
+        }
+        syscall(SYS_nanosleep, &tick, NULL);
+    }
+    syscall(SYS_exit, 0);
+    return 0;
+}
 
 /* The child: set A committed, set B written, then the case's signal. */
 static void child(const char *dir, int which)
@@ -129,6 +174,28 @@ static void child(const char *dir, int which)
         pthread_kill(helper, SIGINT);
         nap(2000);
         break;
+    case SIGNAL_WHILE_WRITER_WAITS: {
+        static char stack[64 * 1024] __attribute__((aligned(16)));
+        snprintf(waited_gen, sizeof waited_gen, "%s", s.gen);
+        snprintf(seen_gone, sizeof seen_gone, "%s/" IN_TIME, dir);
+        writer = getpid();
+        if (clone(waiter, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, NULL) < 0)
+            _exit(95);
+        nap(2000);
+        break;
+    }
+    case SIGNAL_WITH_LOCK_FILE: {
+        /* Named as Open MPI's sharedfp/lockedfile names its own. */
+        char path[PATH_MAX];
+        FILE *f = grad_set_path(&s, NAME "-1234-5678.lock", path, sizeof path)
+                      ? fopen(path, "w")
+                      : NULL;
+        if (f == NULL || fclose(f) != 0)
+            _exit(94);
+        pthread_kill(helper, SIGINT);
+        nap(2000);
+        break;
+    }
     }
     _exit(0); /* the signal should have ended the process */
 }
@@ -178,6 +245,17 @@ static void run_case(int which, const char *want)
     closedir(d);
     assert_int_equal(entries, 2);
 
+    if (which == SIGNAL_WHILE_WRITER_WAITS) {
+        /* The waiter saw the generation go before its 3 s were up; it
+         * writes the file soon after the child's end. */
+        snprintf(path, sizeof path, "%s/" IN_TIME, dir);
+        int k = 0;
+        while (access(path, F_OK) != 0 && k++ < 400)
+            nap(10);
+        if (access(path, F_OK) != 0)
+            fail_msg("the signal waited for the writer's wait in the kernel to end");
+    }
+
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);
@@ -206,12 +284,30 @@ static void test_signal_before_commit_removes_new_set(void **state)
     run_case(SIGNAL_BEFORE_COMMIT, "A");
 }
 
+/* The same with a file of MPI-IO's in the new generation: it goes too, and
+ * with it the generation. */
+static void test_signal_removes_mpi_io_files(void **state)
+{
+    (void) state;
+    run_case(SIGNAL_WITH_LOCK_FILE, "A");
+}
+
+/* A signal sent to the process while the thread that writes the set waits
+ * in the kernel: another thread removes set B at once. */
+static void test_signal_while_writer_waits(void **state)
+{
+    (void) state;
+    run_case(SIGNAL_WHILE_WRITER_WAITS, "A");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signal_in_switch_waits),
         cmocka_unit_test(test_signal_while_cleaning_stops_commit),
         cmocka_unit_test(test_signal_before_commit_removes_new_set),
+        cmocka_unit_test(test_signal_removes_mpi_io_files),
+        cmocka_unit_test(test_signal_while_writer_waits),
     };
     return cmocka_run_group_tests_name("grad_set", tests, NULL, NULL);
 }

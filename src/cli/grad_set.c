@@ -6,13 +6,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define GRAD_NAMES_MAX 16
@@ -295,14 +299,74 @@ enum { UNGUARDED, GUARDED, CLEANING, COMMITTING };
 static atomic_int guard_state = UNGUARDED;
 static atomic_int deferred = 0;
 
-/* Ends the process with sig as it would have ended without the handler. */
+/* The signals the guard takes. */
+static void guarded_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+/* Ends the process with sig as it would have ended without the handler
+ * (in this thread, which may block sig: the guarding one does). */
 static void die_of(int sig)
 {
     signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
     raise(sig);
 }
 
-/* Async-signal-safe: lock-free atomics, unlink, rmdir, signal, raise. */
+/* The layout getdents64(2) fills its buffer with. */
+struct gen_entry {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[];
+};
+
+/*
+ * Removes whatever else the new generation holds: MPI-IO's own files beside
+ * the ones it writes (Open MPI's lock files, one per open file, when the
+ * ranks are on more than one host; ROMIO's shared file pointers), which
+ * would keep rmdir from removing it.  readdir is not async-signal-safe (it
+ * allocates): the entries are read with the system call into a static
+ * buffer, and unlinked by name relative to the directory.
+ */
+static void remove_other_entries(const char *gen)
+{
+#ifdef SYS_getdents64
+    static union {
+        char bytes[8192];
+        uint64_t align;
+    } buf;
+    int fd = open(gen, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    long n;
+    while ((n = syscall(SYS_getdents64, fd, buf.bytes, sizeof buf.bytes)) > 0)
+        for (long at = 0; at + (long) offsetof(struct gen_entry, name) < n;) {
+            unsigned short reclen;
+            memcpy(&reclen, buf.bytes + at + offsetof(struct gen_entry, reclen), sizeof reclen);
+            const char *name = buf.bytes + at + offsetof(struct gen_entry, name);
+            if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+                unlinkat(fd, name, 0);
+            if (reclen == 0)
+                break;
+            at += reclen;
+        }
+    close(fd);
+#else
+    (void) gen;
+#endif
+}
+
+/* Async-signal-safe: lock-free atomics, open, getdents64, unlink, unlinkat,
+ * rmdir, signal, raise. */
 static void on_signal(int sig)
 {
     int state = GUARDED;
@@ -310,8 +374,10 @@ static void on_signal(int sig)
         int n = guard_count;
         for (int k = 0; k < n; k++)
             unlink(guard_paths[k + 1]);
-        if (n > 0)
+        if (n > 0) {
+            remove_other_entries(guard_paths[0]);
             rmdir(guard_paths[0]);
+        }
     } else if (state == COMMITTING) {
         atomic_store(&deferred, sig);
         /* The commit may have finished between the two steps and missed it. */
@@ -328,6 +394,56 @@ static void unguard(void)
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     atomic_store(&guard_state, UNGUARDED);
+    sigset_t set;
+    guarded_signals(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* A thread that only takes the guarded signals (it never blocks them). */
+static void *signal_taker(void *arg)
+{
+    (void) arg;
+    sigset_t set;
+    guarded_signals(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    for (;;)
+        pause();
+    return NULL;
+}
+
+/*
+ * The thread that writes the set blocks the guarded signals, and a thread of
+ * the guard's own takes them.  A signal sent to the process goes to the main
+ * thread first unless it blocks it, and waits there while that thread waits
+ * in the kernel (an fsync of a large file, writes the page cache holds back,
+ * a slow file system): past mpirun's grace of one second (Open MPI's
+ * odls_base_sigkill_timeout) before its SIGKILL.  Another thread runs the
+ * handler at once, whatever this one is doing.  One taker for the process;
+ * if it cannot be started, the writer keeps the signals unblocked and takes
+ * them itself.
+ */
+static bool taker_started;
+
+static void start_taker(void)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    if (pthread_attr_init(&attr) != 0)
+        return;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    taker_started = pthread_create(&thread, &attr, signal_taker, NULL) == 0;
+    pthread_attr_destroy(&attr);
+}
+
+static void hand_signals_to_a_taker(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, start_taker);
+    if (taker_started) {
+        sigset_t set;
+        guarded_signals(&set);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+    }
 }
 
 /* After a commit: a signal that came during it ends the process now. */
@@ -355,6 +471,7 @@ void grad_set_guard(const grad_set *s, const char *const *names, int n)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    hand_signals_to_a_taker();
 }
 
 /* ------------------------------------------------------------------------ */
