@@ -283,7 +283,10 @@ echo "== signals"
 # line and find the process: the signals go to runs of heavier sets
 # (hebbian's products on 768 neurons, 121 MB of rates; 0.4 s or more of
 # backward and writing on 2 cores at 1 to 4 ranks), their own complete sets
-# beside them.  Last, since they replace A, B and their checksums.
+# beside them.  Last, since they replace A, B and their checksums.  A signal
+# to mpirun reaches the ranks as SIGTERM a second later (see below): in a
+# build without sanitizers the run has often finished by then, and the case
+# checks that the set stands whole either way.
 mkdir heavy && "$TOOL" gen heavy --B 40 --T 512 --N 768 || exit 99
 A="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=1 --term f=fr"
 B="--states heavy/states.npy --w-hebb heavy/w_hebb.npy --term h=hebbian:lambda=2 --term f=fr"
@@ -295,12 +298,16 @@ done
 # Ranks on more than one host keep Open MPI's shared file pointers in lock
 # files beside each open file (its sharedfp/lockedfile component, chosen here
 # by hand): the clean-up removes them with the set.  The signal comes once
-# they are there (the files are open: the backward pass).
+# they are there (the files are open: the backward pass), to rank 0 itself:
+# mpirun passes a SIGINT or SIGTERM on to the ranks only a second later (a
+# SIGCONT first, then SIGTERM after odls_base_sigkill_timeout, SIGKILL a
+# second after that), when a run this size has mostly ended.
 OMPI_MCA_sharedfp=lockedfile
 export OMPI_MCA_sharedfp
 until='g/.ctrnn-loss/gen-*/*.lock'
-interrupt TERM mpirun "SIGTERM to mpirun while MPI-IO's lock files are beside the set"
-interrupt INT rank0 "SIGINT to rank 0 while MPI-IO's lock files are beside the set"
+for sig in INT TERM; do
+    interrupt "$sig" rank0 "SIG$sig to rank 0 while MPI-IO's lock files are beside the set"
+done
 until=
 unset OMPI_MCA_sharedfp
 
