@@ -417,10 +417,10 @@ static void *signal_taker(void *arg)
  * thread first unless it blocks it, and waits there while that thread waits
  * in the kernel (an fsync of a large file, writes the page cache holds back,
  * a slow file system): past the second mpirun allows between its SIGTERM
- * and its SIGKILL (Open MPI's odls_base_sigkill_timeout).  Another thread runs the
- * handler at once, whatever this one is doing.  One taker for the process;
- * if it cannot be started, the writer keeps the signals unblocked and takes
- * them itself.
+ * and its SIGKILL (Open MPI's odls_base_sigkill_timeout).  Another thread
+ * runs the handler at once, whatever this one is doing.  One taker for the
+ * process; if it cannot be started, the writer keeps the signals unblocked
+ * and takes them itself.
  */
 static bool taker_started;
 
