@@ -12,9 +12,9 @@ trap 'rm -rf "$tmp"' EXIT
 echo "/* tests/fuzz_link.sh: no configure-time choices */" >"$tmp/config.h"
 # -O0: this checks what links, not how fast.
 cc="$CRL_TEST_CC -O0 -I$tmp -I$top/include -I$top/src -I$top/tests/fuzz"
-for target in npy_header term ini; do
-    sources=$("$top/scripts/fuzz" --sources $target)
-    echo "fuzz_link.sh: linking replay_$target from" $(echo "$sources" | wc -l) "sources"
+for target in $("$top/scripts/fuzz" --targets); do
+    sources=$("$top/scripts/fuzz" --sources "$target")
+    echo "fuzz_link.sh: linking replay_$target from $(echo "$sources" | wc -l) sources"
     # shellcheck disable=SC2086
     $cc -o "$tmp/replay_$target" "$top/tests/fuzz/fuzz_$target.c" "$top/tests/fuzz/replay.c" \
         $sources $CRL_TEST_LIBS

@@ -6,11 +6,12 @@
  * switching to the generation it removes, and a signal before the commit
  * removes the new generation, with the files MPI-IO left beside the set's
  * (lock files, on more than one host), and at once while the thread that
- * writes the set waits in the kernel.  Each case runs in a child process that the
- * signal ends; the parent checks what the directory holds.
+ * writes the set waits in the kernel.  Each case runs in a child process
+ * that the signal ends; the parent checks what the directory holds.
  *
- * rename(2) and unlink(2) are wrapped (-Wl,--wrap) to send the signal, or
- * to slow the handler down, at the one moment each case needs.
+ * rename(2) and unlinkat(2) (the handler's) are wrapped (-Wl,--wrap) to
+ * send the signal, or to slow the handler down, at the one moment each case
+ * needs.
  */
 #define _GNU_SOURCE /* clone */
 #include <setjmp.h>
@@ -38,11 +39,11 @@
 #define NAME "d_x.npy"
 
 int __real_rename(const char *from, const char *to);
-int __real_unlink(const char *path);
+int __real_unlinkat(int dir, const char *path, int flags);
 
 /* Armed by a case: SIGINT to the process right after `current` is renamed. */
 static atomic_int kill_after_switch;
-/* Armed by a case: the next unlink (the handler's first) says so, then takes
+/* Armed by a case: the handler's first unlinkat says so, then takes
  * 200 ms. */
 static atomic_int slow_unlink;
 static atomic_int unlink_started;
@@ -66,13 +67,13 @@ int __wrap_rename(const char *from, const char *to)
     return rc;
 }
 
-int __wrap_unlink(const char *path)
+int __wrap_unlinkat(int dir, const char *path, int flags)
 {
     if (atomic_exchange(&slow_unlink, 0)) {
         atomic_store(&unlink_started, 1);
         nap(200);
     }
-    return __real_unlink(path);
+    return __real_unlinkat(dir, path, flags);
 }
 
 /* A thread that takes signals, as MPI's do. */
@@ -95,7 +96,7 @@ static void begin_set(grad_set *s, const char *dir, const char *text)
     FILE *f = grad_set_path(s, NAME, path, sizeof path) ? fopen(path, "w") : NULL;
     if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
         _exit(91);
-    grad_set_guard(s, names, 1);
+    grad_set_guard(s);
 }
 
 static void commit_set(grad_set *s)
@@ -170,6 +171,16 @@ static void child(const char *dir, int which)
             nap(1);
         commit_set(&s);
         break;
+    case SIGNAL_WITH_LOCK_FILE: {
+        /* Named as Open MPI's sharedfp/lockedfile names its own. */
+        char path[PATH_MAX];
+        FILE *f = grad_set_path(&s, NAME "-1234-5678.lock", path, sizeof path)
+                      ? fopen(path, "w")
+                      : NULL;
+        if (f == NULL || fclose(f) != 0)
+            _exit(94);
+    }
+        /* fall through - then the signal, as SIGNAL_BEFORE_COMMIT */
     case SIGNAL_BEFORE_COMMIT:
         pthread_kill(helper, SIGINT);
         nap(2000);
@@ -181,18 +192,6 @@ static void child(const char *dir, int which)
         writer = getpid();
         if (clone(waiter, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, NULL) < 0)
             _exit(95);
-        nap(2000);
-        break;
-    }
-    case SIGNAL_WITH_LOCK_FILE: {
-        /* Named as Open MPI's sharedfp/lockedfile names its own. */
-        char path[PATH_MAX];
-        FILE *f = grad_set_path(&s, NAME "-1234-5678.lock", path, sizeof path)
-                      ? fopen(path, "w")
-                      : NULL;
-        if (f == NULL || fclose(f) != 0)
-            _exit(94);
-        pthread_kill(helper, SIGINT);
         nap(2000);
         break;
     }

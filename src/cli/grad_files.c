@@ -51,12 +51,7 @@ static int begin_generation(eval_run *r)
     } head = {0};
     if (crl_context_rank(ctx) == 0) {
         if (grad_set_begin(&r->set, r->opt.grad_dir, names, n, &head.err) == CRL_OK) {
-            const char *written[CRL_ROLE_COUNT];
-            int w = 0;
-            for (int k = 0; k < n; k++)
-                if (in_new[k])
-                    written[w++] = names[k];
-            grad_set_guard(&r->set, written, w);
+            grad_set_guard(&r->set);
             snprintf(head.gen, sizeof head.gen, "%s", r->set.gen);
             head.cleaned = r->set.cleaned;
         }

@@ -19,8 +19,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define GRAD_NAMES_MAX 16
-
 /* out = a/b; false if too long. */
 static bool join(char *out, size_t cap, const char *a, const char *b)
 {
@@ -282,8 +280,8 @@ bool grad_set_path(const grad_set *s, const char *name, char *out, size_t cap)
 /* Signals                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static char guard_paths[GRAD_NAMES_MAX + 1][PATH_MAX];
-static volatile sig_atomic_t guard_count = 0;
+/* The new generation's directory, while guarded. */
+static char guard_gen[PATH_MAX];
 
 /*
  * Who owns the new generation when a signal comes.  MPI's own threads do not
@@ -330,16 +328,18 @@ struct gen_entry {
 };
 
 /*
- * Removes whatever else the new generation holds: MPI-IO's own files beside
- * the ones it writes (Open MPI's lock files, one per open file, when the
- * ranks are on more than one host; ROMIO's shared file pointers), which
- * would keep rmdir from removing it.  readdir is not async-signal-safe (it
- * allocates): the entries are read with the system call into a static
- * buffer, and unlinked by name relative to the directory.
+ * Removes the directory gen and every file in it: the gradients and what
+ * MPI-IO keeps beside them (Open MPI's lock files, one per open file, when
+ * the ranks are on more than one host; ROMIO's shared file pointers).
+ * readdir is not async-signal-safe (it allocates): the entries are read with
+ * the system call into a static buffer, and unlinked by name relative to
+ * the directory.
  */
-static void remove_other_entries(const char *gen)
+#ifndef SYS_getdents64
+#error "grad_set.c reads a directory in a signal handler with getdents64 (Linux)"
+#endif
+static void remove_generation_now(const char *gen)
 {
-#ifdef SYS_getdents64
     static union {
         char bytes[8192];
         uint64_t align;
@@ -360,25 +360,17 @@ static void remove_other_entries(const char *gen)
             at += reclen;
         }
     close(fd);
-#else
-    (void) gen;
-#endif
+    rmdir(gen);
 }
 
-/* Async-signal-safe: lock-free atomics, open, getdents64, unlink, unlinkat,
- * rmdir, signal, raise. */
+/* Async-signal-safe: lock-free atomics, open, getdents64, unlinkat, rmdir,
+ * signal, raise. */
 static void on_signal(int sig)
 {
     int state = GUARDED;
-    if (atomic_compare_exchange_strong(&guard_state, &state, CLEANING)) {
-        int n = guard_count;
-        for (int k = 0; k < n; k++)
-            unlink(guard_paths[k + 1]);
-        if (n > 0) {
-            remove_other_entries(guard_paths[0]);
-            rmdir(guard_paths[0]);
-        }
-    } else if (state == COMMITTING) {
+    if (atomic_compare_exchange_strong(&guard_state, &state, CLEANING))
+        remove_generation_now(guard_gen);
+    else if (state == COMMITTING) {
         atomic_store(&deferred, sig);
         /* The commit may have finished between the two steps and missed it. */
         if (atomic_load(&guard_state) == COMMITTING)
@@ -389,7 +381,6 @@ static void on_signal(int sig)
 
 static void unguard(void)
 {
-    guard_count = 0;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
@@ -455,14 +446,9 @@ static void end_commit(void)
         die_of(sig);
 }
 
-void grad_set_guard(const grad_set *s, const char *const *names, int n)
+void grad_set_guard(const grad_set *s)
 {
-    n = n < GRAD_NAMES_MAX ? n : GRAD_NAMES_MAX;
-    snprintf(guard_paths[0], PATH_MAX, "%s", s->gen);
-    for (int k = 0; k < n; k++)
-        if (!join(guard_paths[k + 1], PATH_MAX, s->gen, names[k]))
-            guard_paths[k + 1][0] = '\0';
-    guard_count = n;
+    snprintf(guard_gen, sizeof guard_gen, "%s", s->gen);
     atomic_store(&deferred, 0);
     atomic_store(&guard_state, GUARDED);
     struct sigaction sa = {0};

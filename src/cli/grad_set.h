@@ -56,14 +56,15 @@ void grad_set_abort(grad_set *s);
 
 /*
  * Until grad_set_commit or grad_set_abort, SIGINT, SIGTERM and SIGHUP (sent
- * to the process, whichever thread takes them) remove the new generation's
- * files (names[n] in it, and whatever else MPI-IO put there) and then end
- * the process with the signal, as it would have ended without the handler.
+ * to the process, whichever thread takes them) remove the new generation
+ * and every file in it (the gradients and whatever MPI-IO put beside them)
+ * and then end the process with the signal, as it would have ended without
+ * the handler.
  * From the moment grad_set_commit starts its switch to the end of its
  * clean-up, they wait for it instead.  The calling thread blocks them until
  * then, and a thread of the guard's own takes them: the clean-up does not
  * wait for this thread's system calls (an fsync) to end.
  */
-void grad_set_guard(const grad_set *s, const char *const *names, int n);
+void grad_set_guard(const grad_set *s);
 
 #endif /* CRL_CLI_GRAD_SET_H */
